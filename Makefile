@@ -1,0 +1,43 @@
+# Two entry points (see README): `make book` and `make test`. Both set up .venv on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NBDIR  := .nbtest
+# nbval gives each cell this long (seconds); long cells print progress.
+CELL_TIMEOUT ?= 1200
+
+.PHONY: setup test unit notebooks book clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## make test: unit tests, then every notebook of the book through nbval
+test: unit notebooks
+
+unit: setup
+	$(PY) -m pytest tests -q
+
+notebooks: setup
+	rm -rf $(NBDIR) && mkdir -p $(NBDIR)
+	for f in book/*.md; do \
+	  if grep -q '^kernelspec:' "$$f"; then \
+	    $(VENV)/bin/jupytext --quiet --to ipynb -o "$(NBDIR)/$$(basename "$${f%.md}").ipynb" "$$f" || exit 1; \
+	  fi; \
+	done
+	cd $(NBDIR) && ../$(PY) -m pytest -q --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=$(CELL_TIMEOUT) -p no:cacheprovider --rootdir=. .
+
+## make book: execute the notebooks and build the HTML site into _build/html
+book: setup
+	$(VENV)/bin/jupyter-book build --all .
+	test -f _build/html/index.html
+
+clean:
+	rm -rf _build $(NBDIR)
