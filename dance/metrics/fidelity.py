@@ -1,0 +1,80 @@
+r"""Saliency fidelity :math:`S_F` of the DANCE paper (§4.2), after Dabkowski & Gal (2017).
+
+.. math::
+
+    S_F(E, x, c) = -\bigl(\log F^c(E \circ x) - \log F^c(E_{mean} \circ x)\bigr)
+
+**What is implemented.** ``E`` is the map turned into a heatmap in [0, 1] by
+:func:`dance.to_heatmap` (paper §4.1: absolute value, maximum over colour channels, winsorised,
+rescaled). The heatmap has one channel, so ``E ∘ x`` multiplies every colour channel of pixel
+``(i, j)`` by ``E[i, j]``, and ``E_mean`` (the paper: "the mean of E on each channel") is the mean
+of that single channel over the image, a scalar per image: ``E_mean ∘ x`` is the image uniformly
+dimmed to the same average brightness factor. ``F^c`` is the softmax probability of class ``c``,
+the class the model predicts for ``x`` (or a given target).
+
+**Direction, and the paper's inconsistency.** With this formula a map that keeps the evidence for
+``c`` gives ``F^c(E∘x) > F^c(E_mean∘x)`` and hence a *negative* ``S_F``; the paper says
+accordingly that "a lower value ... implies a faithful saliency method", and this module
+registers ``direction = "lower"``. Yet the paper's results (§4.3, Fig. 3, Fig. 6) call ``S_F``
+"consistently higher with decoys" and read that as an improvement, which matches the opposite
+sign, i.e. the log-probability *gain* ``-S_F``. Both cannot hold; we implement the formula as
+printed, and the experiment chapters report ``S_F`` together with the two readings.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from ._registry import metric
+from ._utils import TargetType, check_images, check_model, class_score, forward, heatmaps, resolve_target
+
+
+@metric("lower",
+        "DANCE paper §4.2 (Lu et al., 2021), after Dabkowski & Gal (2017); the paper's results read it "
+        "as higher-is-better, see the module docstring",
+        "lu2021dance",
+        "heatmaps as in §4.1 (abs, max over channels, 95th-percentile winsorising, [0, 1]); c = predicted "
+        "class; F^c = softmax probability")
+def fidelity(model: Callable, inputs: torch.Tensor, attributions: torch.Tensor, target: TargetType = None, *,
+             percentile: float = 95.0, batch_size: Optional[int] = None) -> torch.Tensor:
+    r"""Saliency fidelity ``S_F = log F^c(E_mean ∘ x) - log F^c(E ∘ x)`` per image.
+
+    Args:
+        model: classifier returning logits, taking images like ``inputs`` (for example a
+            :class:`dance.Normalized` model on [0, 1] images). Put it in eval mode; it is not changed.
+        inputs: ``[B, C, H, W]`` images.
+        attributions: ``[B, C, H, W]`` signed saliency maps (turned into heatmaps with
+            :func:`dance.to_heatmap` at ``percentile``) or ``[B, H, W]`` heatmaps already in [0, 1].
+        target: the class ``c``; ``None`` (the paper's choice) uses the class the model predicts for
+            ``inputs``; an int or ``LongTensor[B]`` otherwise.
+        percentile: winsorising level of :func:`dance.to_heatmap` (paper §4.1: 95).
+        batch_size: images per forward pass (all ``2B`` at once if ``None``).
+
+    Returns:
+        ``[B]`` float tensor on the inputs' device. **Lower** is more faithful by the paper's
+        definition (negative when the map keeps more evidence for ``c`` than a uniform map of the
+        same mean); see the module docstring for the paper's opposite reading of its results.
+
+    Example:
+        >>> import torch
+        >>> from dance.metrics import fidelity
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+        >>> x = torch.rand(3, 1, 4, 4)
+        >>> fidelity(model, x, torch.randn(3, 1, 4, 4)).shape
+        torch.Size([3])
+    """
+    check_model(model)
+    check_images(inputs)
+    h = heatmaps(attributions, "attributions", percentile=percentile).to(inputs.device)
+    if h.shape != (inputs.shape[0],) + tuple(inputs.shape[2:]):
+        raise ValueError(f"attributions must give one [H, W] map per image of inputs {tuple(inputs.shape)}, "
+                         f"got maps of shape {tuple(h.shape)}")
+    c = resolve_target(model, inputs, target, batch_size)
+    x = inputs.detach()
+    e = h.unsqueeze(1).to(x.dtype)  # [B, 1, H, W], broadcast over colour channels
+    e_mean = e.mean(dim=(2, 3), keepdim=True)  # one channel -> one mean per image
+    logits = forward(model, torch.cat([e * x, e_mean * x]), batch_size)
+    logp = class_score(logits, torch.cat([c, c]), "log_prob")
+    b = x.shape[0]
+    return -(logp[:b] - logp[b:])

@@ -1,0 +1,172 @@
+"""Model-parameter randomisation test of Adebayo et al. (2018), cascading version (DANCE paper A8).
+
+The weights of a copy of the model are re-initialised layer by layer, from the top (logits)
+down to the input, *cumulatively*; after each step the explanation is recomputed and compared
+with the explanation of the trained model by SSIM and Spearman rank correlation. A method that
+explains the model (and not, say, edges of the image) gives maps that drift away from the
+original as the learned weights are destroyed: low similarity after randomisation is the desired
+outcome. The caller's model is never modified (the randomised network is a deep copy).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ._registry import metric
+from ._utils import TargetType, check_images, heatmaps, resolve_target
+from .similarity import spearman, ssim
+
+
+@dataclass
+class SanityResult:
+    """Outcome of :func:`cascading_randomization`.
+
+    Attributes:
+        layers: ``S + 1`` names: ``"original"``, then the layer randomised at each step (top first;
+            each step keeps the randomisation of the previous ones).
+        maps: ``[S + 1, B, H, W]`` heatmaps (:func:`dance.to_heatmap`) at each step.
+        ssim: ``[S + 1, B]`` SSIM of each step's map with the original map (1 at step 0).
+        spearman: ``[S + 1, B]`` Spearman rank correlation with the original map (1 at step 0).
+    """
+
+    layers: List[str]
+    maps: torch.Tensor
+    ssim: torch.Tensor
+    spearman: torch.Tensor
+
+    def to_frame(self):
+        """Long-format :class:`pandas.DataFrame`: step, layer, image, ssim, spearman."""
+        import pandas as pd
+
+        rows = []
+        for s, name in enumerate(self.layers):
+            for i in range(self.ssim.shape[1]):
+                rows.append({"step": s, "layer": name, "image": i, "ssim": float(self.ssim[s, i]),
+                             "spearman": float(self.spearman[s, i])})
+        return pd.DataFrame(rows)
+
+
+def parameter_layers(model: nn.Module) -> List[str]:
+    """Names of the modules that own parameters, top (output side) first.
+
+    The order is the reverse of :meth:`torch.nn.Module.named_modules`, i.e. of definition order,
+    which is the forward order for sequential networks such as VGG or AlexNet; pass ``layers``
+    to :func:`cascading_randomization` explicitly where it is not.
+    """
+    names = [name for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    return names[::-1]
+
+
+def _randomize_(module: nn.Module, seed: int) -> None:
+    """Re-initialise ``module``'s own parameters in place, identically on every device.
+
+    PyTorch's default initialisation (``reset_parameters``) is used where the module has one;
+    otherwise each parameter is redrawn from a normal distribution with the trained values' mean
+    and standard deviation. The draws are made on a CPU copy under a fixed seed.
+    """
+    cpu = copy.deepcopy(module).cpu()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if hasattr(cpu, "reset_parameters"):
+            cpu.reset_parameters()
+        else:
+            with torch.no_grad():
+                for p in cpu.parameters(recurse=False):
+                    std = float(p.float().std()) if p.numel() > 1 else 0.0
+                    p.normal_(float(p.float().mean()), std if std > 0 else 0.01)
+    with torch.no_grad():
+        own = dict(module.named_parameters(recurse=False))
+        own.update(dict(module.named_buffers(recurse=False)))
+        new = dict(cpu.named_parameters(recurse=False))
+        new.update(dict(cpu.named_buffers(recurse=False)))
+        for key, t in own.items():
+            if key in new and t is not None:
+                t.copy_(new[key].to(t.device))
+
+
+def _explain_fn(explainer: Callable, model: nn.Module) -> Callable:
+    """Turn ``explainer`` into ``f(inputs, target)`` for ``model``."""
+    try:
+        n_pos = sum(1 for p in inspect.signature(explainer).parameters.values()
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)
+    except (TypeError, ValueError):
+        n_pos = 1
+    if n_pos >= 3:  # explainer(model, inputs, target)
+        return lambda x, t: explainer(model, x, t)
+    made = explainer(model)  # a factory: model -> explain callable (or a Captum Attribution)
+    if hasattr(made, "attribute"):
+        return lambda x, t: made.attribute(x, target=t)
+    if not callable(made):
+        raise TypeError("explainer(model) must return a callable explain(inputs, target) or an object "
+                        "with .attribute; or pass explainer(model, inputs, target) directly")
+    return made
+
+
+@metric("lower", "Adebayo et al. (2018), Sanity checks for saliency maps (cascading randomisation); "
+        "DANCE paper A8", "adebayo2018sanity",
+        "pretrained VGG16, layers randomised from top to bottom, compared by SSIM (Fig. A9)")
+def cascading_randomization(model: nn.Module, explainer: Callable, inputs: torch.Tensor, target: TargetType = None,
+                            *, layers: Optional[Sequence[str]] = None, seed: int = 0, percentile: float = 95.0,
+                            win_size: Optional[int] = None) -> SanityResult:
+    """Cascading model-parameter randomisation test on a deep copy of ``model``.
+
+    Args:
+        model: the trained classifier. It is deep-copied; its weights, ``.grad`` and train/eval
+            mode are left as they are.
+        explainer: either a factory ``explainer(model) -> explain`` with
+            ``explain(inputs, target) -> attributions`` (for example
+            ``lambda m: captum.attr.Saliency(m).attribute``, or a Captum class such as
+            ``captum.attr.Saliency`` itself), or a function ``explainer(model, inputs, target)``.
+            To check a :class:`dance.DecoyEnhanced`, build it inside the factory around the
+            randomised model it receives, naming its layer by string.
+        inputs: ``[B, C, H, W]`` images.
+        target: class to explain; ``None`` = the class the *trained* model predicts (kept fixed
+            through all steps, as in Adebayo et al.).
+        layers: names of the layers to randomise, in order (top first); default all modules with
+            parameters, top first (:func:`parameter_layers`).
+        seed: seed of the re-initialisation (step ``s`` uses ``seed + s``).
+        percentile: winsorising level of :func:`dance.to_heatmap` for the compared maps.
+        win_size: SSIM window (see :func:`dance.metrics.ssim`).
+
+    Returns:
+        :class:`SanityResult`. **Lower** similarity after randomisation is better: the map depends
+        on the learned weights.
+
+    Example:
+        >>> import torch
+        >>> from captum.attr import Saliency
+        >>> from dance.metrics import cascading_randomization
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 3))
+        >>> r = cascading_randomization(net, Saliency, torch.rand(2, 1, 8, 8), 0)
+        >>> r.layers, tuple(r.ssim.shape)
+        (['original', '3', '0'], (3, 2))
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_images(inputs)
+    x = inputs.detach()
+    names = parameter_layers(model) if layers is None else list(layers)
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise ValueError(f"layers {missing} are not in model.named_modules(); available: {parameter_layers(model)}")
+    t = resolve_target(model, x, target)
+
+    net = copy.deepcopy(model)  # the caller's model stays untouched
+    net_modules = dict(net.named_modules())
+    explain = _explain_fn(explainer, net)
+    base = heatmaps(explain(x, t).detach(), "attributions", percentile)
+    maps = [base]
+    for s, name in enumerate(names, start=1):
+        _randomize_(net_modules[name], seed + s)
+        maps.append(heatmaps(explain(x, t).detach(), "attributions", percentile).to(base.device))
+    stacked = torch.stack(maps)  # [S+1, B, H, W]
+    ssims = torch.stack([ssim(base, m, win_size=win_size) for m in maps])
+    spear = torch.stack([spearman(base, m) for m in maps])
+    return SanityResult(["original"] + names, stacked, ssims, spear)
