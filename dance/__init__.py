@@ -1,10 +1,27 @@
-"""dance: decoy-enhanced saliency maps (Lu, Guo, Xing, Noble) for PyTorch models."""
+"""dance: decoy-enhanced saliency maps (Lu, Guo, Xing, Noble) for PyTorch models.
+
+The two entry points:
+
+- :func:`generate_decoys` optimises the decoys of one image at one layer (paper §3.1, §3.4);
+- :class:`DecoyEnhanced` wraps any attribution method (Captum or a callable) and returns the
+  pixelwise range of its maps over the image and its decoys (paper §3.2, Eq. 3).
+"""
+from .decoys import Decoys, generate_decoys
+from .enhanced import AGGREGATES, DecoyEnhanced, aggregate_maps
 from .heatmap import to_heatmap
+from .masks import default_masks, lattice_masks
 from .normalize import IMAGENET_MEAN, IMAGENET_STD, Normalized
 from .scale import current_scale, default_device
 
 __all__ = [
+    "generate_decoys",
+    "Decoys",
+    "DecoyEnhanced",
+    "aggregate_maps",
+    "AGGREGATES",
     "to_heatmap",
+    "default_masks",
+    "lattice_masks",
     "Normalized",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

@@ -1,0 +1,85 @@
+"""Find a layer by name and evaluate a model only up to it, without touching the model."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Tuple, Union
+
+import torch
+from torch import nn
+
+
+def resolve_layer(model: nn.Module, layer: Union[str, nn.Module]) -> Tuple[str, nn.Module]:
+    """Return ``(name, module)`` for a layer given by its name in ``model.named_modules()`` or as the module."""
+    named = dict(model.named_modules())
+    if isinstance(layer, str):
+        if layer in named and layer != "":
+            return layer, named[layer]
+        candidates = [n for n in named if n]
+        close = [n for n in candidates if layer in n or n in layer][:5] or candidates[:8]
+        raise ValueError(
+            f"layer {layer!r} is not a module of the model; valid names from model.named_modules() "
+            f"include {close}"
+        )
+    if isinstance(layer, nn.Module):
+        for name, module in named.items():
+            if module is layer and name != "":
+                return name, module
+        raise ValueError("layer is a module that is not part of the model (or is the model itself); "
+                         "pass a submodule of the model or its name from model.named_modules()")
+    raise TypeError(f"layer must be a module name (str) or an nn.Module, got {type(layer).__name__}")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Evaluate ``model`` in eval mode and restore every submodule's train/eval flag afterwards.
+
+    Decoys and saliency maps are properties of the deployed (eval-mode) network: batch norm uses
+    its running statistics and dropout is off. The caller's flags are put back exactly.
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+class _Reached(Exception):
+    """Raised by the hook once the layer's output exists, so later layers never run."""
+
+
+class LayerProbe:
+    """Call ``probe(x)`` to get the output of ``layer`` for input ``x``, evaluating only the layers up to it.
+
+    The forward pass is stopped by an exception raised from a forward hook on the layer, so for
+    any architecture the layers after it are never evaluated (the decoy constraint only involves
+    ``F_l``). If the layer runs more than once in one forward (a shared ReLU, say), its first
+    output is the one used.
+    """
+
+    def __init__(self, model: nn.Module, module: nn.Module, name: str = "layer"):
+        self.model = model
+        self.module = module
+        self.name = name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        captured = {}
+
+        def hook(_module, _inputs, output):
+            captured["out"] = output
+            raise _Reached
+
+        handle = self.module.register_forward_hook(hook)
+        try:
+            self.model(x)
+        except _Reached:
+            pass
+        finally:
+            handle.remove()
+        if "out" not in captured:
+            raise ValueError(f"layer {self.name!r} was not called in the model's forward pass")
+        out = captured["out"]
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"layer {self.name!r} must output a tensor, got {type(out).__name__}")
+        return out

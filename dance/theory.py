@@ -1,0 +1,750 @@
+"""Closed-form theory behind DANCE's Proposition 1 and Yeh et al.'s sensitivity calculus.
+
+Three parts, each used by a book chapter (``book/theory.md`` and ``book/yeh.md``) and
+checked against torch autograd in ``tests/test_theory.py``:
+
+1. **The single-layer CNN of the paper's Eq. 4/9** (:class:`ToyParams`, :class:`ToyCNN`)
+   with the closed forms of its Jacobian ``B`` (Eq. 14-15), input gradient
+   ``∇x p_c = B W P̂_c`` (Eq. 16) and Hessian (Eq. 17-18), all batched over many random
+   networks (leading dimension ``N``) and over populations of images (any further dimensions).
+   Decoys of this toy with 1×1 patches have an exact feasible set per pixel
+   (:func:`feasible_shifts`), from which random feasible decoy populations are drawn
+   (:func:`decoy_population`). :func:`proposition1_terms` computes the decoy-enhanced score
+   ``Z_j``, the bound of Proposition 1 with ``C1, C2`` as in Eq. 22 (as printed and with its
+   index and sign slips fixed), the quantities of each proof step, and a corrected bound
+   that is a theorem.
+2. **Figure A7** (:func:`maxpool_exact_decoys`): conv + ReLU + max-pool, where a decoy shares
+   the intermediate representation *exactly*; the set of such single-pixel decoys is computed
+   analytically and can be checked on a grid.
+3. **Yeh et al. (2019)**: small networks with closed-form gradients, Lipschitz constants and
+   Gaussian-smoothed gradients (:class:`SoftplusMLP`, :class:`ReLUMLP`), plus the bound terms of
+   their Propositions 2.2, 2.3, 2.4 / Corollary 2.2 and 3.1.
+
+Conventions for part 1: an image is unrolled row-major, ``x ∈ R^d`` with ``d = side²``; the
+convolution is a zero-padded "same" cross-correlation (``torch.nn.functional.conv2d`` with
+``padding=1``), so ``(g * x)_i = Σ_k g_k x_{i+k}`` over the neighbours ``i+k`` inside the image;
+``a_j = 1{(g * x)_j ≥ 0}``; ``W ∈ R^{d×C}``; ``F^c = p_c`` (the softmax probability); the
+saliency map is ``E(x)_j = ∂p_c/∂x_j``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "KAPPA",
+    "ToyParams",
+    "ToyCNN",
+    "ToyState",
+    "toy_forward",
+    "toy_jacobian",
+    "toy_jacobian_output",
+    "toy_gradient",
+    "toy_class_gradients",
+    "softmax_hessian",
+    "toy_hessian",
+    "toy_hessian_eq17",
+    "toy_hessian_diag",
+    "feasible_shifts",
+    "decoy_population",
+    "decoy_scores",
+    "proposition1_terms",
+    "maxpool_exact_decoys",
+    "SoftplusMLP",
+    "ReLUMLP",
+    "yeh_corollary21_constant",
+    "product_bound",
+    "smoothing_terms",
+    "smoothing_objectives",
+    "geometric_median",
+]
+
+#: ``max_{p ∈ [0,1]} p(1-p)(2-p) = 2/(3√3)``: the constant of Lemma 2 in the theory chapter,
+#: ``|uᵀ ∇²_o p_c v| ≤ KAPPA · range(u) · range(v)`` for any logits ``o``.
+KAPPA = 2.0 / (3.0 * math.sqrt(3.0))
+
+Tensor = torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 1: the toy single-layer CNN of Eq. 4 / Eq. 9
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToyParams:
+    """Parameters of ``N`` single-layer CNNs of Eq. 4 that share image side and class count.
+
+    ``m = relu(g * x)``, ``o = Wᵀ m + b``, ``p = softmax(o)``.
+
+    Args:
+        g: ``[N, 3, 3]`` convolution filters.
+        W: ``[N, d, C]`` dense weights, ``d = side²`` (row-major pixel order).
+        b: ``[N, C]`` biases.
+
+    Example:
+        >>> from dance.theory import ToyParams
+        >>> params = ToyParams.random(4, side=5, n_classes=3, seed=0)
+        >>> params.n, params.side, params.d, params.n_classes
+        (4, 5, 25, 3)
+    """
+
+    g: Tensor
+    W: Tensor
+    b: Tensor
+
+    def __post_init__(self):
+        for name in ("g", "W", "b"):
+            value = getattr(self, name)
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+            if not torch.is_floating_point(value):
+                raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+        if self.g.dim() != 3 or self.g.shape[1:] != (3, 3):
+            raise ValueError(f"g must have shape [N, 3, 3], got {tuple(self.g.shape)}")
+        n = self.g.shape[0]
+        if self.W.dim() != 3 or self.W.shape[0] != n:
+            raise ValueError(f"W must have shape [N={n}, d, C], got {tuple(self.W.shape)}")
+        side = math.isqrt(self.W.shape[1])
+        if side * side != self.W.shape[1] or side < 1:
+            raise ValueError(f"W.shape[1] must be a square number d = side², got {self.W.shape[1]}")
+        if self.b.shape != (n, self.W.shape[2]):
+            raise ValueError(f"b must have shape [N={n}, C={self.W.shape[2]}], got {tuple(self.b.shape)}")
+        if self.W.shape[2] < 2:
+            raise ValueError(f"the toy needs at least 2 classes, got C={self.W.shape[2]}")
+
+    @property
+    def n(self) -> int:
+        return self.g.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.W.shape[1]
+
+    @property
+    def side(self) -> int:
+        return math.isqrt(self.W.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return self.W.shape[2]
+
+    @classmethod
+    def random(
+        cls,
+        n: int,
+        side: int,
+        n_classes: int,
+        *,
+        seed: int = 0,
+        weight_scale: Union[float, Tensor] = 1.0,
+        bias_scale: float = 1.0,
+        dtype: torch.dtype = torch.float64,
+    ) -> "ToyParams":
+        """``n`` random toys: ``g ~ N(0, 1)``, ``W ~ N(0, weight_scale² / d)`` (logits of order
+        ``weight_scale``), ``b ~ N(0, bias_scale²)``; ``weight_scale`` may be a tensor ``[n]``."""
+        if n < 1 or side < 1 or n_classes < 2:
+            raise ValueError(f"need n >= 1, side >= 1, n_classes >= 2, got {n}, {side}, {n_classes}")
+        gen = torch.Generator().manual_seed(int(seed))
+        d = side * side
+        g = torch.randn(n, 3, 3, generator=gen, dtype=dtype)
+        scale = torch.as_tensor(weight_scale, dtype=dtype).reshape(-1, 1, 1)
+        W = torch.randn(n, d, n_classes, generator=gen, dtype=dtype) * scale / math.sqrt(d)
+        b = torch.randn(n, n_classes, generator=gen, dtype=dtype) * bias_scale
+        return cls(g, W, b)
+
+    def select(self, index) -> "ToyParams":
+        """The sub-batch ``index`` (an int, slice, or index tensor); always keeps the batch dim."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return ToyParams(self.g[index], self.W[index], self.b[index])
+
+    def module(self, i: int = 0, output: str = "probs") -> "ToyCNN":
+        """Network ``i`` as a :class:`ToyCNN` (a copy of the parameters, same dtype)."""
+        return ToyCNN(self.g[i], self.W[i], self.b[i], output=output)
+
+
+class ToyCNN(nn.Module):
+    """One single-layer CNN of Eq. 4 as an ``nn.Module`` (for ``dance.generate_decoys``).
+
+    ``forward(x [B, 1, side, side]) -> p [B, C]`` (``output="probs"``, the paper's ``F^c = p_c``)
+    or the logits ``o`` (``output="logits"``). The ReLU output ``m`` (the decoy layer ℓ of the
+    theory) is the submodule named ``"relu"``.
+
+    Args:
+        g: ``[3, 3]`` filter. W: ``[d, C]`` weights. b: ``[C]`` biases.
+        output: ``"probs"`` or ``"logits"``.
+
+    Example:
+        >>> import torch
+        >>> from dance.theory import ToyParams
+        >>> net = ToyParams.random(1, side=4, n_classes=3, seed=0).module(0)
+        >>> net(torch.rand(2, 1, 4, 4, dtype=torch.float64)).sum(1)
+        tensor([1.0000, 1.0000], dtype=torch.float64, grad_fn=<SumBackward1>)
+    """
+
+    def __init__(self, g: Tensor, W: Tensor, b: Tensor, output: str = "probs"):
+        super().__init__()
+        if output not in ("probs", "logits"):
+            raise ValueError(f"output must be 'probs' or 'logits', got {output!r}")
+        ToyParams(g[None], W[None], b[None])  # shape checks
+        d, n_classes = W.shape
+        self.side = math.isqrt(d)
+        self.output = output
+        self.conv = nn.Conv2d(1, 1, 3, padding=1, bias=False).to(W.dtype)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(d, n_classes).to(W.dtype)
+        with torch.no_grad():
+            self.conv.weight.copy_(g.detach().reshape(1, 1, 3, 3))
+            self.fc.weight.copy_(W.detach().t())
+            self.fc.bias.copy_(b.detach())
+
+    def forward(self, x: Tensor) -> Tensor:
+        m = self.relu(self.conv(x))
+        o = self.fc(m.flatten(1))
+        return torch.softmax(o, dim=1) if self.output == "probs" else o
+
+    def params(self) -> ToyParams:
+        """This network's parameters as a one-element :class:`ToyParams` (detached copies)."""
+        return ToyParams(
+            self.conv.weight.detach().reshape(1, 3, 3).clone(),
+            self.fc.weight.detach().t()[None].clone(),
+            self.fc.bias.detach()[None].clone(),
+        )
+
+
+def _check_x(params: ToyParams, x: Tensor, name: str = "x") -> Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor [N, ..., d], got {type(x).__name__}")
+    if x.dim() < 2 or x.shape[0] != params.n or x.shape[-1] != params.d:
+        raise ValueError(
+            f"{name} must have shape [N={params.n}, ..., d={params.d}] (flattened images, one "
+            f"leading entry per network), got {tuple(x.shape)}"
+        )
+    if x.dtype != params.W.dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but the parameters are {params.W.dtype}; cast one of them")
+    return x
+
+
+def _expand(t: Tensor, pop: Sequence[int]) -> Tensor:
+    """``[N, *rest] -> [N * prod(pop), *rest]``: repeat per-network tensors over population dims."""
+    n = t.shape[0]
+    shaped = t.reshape(n, *([1] * len(pop)), *t.shape[1:]).expand(n, *pop, *t.shape[1:])
+    return shaped.reshape(-1, *t.shape[1:])
+
+
+def _conv(g9: Tensor, x: Tensor, side: int) -> Tensor:
+    """``(g * x)`` for a batch: ``g9 [B, 9]``, ``x [B, d]`` -> ``[B, d]`` (zero-padded, same size)."""
+    cols = F.unfold(x.reshape(-1, 1, side, side), 3, padding=1)  # [B, 9, d]
+    return torch.einsum("bk,bkd->bd", g9, cols)
+
+
+def _conv_adjoint(g9: Tensor, v: Tensor, side: int) -> Tensor:
+    """Adjoint of :func:`_conv`: ``(Σ_i g_{j-i} v_i)_j``. ``v`` is ``[B, d]`` or ``[B, d, C]``."""
+    squeeze = v.dim() == 2
+    if squeeze:
+        v = v[..., None]
+    bsz, d, c = v.shape
+    cols = g9[:, None, :, None] * v.transpose(1, 2)[:, :, None, :]  # [B, C, 9, d]
+    out = F.fold(cols.reshape(bsz, c * 9, d), (side, side), 3, padding=1)  # [B, C, s, s]
+    out = out.reshape(bsz, c, d).transpose(1, 2)
+    return out[..., 0] if squeeze else out
+
+
+def _box(v: Tensor, side: int) -> Tensor:
+    """``Σ_{k∈K} v_{j+k}`` over the 3×3 neighbours inside the image; ``v [B, d]``."""
+    ones = torch.ones(v.shape[0], 9, dtype=v.dtype, device=v.device)
+    return _conv(ones, v, side)
+
+
+def _flip(g: Tensor) -> Tensor:
+    """``g_{-k}``: the filter rotated by 180°."""
+    return torch.flip(g, dims=(-2, -1))
+
+
+@dataclass
+class ToyState:
+    """Forward quantities of the toy at inputs ``x [N, *pop, d]``; all share those leading dims.
+
+    ``pre = g * x`` and ``a = 1{pre ≥ 0}`` ``[.., d]``; ``m = relu(pre)`` ``[.., d]``;
+    ``o``, ``p`` ``[.., C]``; ``P_hat = diag(p) - p pᵀ`` ``[.., C, C]``.
+    """
+
+    pre: Tensor
+    a: Tensor
+    m: Tensor
+    o: Tensor
+    p: Tensor
+    P_hat: Tensor
+
+
+def toy_forward(params: ToyParams, x: Tensor) -> ToyState:
+    """Forward pass of Eq. 4 for ``N`` networks at ``x [N, *pop, d]`` (each network sees its own slice).
+
+    Returns:
+        :class:`ToyState` with leading dims ``[N, *pop]``.
+    """
+    x = _check_x(params, x)
+    pop = x.shape[1:-1]
+    g9 = _expand(params.g.reshape(params.n, 9), pop)
+    W = params.W
+    pre = _conv(g9, x.reshape(-1, params.d), params.side).reshape(x.shape)
+    a = (pre >= 0).to(x.dtype)  # the paper's convention a_j = 1{(g*x)_j >= 0}
+    m = torch.relu(pre)
+    o = torch.einsum("n...d,ndc->n...c", m, W) + params.b.reshape(params.n, *([1] * len(pop)), -1)
+    p = torch.softmax(o, dim=-1)
+    P_hat = torch.diag_embed(p) - p[..., :, None] * p[..., None, :]
+    return ToyState(pre, a, m, o, p, P_hat)
+
+
+def _target(params: ToyParams, target, lead: Sequence[int], device) -> Tensor:
+    """Broadcast ``target`` (int or LongTensor ``[N]``) to ``[N, *pop]``."""
+    if isinstance(target, bool):
+        raise TypeError("target must be an int or a LongTensor [N], got bool")
+    if isinstance(target, int):
+        t = torch.full((params.n,), target, dtype=torch.long, device=device)
+    elif isinstance(target, torch.Tensor) and not torch.is_floating_point(target) and target.dim() == 1 and target.shape[0] == params.n:
+        t = target.long()
+    else:
+        raise TypeError(f"target must be an int or a LongTensor of shape [N={params.n}], got {target!r}")
+    if (t < 0).any() or (t >= params.n_classes).any():
+        raise ValueError(f"target must be in [0, {params.n_classes}), got {t.tolist()}")
+    return t.reshape(params.n, *([1] * (len(lead) - 1))).expand(*lead)
+
+
+def toy_jacobian(params: ToyParams, x: Tensor) -> Tensor:
+    """The Jacobian ``B = ∂m/∂x`` of Eq. 14-15, built entry by entry from ``B_ij = a_j g_{i-j}``.
+
+    Args:
+        params: ``N`` networks. x: ``[N, d]`` one input per network.
+
+    Returns:
+        ``[N, d, d]`` with ``B[n, i, j] = ∂m_j/∂x_i`` (denominator layout, as in the paper).
+
+    Example:
+        >>> import torch
+        >>> from dance.theory import ToyParams, toy_jacobian
+        >>> params = ToyParams.random(2, side=3, n_classes=2, seed=0)
+        >>> toy_jacobian(params, torch.rand(2, 9, dtype=torch.float64)).shape
+        torch.Size([2, 9, 9])
+    """
+    x = _check_x(params, x)
+    if x.dim() != 2:
+        raise ValueError(f"x must be [N, d] for the dense Jacobian, got {tuple(x.shape)}")
+    s, d = params.side, params.d
+    a = toy_forward(params, x).a
+    B = x.new_zeros(params.n, d, d)
+    rows, cols = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+    j = (rows * s + cols).reshape(-1)
+    for u in (-1, 0, 1):  # i - j = (u, v) ∈ K: the 9 offsets of Eq. 15 (not a loop over pixels)
+        for v in (-1, 0, 1):
+            ri, ci = rows.reshape(-1) + u, cols.reshape(-1) + v
+            inside = (ri >= 0) & (ri < s) & (ci >= 0) & (ci < s)
+            i = ri[inside] * s + ci[inside]
+            jj = j[inside]
+            B[:, i, jj] = a[:, jj] * params.g[:, u + 1, v + 1][:, None]
+    return B
+
+
+def toy_jacobian_output(params: ToyParams, x: Tensor) -> Tensor:
+    """``B W`` (``[N, *pop, d, C]``): row ``j`` is ``b_j = Σ_k a_{j+k} g_{-k} W_{j+k,·}``, so that
+    ``∇x o_{c'} = (B W)_{·c'}``. Computed with the transposed convolution, no dense ``B``."""
+    x = _check_x(params, x)
+    pop = x.shape[1:-1]
+    a = toy_forward(params, x).a.reshape(-1, params.d)
+    g9 = _expand(params.g.reshape(params.n, 9), pop)
+    W = _expand(params.W, pop)
+    BW = _conv_adjoint(g9, a[..., None] * W, params.side)
+    return BW.reshape(*x.shape, params.n_classes)
+
+
+def toy_gradient(params: ToyParams, x: Tensor, target) -> Tensor:
+    """The saliency map ``E(x) = ∇x p_c = B W P̂_{·c}`` of Eq. 16, batched.
+
+    Args:
+        params: ``N`` networks. x: ``[N, *pop, d]``. target: class ``c`` (int or LongTensor ``[N]``).
+
+    Returns:
+        ``[N, *pop, d]``.
+
+    Example:
+        >>> import torch
+        >>> from dance.theory import ToyParams, toy_gradient
+        >>> params = ToyParams.random(3, side=4, n_classes=5, seed=1)
+        >>> toy_gradient(params, torch.rand(3, 7, 16, dtype=torch.float64), target=2).shape
+        torch.Size([3, 7, 16])
+    """
+    x = _check_x(params, x)
+    state = toy_forward(params, x)
+    c = _target(params, target, x.shape[:-1], x.device)
+    P_c = torch.gather(state.P_hat, -1, c[..., None, None].expand(*c.shape, params.n_classes, 1))[..., 0]
+    v = torch.einsum("ndc,n...c->n...d", params.W, P_c)  # W P̂_{·c} = ∇_m p_c
+    pop = x.shape[1:-1]
+    g9 = _expand(params.g.reshape(params.n, 9), pop)
+    E = _conv_adjoint(g9, (state.a * v).reshape(-1, params.d), params.side)
+    return E.reshape(x.shape)
+
+
+def toy_class_gradients(params: ToyParams, x: Tensor) -> Tensor:
+    """``∇x p_{c'}`` for every class: ``G = B W P̂`` ``[N, *pop, d, C]``."""
+    state = toy_forward(params, x)
+    return toy_jacobian_output(params, x) @ state.P_hat
+
+
+def softmax_hessian(p: Tensor, target: Tensor) -> Tensor:
+    """``S_c = ∇²_o p_c = p_c [(e_c - p)(e_c - p)ᵀ - diag(p) + p pᵀ]``; ``p [.., C]``, ``target [..]``."""
+    e = F.one_hot(target, p.shape[-1]).to(p.dtype)
+    u = e - p
+    pc = (p * e).sum(-1)[..., None, None]
+    return pc * (u[..., :, None] * u[..., None, :] - torch.diag_embed(p) + p[..., :, None] * p[..., None, :])
+
+
+def toy_hessian(params: ToyParams, x: Tensor, target) -> Tensor:
+    """The Hessian ``∇²x p_c = (B W) S_c (B W)ᵀ`` (``[N, d, d]``) inside an activation region.
+
+    ``B`` is piecewise constant in ``x`` (ReLU), so only the softmax curvature ``S_c`` contributes;
+    this is Eq. 17-18 written as one matrix product.
+    """
+    x = _check_x(params, x)
+    state = toy_forward(params, x)
+    c = _target(params, target, x.shape[:-1], x.device)
+    S = softmax_hessian(state.p, c)
+    BW = toy_jacobian_output(params, x)
+    return BW @ S @ BW.transpose(-1, -2)
+
+
+def toy_hessian_diag(params: ToyParams, x: Tensor, target) -> Tensor:
+    """``H_jj = b_jᵀ S_c b_j`` for all ``j`` (``[N, *pop, d]``), without forming ``H``."""
+    x = _check_x(params, x)
+    state = toy_forward(params, x)
+    c = _target(params, target, x.shape[:-1], x.device)
+    S = softmax_hessian(state.p, c)
+    BW = toy_jacobian_output(params, x)
+    return torch.einsum("...ja,...ab,...jb->...j", BW, S, BW)
+
+
+def _dP_dx(params: ToyParams, state: ToyState, BW: Tensor, c: Tensor, paper_sign: bool) -> Tensor:
+    """``∂P̂_{c'c}/∂x_i`` as ``[.., d(i), C(c')]`` from Eq. 18 (``paper_sign=True``: as printed,
+    without the minus sign of the off-diagonal entries)."""
+    G = BW @ state.P_hat  # ∇x p_{c'}, [.., d, C]
+    pc = torch.gather(state.p, -1, c[..., None])  # [.., 1]
+    Gc = torch.gather(G, -1, c[..., None, None].expand(*c.shape, G.shape[-2], 1))  # [.., d, 1]
+    off = pc[..., None, :] * G + state.p[..., None, :] * Gc  # p_c ∇p_{c'} + p_{c'} ∇p_c
+    if not paper_sign:
+        off = -off
+    diag = (1 - 2 * pc[..., None, :]) * Gc
+    is_c = F.one_hot(c, params.n_classes).to(G.dtype)[..., None, :]
+    return is_c * diag + (1 - is_c) * off
+
+
+def toy_hessian_eq17(params: ToyParams, x: Tensor, target, *, paper_index: bool = False, paper_sign: bool = False) -> Tensor:
+    """The Hessian assembled literally from Eq. 17-18:
+    ``H_ij = (Σ_k a_{j+k} g_{±k} W_{j+k,·}) · ∂P̂_{·c}/∂x_i``.
+
+    Args:
+        paper_index: use ``g_k`` as printed in Eq. 17 (``False``: ``g_{-k}``, which is what
+            ``B_{j,j+k} = a_{j+k} g_{j-(j+k)}`` gives).
+        paper_sign: use Eq. 18 as printed (``False``: with the minus sign of
+            ``∂(-p_c p_{c'})/∂x_i``).
+
+    Returns:
+        ``[N, d, d]``; equal to :func:`toy_hessian` when both flags are ``False``.
+    """
+    x = _check_x(params, x)
+    if x.dim() != 2:
+        raise ValueError(f"x must be [N, d], got {tuple(x.shape)}")
+    state = toy_forward(params, x)
+    c = _target(params, target, x.shape[:-1], x.device)
+    BW = toy_jacobian_output(params, x)
+    dP = _dP_dx(params, state, BW, c, paper_sign)  # [N, d(i), C]
+    rows = _neighbour_sum(params, state.a, paper_index)  # [N, d(j), C]
+    return torch.einsum("nic,njc->nij", dP, rows)
+
+
+def _neighbour_sum(params: ToyParams, a: Tensor, paper_index: bool) -> Tensor:
+    """``Σ_k a_{j+k} g'_k W_{j+k,·}`` with ``g' = g`` (paper_index) or ``g_{-k}``; ``a [N, *pop, d]``."""
+    pop = a.shape[1:-1]
+    g = params.g if paper_index else _flip(params.g)
+    # Σ_k g'_k y_{j+k} is the forward cross-correlation of y with g'; with g' = g_{-k} it is the adjoint.
+    g9 = _expand(g.reshape(params.n, 9), pop)
+    y = a.reshape(-1, params.d)[..., None] * _expand(params.W, pop)  # [B, d, C]
+    bsz, d, C = y.shape
+    out = _conv(g9.repeat_interleave(C, 0), y.transpose(1, 2).reshape(-1, d), params.side)
+    return out.reshape(bsz, C, d).transpose(1, 2).reshape(*a.shape, C)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoys of the toy: exact feasible sets and random feasible populations
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_eps(params: ToyParams, epsilon, dtype, device) -> Tensor:
+    eps = torch.as_tensor(epsilon, dtype=dtype, device=device)
+    if eps.dim() == 0:
+        eps = eps.expand(params.n)
+    if eps.shape != (params.n,):
+        raise ValueError(f"epsilon must be a number or a tensor [N={params.n}], got shape {tuple(eps.shape)}")
+    if not torch.isfinite(eps).all() or (eps < 0).any():
+        raise ValueError("epsilon must be finite and >= 0 (0 asks for exact decoys)")
+    return eps
+
+
+def feasible_shifts(params: ToyParams, x: Tensor, epsilon) -> tuple[Tensor, Tensor]:
+    """Exact feasible set of a 1×1 decoy (Eq. 2): all ``δ`` with
+    ``‖m(x + δ e_j) - m(x)‖_∞ ≤ ε`` and ``x_j + δ ∈ [0, 1]``, for every pixel ``j`` at once.
+
+    The set is an interval ``[lo_j, hi_j] ∋ 0``: each of the ≤ 9 outputs ``i`` that see pixel ``j``
+    constrains ``relu(pre_i + g_{j-i} δ)`` to ``[m_i - ε, m_i + ε]``, which (relu being monotone)
+    is an interval in ``δ``. With ``ε = 0`` a pixel can move only if every output it feeds with a
+    nonzero weight is inactive, and then only as far as keeps them inactive.
+
+    Args:
+        params: ``N`` networks. x: ``[N, d]`` images in ``[0, 1]``.
+        epsilon: tolerance, a number or ``[N]`` (absolute activation units); ``0`` for exact decoys.
+
+    Returns:
+        ``(lo, hi)``, each ``[N, d]``, ``lo ≤ 0 ≤ hi``.
+    """
+    x = _check_x(params, x)
+    if x.dim() != 2:
+        raise ValueError(f"x must be [N, d], got {tuple(x.shape)}")
+    eps = _as_eps(params, epsilon, x.dtype, x.device)[:, None, None]
+    s, d = params.side, params.d
+    state = toy_forward(params, x)
+    # For neighbour slot k (output i = j + off(k)), the weight of x_j in pre_i is g_{-k}.
+    pre_n = F.unfold(state.pre.reshape(-1, 1, s, s), 3, padding=1)  # [N, 9, d]
+    m_n = torch.relu(pre_n)
+    inside = F.unfold(torch.ones(1, 1, s, s, dtype=x.dtype, device=x.device), 3, padding=1) > 0  # [1, 9, d]
+    gam = _flip(params.g).reshape(params.n, 9, 1).expand(-1, -1, d)
+    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
+    upper_z = m_n + eps
+    lower_z = torch.where(m_n > eps, m_n - eps, -inf)
+    active = inside & (gam != 0)
+    safe = torch.where(gam != 0, gam, torch.ones_like(gam))
+    t1, t2 = (lower_z - pre_n) / safe, (upper_z - pre_n) / safe
+    lo_k = torch.where(active, torch.where(gam > 0, t1, t2), -inf)
+    hi_k = torch.where(active, torch.where(gam > 0, t2, t1), inf)
+    lo = torch.maximum(lo_k.amax(1), -x)
+    hi = torch.minimum(hi_k.amin(1), 1 - x)
+    # Rounding can leave a ±1e-17 sliver around 0 where the true set is {0}.
+    return torch.minimum(lo, torch.zeros_like(lo)), torch.maximum(hi, torch.zeros_like(hi))
+
+
+def decoy_population(
+    params: ToyParams,
+    x: Tensor,
+    epsilon,
+    *,
+    kind: str = "extreme",
+    n_random: int = 0,
+    seed: int = 0,
+    shrink: float = 1e-6,
+) -> tuple[Tensor, Tensor]:
+    """Random *feasible* decoy populations of the toy with 1×1 patches.
+
+    ``kind``:
+
+    * ``"extreme"`` — for each pixel ``j`` the two decoys ``x + hi_j e_j`` and ``x + lo_j e_j``
+      (what an exact solver of Eq. 2 with ``s = ±1`` returns for the mask ``{j}``);
+    * ``"uniform"`` — for each pixel two decoys ``x + U e_j`` with ``U`` uniform on ``[lo_j, hi_j]``;
+    * ``"spaced"`` — the 9 masks of pixels on a stride-3 grid (their outputs do not overlap, so
+      each pixel can use its whole interval), each with an upward and a downward decoy whose
+      shifts are uniform fractions of ``hi_j`` / ``lo_j``; plus ``n_random`` more such decoys.
+
+    Every shift is multiplied by ``1 - shrink`` so that no pre-activation lands exactly on 0
+    (the paper's non-pathological assumption).
+
+    Returns:
+        ``(decoys [N, n, d], masks [N, n, d] bool)``; the first decoy is ``x`` itself (the
+        trivially valid decoy of §3.1), with an empty mask.
+    """
+    x = _check_x(params, x)
+    if kind not in ("extreme", "uniform", "spaced"):
+        raise ValueError(f"kind must be 'extreme', 'uniform' or 'spaced', got {kind!r}")
+    lo, hi = feasible_shifts(params, x, epsilon)
+    lo, hi = lo * (1 - shrink), hi * (1 - shrink)
+    N, d, s = params.n, params.d, params.side
+    gen = torch.Generator().manual_seed(int(seed))
+    eye = torch.eye(d, dtype=torch.bool, device=x.device)
+    if kind in ("extreme", "uniform"):
+        if kind == "extreme":
+            up, down = hi, lo
+        else:
+            u = torch.rand(2, N, d, generator=gen, dtype=x.dtype).to(x.device)
+            up = lo + u[0] * (hi - lo)
+            down = lo + u[1] * (hi - lo)
+        shifts = torch.cat([torch.diag_embed(up), torch.diag_embed(down)], dim=1)  # [N, 2d, d]
+        masks = torch.cat([eye, eye], 0)[None].expand(N, -1, -1)
+    else:
+        r, c = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+        grid = ((r % 3) * 3 + (c % 3)).reshape(-1).to(x.device)  # which of the 9 masks holds j
+        base = torch.stack([grid == k for k in range(9)])  # [9, d]
+        base = base[base.any(1)]
+        n_extra = int(n_random)
+        which = torch.cat([torch.arange(base.shape[0]), torch.randint(0, base.shape[0], (n_extra,), generator=gen)])
+        masks = base[which.to(x.device)].repeat(2, 1)  # [2m, d]: up then down
+        m_total = masks.shape[0]
+        frac = torch.rand(N, m_total, d, generator=gen, dtype=x.dtype).to(x.device)
+        frac[:, : base.shape[0]] = 1.0  # the first upward mask set is extreme...
+        frac[:, m_total // 2 : m_total // 2 + base.shape[0]] = 1.0  # ...and so is the downward one
+        sign_up = torch.arange(m_total, device=x.device) < m_total // 2
+        amount = torch.where(sign_up[None, :, None], hi[:, None, :], lo[:, None, :]) * frac
+        shifts = amount * masks[None]
+        masks = masks[None].expand(N, -1, -1)
+    decoys = (x[:, None, :] + shifts).clamp(0.0, 1.0)
+    decoys = torch.cat([x[:, None, :], decoys], 1)
+    masks = torch.cat([torch.zeros(N, 1, d, dtype=torch.bool, device=x.device), masks], 1)
+    return decoys, masks
+
+
+def decoy_scores(E: Tensor) -> dict:
+    """Decoy-enhanced score of Eq. 3 from saliency maps ``E [N, n, d]`` of a population whose
+    first member is ``x``: ``Z = max - min``, ``Z⁺ = max - E(x)``, ``Z⁻ = E(x) - min`` and the
+    maximising / minimising members ``t_plus``, ``t_minus`` ``[N, d]``."""
+    if E.dim() != 3:
+        raise ValueError(f"E must be [N, n, d] with E[:, 0] the original image's map, got {tuple(E.shape)}")
+    top, t_plus = E.max(1)
+    bot, t_minus = E.min(1)
+    return {"Z": top - bot, "Z_plus": top - E[:, 0], "Z_minus": E[:, 0] - bot, "t_plus": t_plus, "t_minus": t_minus}
+
+
+def _range(v: Tensor) -> Tensor:
+    return v.amax(-1) - v.amin(-1)
+
+
+def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None) -> dict:
+    """Everything Proposition 1 and its proof talk about, for each network and pixel.
+
+    Args:
+        params: ``N`` networks. x: ``[N, d]``. decoys: ``[N, n, d]`` with ``decoys[:, 0] == x``.
+        target: class ``c``; default the predicted class ``argmax p(x)``.
+
+    Returns:
+        dict of tensors (``[N, d]`` unless noted):
+
+        * ``E [N, n, d]`` saliency maps; ``Z``, ``Z_plus``, ``Z_minus``, ``t_plus``, ``t_minus``;
+        * ``C1 = |∇_{x_j} p_c|`` at ``x``; ``delta = (x̃ - x)_j`` and ``sum_a = Σ_k ã_{j+k}`` for
+          the maximising decoy ``x̃``;
+        * ``C2_printed`` (Eq. 22 with ``g_k`` and Eq. 18 as printed), ``C2_fixed`` (``g_{-k}``,
+          correct sign), ``C2_alt`` (reading ``P̃_{·c}`` as ``P̂_{·c}`` at ``x̃``), and the three
+          bounds ``bound_* = C2_* |delta| sum_a + C1``; ``bound_minus_fixed`` for the minimising
+          decoy (so ``Z ≤ bound_fixed + bound_minus_fixed`` is the two-sided reading);
+        * proof steps for the maximising decoy: ``p_x``, ``p_tilde`` (``F^c`` at both),
+          ``lin = ∇p_c(x̃)ᵀΔ``, ``quad = ½ ΔᵀH̃Δ`` with ``Δ = x - x̃``, ``taylor_remainder =
+          p_x - (p_tilde + lin + quad)``, ``E_tilde = E(x̃)_j``, ``eq21 = ½ (x̃ - x)_j H̃_jj``,
+          ``eq17_printed`` / ``eq17_fixed`` (``H̃_jj`` from Eq. 17-18 as printed / fixed) and
+          ``H_jj`` (exact), ``flips`` (number of neighbours of ``j`` whose activation differs
+          between ``x`` and ``x̃``), ``n_moved`` (pixels in which ``x̃`` differs from ``x``);
+        * the corrected bound (Proposition 1′, a theorem): ``corr_bound [N, n, d]`` with
+          ``|E(x̃ᵗ)_j - E(x)_j| ≤ corr_bound[t, j]`` for every member ``t``, split into
+          ``corr_smooth`` and ``corr_flip``; ``corr_Z = corr_bound[t⁺] + corr_bound[t⁻] ≥ Z``;
+          ``corr_single = KAPPA · range(b_j) · max_k |g_{-k}| range(W_{j+k}) · |delta| · Σ_k a_{j+k}``
+          (the Proposition-1-shaped form valid for 1×1 decoys at ``j`` that flip no activation).
+    """
+    x = _check_x(params, x)
+    decoys = _check_x(params, decoys, "decoys")
+    if x.dim() != 2 or decoys.dim() != 3:
+        raise ValueError(f"x must be [N, d] and decoys [N, n, d], got {tuple(x.shape)} and {tuple(decoys.shape)}")
+    if not torch.equal(decoys[:, 0], x):
+        raise ValueError("decoys[:, 0] must be x itself (the original image is a member of its population)")
+    N, d, C, s = params.n, params.d, params.n_classes, params.side
+    st0 = toy_forward(params, x)
+    c = st0.p.argmax(-1) if target is None else _target(params, target, (N,), x.device)
+    out: dict = {"target": c}
+    E = toy_gradient(params, decoys, c)
+    out["E"] = E
+    out.update(decoy_scores(E))
+    out["C1"] = E[:, 0].abs()
+
+    Wc = F.unfold(params.W.transpose(1, 2).reshape(N, C, s, s), 3, padding=1).reshape(N, C, 9, d)  # W_{j+k, c'}
+    rangeW = _range(params.W)  # [N, d]
+
+    def at_member(t_idx: Tensor) -> dict:
+        """Quantities at the decoy chosen for each pixel j (x̃ = decoys[t_idx[:, j]])."""
+        xt = torch.gather(decoys, 1, t_idx[:, :, None].expand(N, d, d))  # [N, d(j), d]
+        st = toy_forward(params, xt)
+        cj = c[:, None].expand(N, d)
+        BW = toy_jacobian_output(params, xt)  # [N, j, d, C]
+        dP_fixed = _dP_dx(params, st, BW, cj, paper_sign=False)  # [N, j, d(i), C]
+        dP_printed = _dP_dx(params, st, BW, cj, paper_sign=True)
+        jj = torch.arange(d, device=x.device)
+        dPj_fixed = dP_fixed[:, jj, jj]  # [N, j, C]: ∂P̂_{·c}/∂x_j at x̃ (P̃_{·c} of Eq. 22)
+        dPj_printed = dP_printed[:, jj, jj]
+        Pc_t = torch.gather(st.P_hat, -1, cj[..., None, None].expand(N, d, C, 1))[..., 0]  # [N, j, C]
+        a_t = st.a  # [N, j, d]
+        sum_a = _box(a_t.reshape(-1, d), s).reshape(N, d, d)[:, jj, jj]
+        delta = (xt - x[:, None, :])[:, jj, jj]
+
+        def C2(P: Tensor, flip: bool) -> Tensor:
+            g9 = (_flip(params.g) if flip else params.g).reshape(N, 9, 1)
+            dots = torch.einsum("nckj,njc->nkj", Wc, P)  # W_{j+k,·}·P_j
+            return (g9 * dots).abs().amax(1)
+
+        res = {
+            "sum_a": sum_a,
+            "delta": delta,
+            "C2_printed": C2(dPj_printed, flip=False),
+            "C2_fixed": C2(dPj_fixed, flip=True),
+            "C2_alt": C2(Pc_t, flip=True),
+        }
+        # proof steps (Eq. 19-21) for Δ = x - x̃
+        D = x[:, None, :] - xt  # [N, j, d]
+        pc_t = torch.gather(st.p, -1, cj[..., None])[..., 0]
+        grad_t = toy_gradient(params, xt, c)  # [N, j, d]
+        S_t = softmax_hessian(st.p, cj)
+        v = torch.einsum("njdc,njd->njc", BW, D)
+        res.update(
+            p_tilde=pc_t,
+            lin=(grad_t * D).sum(-1),
+            quad=0.5 * torch.einsum("nja,njab,njb->nj", v, S_t, v),
+            E_tilde=grad_t[:, jj, jj],
+        )
+        Hjj = torch.einsum("nja,njab,njb->nj", BW[:, jj, jj], S_t, BW[:, jj, jj])
+        res["H_jj"] = Hjj
+        res["eq21"] = 0.5 * (-D[:, jj, jj]) * Hjj
+        rows_printed = _neighbour_sum(params, a_t, paper_index=True)[:, jj, jj]  # [N, j, C]
+        rows_fixed = _neighbour_sum(params, a_t, paper_index=False)[:, jj, jj]
+        res["eq17_printed"] = (rows_printed * dPj_printed).sum(-1)
+        res["eq17_fixed"] = (rows_fixed * dPj_fixed).sum(-1)
+        flips = _box((a_t != st0.a[:, None, :]).to(x.dtype).reshape(-1, d), s).reshape(N, d, d)[:, jj, jj]
+        res["flips"] = flips
+        res["n_moved"] = (D != 0).sum(-1)
+        return res
+
+    plus = at_member(out["t_plus"])
+    minus = at_member(out["t_minus"])
+    out.update(plus)
+    pc_x = torch.gather(st0.p, -1, c[:, None])  # [N, 1]
+    out["p_x"] = pc_x.expand(N, d)
+    out["taylor_remainder"] = out["p_x"] - (plus["p_tilde"] + plus["lin"] + plus["quad"])
+    for key in ("printed", "fixed", "alt"):
+        out[f"bound_{key}"] = plus[f"C2_{key}"] * plus["delta"].abs() * plus["sum_a"] + out["C1"]
+    out["bound_minus_fixed"] = minus["C2_fixed"] * minus["delta"].abs() * minus["sum_a"] + out["C1"]
+
+    # ---- Proposition 1′ (a theorem): exact decomposition of E(x̃)_j - E(x)_j ------------------
+    stT = toy_forward(params, decoys)  # [N, n, ...]
+    b = toy_jacobian_output(params, x)  # [N, d, C]: b_j at x
+    range_b = _range(b)  # [N, d]
+    range_do = _range(stT.o - st0.o[:, None, :])  # [N, n]
+    smooth = KAPPA * range_b[:, None, :] * range_do[:, :, None]
+    pcT = torch.gather(stT.p, -1, c[:, None, None].expand(N, decoys.shape[1], 1))[..., 0]  # [N, n]
+    dA = (stT.a != st0.a[:, None, :]).to(x.dtype).reshape(-1, d)
+    absg = _expand(_flip(params.g).abs().reshape(N, 9), (decoys.shape[1],))
+    # Σ_k |Δa_{j+k}| |g_{-k}| range(W_{j+k}) is the forward correlation of |Δa|·rangeW with |g_{-k}|
+    flip_w = _conv(absg, dA * _expand(rangeW, (decoys.shape[1],)), s).reshape(N, -1, d)
+    flip_term = (pcT * (1 - pcT))[:, :, None] * flip_w
+    out["corr_smooth"], out["corr_flip"] = smooth, flip_term
+    out["corr_bound"] = smooth + flip_term
+    gather = lambda t_idx: torch.gather(out["corr_bound"], 1, t_idx[:, None, :])[:, 0]
+    out["corr_Z"] = gather(out["t_plus"]) + gather(out["t_minus"])
+    gmax = (_flip(params.g).abs().reshape(N, 9, 1) * F.unfold(rangeW.reshape(N, 1, s, s), 3, padding=1)).amax(1)
+    sum_a0 = _box(st0.a, s)
+    out["corr_single"] = KAPPA * range_b * gmax * plus["delta"].abs() * sum_a0
+    out["sum_a0"] = sum_a0
+    out["a0"] = st0.a
+    return out
