@@ -1,0 +1,64 @@
+"""Cache experiment results by configuration and code, so chapters don't recompute each other's work.
+
+A result is stored under a key made of its name, its configuration and a hash of the ``dance``
+source code: change either and it is recomputed. The default location is ``_build/.dance-cache``
+in the book's checkout (a fresh clone starts empty, so CI computes everything once, in its first
+pass, and the book build reuses it); ``DANCE_CACHE_DIR`` overrides it and ``DANCE_CACHE=off``
+disables it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """sha256 over the ``dance`` package's Python sources (weights included via their files)."""
+    h = hashlib.sha256()
+    for path in sorted(_PACKAGE.rglob("*")):
+        if path.suffix in (".py", ".pt", ".json") and "__pycache__" not in path.parts:
+            h.update(str(path.relative_to(_PACKAGE)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("DANCE_CACHE_DIR")
+    if env:
+        return Path(env)
+    root = _PACKAGE.parent
+    if (root / "_config.yml").exists():
+        return root / "_build" / ".dance-cache"
+    return Path.home() / ".cache" / "dance"
+
+
+def _key(name: str, config: Any) -> str:
+    blob = json.dumps({"name": name, "config": config, "code": code_version()}, sort_keys=True, default=repr)
+    return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
+
+
+def cached(name: str, config: Any, compute: Callable[[], Any]) -> Any:
+    """Return ``compute()``, stored on disk under (``name``, ``config``, code version)."""
+    if os.environ.get("DANCE_CACHE", "on").lower() in ("off", "0", "false"):
+        return compute()
+    path = cache_dir() / f"{_key(name, config)}.pt"
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=False)
+        except Exception:  # a truncated file from an interrupted run: recompute
+            path.unlink(missing_ok=True)
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(value, tmp)
+    os.replace(tmp, path)
+    return value
