@@ -34,8 +34,8 @@ def sensitivity(attributions: torch.Tensor, perturbed_attributions: torch.Tensor
         percentile: winsorising level of :func:`dance.to_heatmap`.
 
     Returns:
-        ``[B]`` float tensor. **Lower** is better (similar inputs, similar maps). NaN for an
-        image with ``x_hat == x`` (0/0).
+        ``[B]`` float tensor. **Lower** is better (similar inputs, similar maps). For an image
+        with ``x_hat == x``: NaN if the maps are equal too (0/0), inf otherwise.
 
     Example:
         >>> import torch
@@ -59,7 +59,7 @@ def sensitivity(attributions: torch.Tensor, perturbed_attributions: torch.Tensor
                          f"image, got {tuple(a.shape)} and {tuple(b.shape)} for {inputs.shape[0]} images")
     num = (a - b.to(a.device)).flatten(1).norm(dim=1).to(inputs.device)
     den = (inputs.detach() - perturbed.detach()).flatten(1).float().norm(dim=1)
-    return num / den  # 0/0 -> NaN on purpose: no perturbation, no sensitivity
+    return num / den  # x_hat == x: 0/0 -> NaN, a moved map -> inf, on purpose
 
 
 def linf_ball_samples(inputs: torch.Tensor, radius: float, n_samples: int, seed: int = 0,
