@@ -54,7 +54,11 @@ __all__ = [
     "decoy_population",
     "decoy_scores",
     "proposition1_terms",
+    "proposition1_sweep",
+    "counterexample_proposition1",
+    "ConvPoolToy",
     "maxpool_exact_decoys",
+    "two_layer_softplus",
     "SoftplusMLP",
     "ReLUMLP",
     "yeh_corollary21_constant",
@@ -260,6 +264,18 @@ def _box(v: Tensor, side: int) -> Tensor:
     """``Σ_{k∈K} v_{j+k}`` over the 3×3 neighbours inside the image; ``v [B, d]``."""
     ones = torch.ones(v.shape[0], 9, dtype=v.dtype, device=v.device)
     return _conv(ones, v, side)
+
+
+def _neighbour_index(side: int, device=None) -> Tensor:
+    """``nb[j, k]`` = flat index of pixel ``j + off(k)`` (row-major offsets ``(k//3 - 1, k%3 - 1)``,
+    the order of ``g.reshape(9)``), or ``d`` where that neighbour lies outside the image."""
+    r, c = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    r, c = r.reshape(-1, 1), c.reshape(-1, 1)
+    du = torch.tensor([-1, -1, -1, 0, 0, 0, 1, 1, 1]).reshape(1, 9)
+    dv = torch.tensor([-1, 0, 1, -1, 0, 1, -1, 0, 1]).reshape(1, 9)
+    rr, cc = r + du, c + dv
+    inside = (rr >= 0) & (rr < side) & (cc >= 0) & (cc < side)
+    return torch.where(inside, rr * side + cc, side * side).to(device)
 
 
 def _flip(g: Tensor) -> Tensor:
@@ -617,12 +633,16 @@ def _range(v: Tensor) -> Tensor:
     return v.amax(-1) - v.amin(-1)
 
 
-def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None) -> dict:
+def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None, masks: Optional[Tensor] = None) -> dict:
     """Everything Proposition 1 and its proof talk about, for each network and pixel.
 
     Args:
         params: ``N`` networks. x: ``[N, d]``. decoys: ``[N, n, d]`` with ``decoys[:, 0] == x``.
         target: class ``c``; default the predicted class ``argmax p(x)``.
+        masks: optional ``[N, n, d]`` bool patch masks of the members. If given, pixel ``j``'s
+            population is ``x`` plus the members whose mask contains ``j`` (the reading of the
+            proof, where the decoy that matters for ``j`` is the one swapped *at* ``j``);
+            otherwise every member counts for every pixel (Eq. 3 as defined).
 
     Returns:
         dict of tensors (``[N, d]`` unless noted):
@@ -640,6 +660,8 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
           ``eq17_printed`` / ``eq17_fixed`` (``H̃_jj`` from Eq. 17-18 as printed / fixed) and
           ``H_jj`` (exact), ``flips`` (number of neighbours of ``j`` whose activation differs
           between ``x`` and ``x̃``), ``n_moved`` (pixels in which ``x̃`` differs from ``x``);
+        * the minimal repair (a theorem): ``repair_plus = C2_alt · sum_a + C1 ≥ Z_plus`` and
+          ``repair_Z`` (adding the same for the minimising decoy) ``≥ Z``;
         * the corrected bound (Proposition 1′, a theorem): ``corr_bound [N, n, d]`` with
           ``|E(x̃ᵗ)_j - E(x)_j| ≤ corr_bound[t, j]`` for every member ``t``, split into
           ``corr_smooth`` and ``corr_flip``; ``corr_Z = corr_bound[t⁺] + corr_bound[t⁻] ≥ Z``;
@@ -658,63 +680,80 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
     out: dict = {"target": c}
     E = toy_gradient(params, decoys, c)
     out["E"] = E
-    out.update(decoy_scores(E))
+    if masks is not None:
+        if not isinstance(masks, torch.Tensor) or masks.shape != decoys.shape:
+            raise ValueError(f"masks must be a bool tensor shaped like decoys {tuple(decoys.shape)}")
+        counts = masks.bool().clone()
+        counts[:, 0] = True
+        out.update(decoy_scores(torch.where(counts, E, E[:, :1])))
+    else:
+        out.update(decoy_scores(E))
     out["C1"] = E[:, 0].abs()
 
-    Wc = F.unfold(params.W.transpose(1, 2).reshape(N, C, s, s), 3, padding=1).reshape(N, C, 9, d)  # W_{j+k, c'}
     rangeW = _range(params.W)  # [N, d]
+    # Everything per member once ([N, n, ...]); per pixel j we then gather the member t_j.
+    stT = toy_forward(params, decoys)
+    n = decoys.shape[1]
+    cT = c[:, None].expand(N, n)
+    pcT = torch.gather(stT.p, -1, cT[..., None])[..., 0]  # [N, n]  F^c(x̃)
+    Dm = x[:, None, :] - decoys  # Δ = x - x̃, [N, n, d]
+    # ∇p_c(x̃)ᵀΔ and ½ ΔᵀH̃Δ with H̃ = B̃W S̃ (B̃W)ᵀ: (B̃W)ᵀΔ = Wᵀ(ã ⊙ (g * Δ)), the linearised Δo
+    g9T = _expand(params.g.reshape(N, 9), (n,))
+    lin_o = torch.einsum("nsd,ndc->nsc", stT.a * _conv(g9T, Dm.reshape(-1, d), s).reshape(N, n, d), params.W)
+    lin_T = (E * Dm).sum(-1)
+    quad_T = 0.5 * torch.einsum("nsa,nsab,nsb->ns", lin_o, softmax_hessian(stT.p, cT), lin_o)
+    moved_T = (Dm != 0).sum(-1)
+    nb = _neighbour_index(s, x.device)  # [d, 9], value d = outside the image
+    W_nb = torch.cat([params.W, params.W.new_zeros(N, 1, C)], 1)[:, nb]  # [N, d(j), 9, C]: W_{j+k,·}
+    a0_nb = torch.cat([st0.a, st0.a.new_zeros(N, 1)], 1)[:, nb]  # [N, d, 9]
+    g_k = params.g.reshape(N, 1, 9)
+    g_mk = _flip(params.g).reshape(N, 1, 9)
+    jj = torch.arange(d, device=x.device)
 
     def at_member(t_idx: Tensor) -> dict:
-        """Quantities at the decoy chosen for each pixel j (x̃ = decoys[t_idx[:, j]])."""
-        xt = torch.gather(decoys, 1, t_idx[:, :, None].expand(N, d, d))  # [N, d(j), d]
-        st = toy_forward(params, xt)
+        """Quantities at the member chosen for each pixel j (x̃ = decoys[n, t_idx[n, j]])."""
+        pick = lambda T: torch.gather(T, 1, t_idx.reshape(N, d, *([1] * (T.dim() - 2))).expand(N, d, *T.shape[2:]))
+        a_t = pick(stT.a)  # [N, j, d]: ã of the member chosen for j
+        a_nb = torch.gather(torch.cat([a_t, a_t.new_zeros(N, d, 1)], 2), 2, nb[None].expand(N, d, 9))  # ã_{j+k}
+        p_t = pick(stT.p)  # [N, j, C]
         cj = c[:, None].expand(N, d)
-        BW = toy_jacobian_output(params, xt)  # [N, j, d, C]
-        dP_fixed = _dP_dx(params, st, BW, cj, paper_sign=False)  # [N, j, d(i), C]
-        dP_printed = _dP_dx(params, st, BW, cj, paper_sign=True)
-        jj = torch.arange(d, device=x.device)
-        dPj_fixed = dP_fixed[:, jj, jj]  # [N, j, C]: ∂P̂_{·c}/∂x_j at x̃ (P̃_{·c} of Eq. 22)
-        dPj_printed = dP_printed[:, jj, jj]
-        Pc_t = torch.gather(st.P_hat, -1, cj[..., None, None].expand(N, d, C, 1))[..., 0]  # [N, j, C]
-        a_t = st.a  # [N, j, d]
-        sum_a = _box(a_t.reshape(-1, d), s).reshape(N, d, d)[:, jj, jj]
-        delta = (xt - x[:, None, :])[:, jj, jj]
+        S_t = softmax_hessian(p_t, cj)  # [N, j, C, C]
+        P_t = torch.diag_embed(p_t) - p_t[..., :, None] * p_t[..., None, :]
+        rows_fixed = torch.einsum("njk,nk,njkc->njc", a_nb, g_mk[:, 0], W_nb)  # b̃_j = (B̃W)_{j·}
+        rows_printed = torch.einsum("njk,nk,njkc->njc", a_nb, g_k[:, 0], W_nb)  # Eq. 17 as printed
+        G_j = rows_fixed[..., None, :] @ P_t  # ∇_{x_j} p_{c'} at x̃, [N, j, 1, C]
+        G_j = G_j[..., 0, :]
+        pc = torch.gather(p_t, -1, cj[..., None])  # [N, j, 1]
+        Gc = torch.gather(G_j, -1, cj[..., None])
+        is_c = F.one_hot(cj, C).to(x.dtype)
+        off = pc * G_j + p_t * Gc
+        dP_printed = is_c * (1 - 2 * pc) * Gc + (1 - is_c) * off  # Eq. 18 as printed
+        dP_fixed = is_c * (1 - 2 * pc) * Gc - (1 - is_c) * off  # ∂P̂_{·c}/∂x_j at x̃ (P̃_{·c} of Eq. 22)
+        Pc_t = torch.gather(P_t, -1, cj[..., None, None].expand(N, d, C, 1))[..., 0]
 
-        def C2(P: Tensor, flip: bool) -> Tensor:
-            g9 = (_flip(params.g) if flip else params.g).reshape(N, 9, 1)
-            dots = torch.einsum("nckj,njc->nkj", Wc, P)  # W_{j+k,·}·P_j
-            return (g9 * dots).abs().amax(1)
+        def C2(P: Tensor, g: Tensor) -> Tensor:  # max_k |g_k W_{j+k,·}·P_j|
+            return (g * torch.einsum("njkc,njc->njk", W_nb, P)).abs().amax(-1)
 
-        res = {
-            "sum_a": sum_a,
+        tj = lambda T: torch.gather(T, 1, t_idx)  # per-member [N, n] -> [N, j]
+        H_jj = torch.einsum("nja,njab,njb->nj", rows_fixed, S_t, rows_fixed)
+        delta = (-Dm).gather(1, t_idx[:, None, :])[:, 0]  # (x̃ - x)_j for the member of pixel j
+        return {
+            "sum_a": a_nb.sum(-1),
             "delta": delta,
-            "C2_printed": C2(dPj_printed, flip=False),
-            "C2_fixed": C2(dPj_fixed, flip=True),
-            "C2_alt": C2(Pc_t, flip=True),
+            "C2_printed": C2(dP_printed, g_k),
+            "C2_fixed": C2(dP_fixed, g_mk),
+            "C2_alt": C2(Pc_t, g_mk),
+            "p_tilde": tj(pcT),
+            "lin": tj(lin_T),
+            "quad": tj(quad_T),
+            "E_tilde": E.gather(1, t_idx[:, None, :])[:, 0],
+            "H_jj": H_jj,
+            "eq21": 0.5 * delta * H_jj,
+            "eq17_printed": (rows_printed * dP_printed).sum(-1),
+            "eq17_fixed": (rows_fixed * dP_fixed).sum(-1),
+            "flips": (a_nb != a0_nb).to(x.dtype).sum(-1),
+            "n_moved": tj(moved_T),
         }
-        # proof steps (Eq. 19-21) for Δ = x - x̃
-        D = x[:, None, :] - xt  # [N, j, d]
-        pc_t = torch.gather(st.p, -1, cj[..., None])[..., 0]
-        grad_t = toy_gradient(params, xt, c)  # [N, j, d]
-        S_t = softmax_hessian(st.p, cj)
-        v = torch.einsum("njdc,njd->njc", BW, D)
-        res.update(
-            p_tilde=pc_t,
-            lin=(grad_t * D).sum(-1),
-            quad=0.5 * torch.einsum("nja,njab,njb->nj", v, S_t, v),
-            E_tilde=grad_t[:, jj, jj],
-        )
-        Hjj = torch.einsum("nja,njab,njb->nj", BW[:, jj, jj], S_t, BW[:, jj, jj])
-        res["H_jj"] = Hjj
-        res["eq21"] = 0.5 * (-D[:, jj, jj]) * Hjj
-        rows_printed = _neighbour_sum(params, a_t, paper_index=True)[:, jj, jj]  # [N, j, C]
-        rows_fixed = _neighbour_sum(params, a_t, paper_index=False)[:, jj, jj]
-        res["eq17_printed"] = (rows_printed * dPj_printed).sum(-1)
-        res["eq17_fixed"] = (rows_fixed * dPj_fixed).sum(-1)
-        flips = _box((a_t != st0.a[:, None, :]).to(x.dtype).reshape(-1, d), s).reshape(N, d, d)[:, jj, jj]
-        res["flips"] = flips
-        res["n_moved"] = (D != 0).sum(-1)
-        return res
 
     plus = at_member(out["t_plus"])
     minus = at_member(out["t_minus"])
@@ -725,14 +764,16 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
     for key in ("printed", "fixed", "alt"):
         out[f"bound_{key}"] = plus[f"C2_{key}"] * plus["delta"].abs() * plus["sum_a"] + out["C1"]
     out["bound_minus_fixed"] = minus["C2_fixed"] * minus["delta"].abs() * minus["sum_a"] + out["C1"]
+    # Minimal repair (a theorem, Eq. 16 + triangle inequality): drop the |(x̃ - x)_j| factor and read
+    # P̃_{·c} as P̂_{·c} at x̃; then C2 Σ_k ã_{j+k} ≥ |E(x̃)_j| for every member.
+    out["repair_plus"] = plus["C2_alt"] * plus["sum_a"] + out["C1"]
+    out["repair_Z"] = out["repair_plus"] + minus["C2_alt"] * minus["sum_a"] + out["C1"]
 
     # ---- Proposition 1′ (a theorem): exact decomposition of E(x̃)_j - E(x)_j ------------------
-    stT = toy_forward(params, decoys)  # [N, n, ...]
     b = toy_jacobian_output(params, x)  # [N, d, C]: b_j at x
     range_b = _range(b)  # [N, d]
     range_do = _range(stT.o - st0.o[:, None, :])  # [N, n]
     smooth = KAPPA * range_b[:, None, :] * range_do[:, :, None]
-    pcT = torch.gather(stT.p, -1, c[:, None, None].expand(N, decoys.shape[1], 1))[..., 0]  # [N, n]
     dA = (stT.a != st0.a[:, None, :]).to(x.dtype).reshape(-1, d)
     absg = _expand(_flip(params.g).abs().reshape(N, 9), (decoys.shape[1],))
     # Σ_k |Δa_{j+k}| |g_{-k}| range(W_{j+k}) is the forward correlation of |Δa|·rangeW with |g_{-k}|
@@ -742,9 +783,513 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
     out["corr_bound"] = smooth + flip_term
     gather = lambda t_idx: torch.gather(out["corr_bound"], 1, t_idx[:, None, :])[:, 0]
     out["corr_Z"] = gather(out["t_plus"]) + gather(out["t_minus"])
-    gmax = (_flip(params.g).abs().reshape(N, 9, 1) * F.unfold(rangeW.reshape(N, 1, s, s), 3, padding=1)).amax(1)
+    gmax = (_flip(params.g).abs().reshape(N, 1, 9) * torch.cat([rangeW, rangeW.new_zeros(N, 1)], 1)[:, nb]).amax(-1)
     sum_a0 = _box(st0.a, s)
     out["corr_single"] = KAPPA * range_b * gmax * plus["delta"].abs() * sum_a0
     out["sum_a0"] = sum_a0
     out["a0"] = st0.a
     return out
+
+
+def proposition1_sweep(
+    *,
+    sides: Sequence[int] = (4, 6, 8, 12),
+    n_classes: Sequence[int] = (2, 3, 10),
+    eps_rel: Sequence[float] = (0.0, 0.01, 0.05, 0.2),
+    kinds: Sequence[str] = ("extreme", "uniform", "spaced"),
+    per_group: int = 8,
+    weight_scale_range: tuple = (0.3, 10.0),
+    seed: int = 0,
+    progress: bool = False,
+):
+    """Proposition 1 on many random toys: every combination of image side, class count,
+    tolerance ``ε = eps_rel · max_j m_j(x)`` and population kind gets ``per_group`` random
+    networks (``g``, ``W``, ``b``, ``x`` and the weight scale, log-uniform in
+    ``weight_scale_range``, all drawn afresh).
+
+    Each pixel is evaluated under both readings of the population (``reading="all"``: every
+    member, Eq. 3; ``reading="own"``: ``x`` plus the members whose mask contains the pixel).
+
+    Returns:
+        A ``pandas.DataFrame`` with one row per (network, pixel, reading) and the columns of
+        :func:`proposition1_terms` that are per-pixel, plus ``instance``, ``side``, ``C``,
+        ``eps_rel``, ``epsilon``, ``kind``, ``weight_scale``, ``reading``, ``F_gap_bound`` (the
+        proved bound on ``|p_c(x) - p_c(x̃)|``) and ``corr_ok`` (whether every member obeyed
+        Proposition 1′).
+    """
+    import numpy as np
+    import pandas as pd
+
+    gen = torch.Generator().manual_seed(int(seed))
+    frames = []
+    instance = 0
+    groups = [(s, C, e, k) for s in sides for C in n_classes for e in eps_rel for k in kinds]
+    keys = ["Z", "Z_plus", "Z_minus", "C1", "delta", "sum_a", "sum_a0", "C2_printed", "C2_fixed", "C2_alt",
+            "bound_printed", "bound_fixed", "bound_alt", "bound_minus_fixed", "corr_Z", "corr_single",
+            "repair_plus", "repair_Z",
+            "p_x", "p_tilde", "lin", "quad", "taylor_remainder", "E_tilde", "eq21", "eq17_printed",
+            "eq17_fixed", "H_jj", "flips", "n_moved"]
+    for gi, (side, C, er, kind) in enumerate(groups):
+        s_lo, s_hi = (math.log(v) for v in weight_scale_range)
+        scale = torch.exp(s_lo + (s_hi - s_lo) * torch.rand(per_group, generator=gen, dtype=torch.float64))
+        params = ToyParams.random(per_group, side, C, seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen)),
+                                  weight_scale=scale)
+        x = torch.rand(per_group, side * side, generator=gen, dtype=torch.float64)
+        st = toy_forward(params, x)
+        eps = er * st.m.amax(-1)
+        decoys, masks = decoy_population(params, x, eps, kind=kind, n_random=9,
+                                         seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        dm = (toy_forward(params, decoys).m - st.m[:, None]).abs().amax(-1)  # [N, n] achieved deviation
+        for reading, mk in (("all", None), ("own", masks)):
+            R = proposition1_terms(params, x, decoys, masks=mk)
+            diff = (R["E"] - R["E"][:, :1]).abs()
+            corr_ok = (diff <= R["corr_bound"] * (1 + 1e-9) + 1e-15).all(1)  # per pixel, every member
+            dev_t = torch.gather(dm, 1, R["t_plus"])
+            cols = {k: R[k].reshape(-1).numpy() for k in keys}
+            cols["F_gap_bound"] = (dev_t / 4 * _range(params.W).sum(-1, keepdim=True)).reshape(-1).numpy()
+            cols["corr_ok"] = corr_ok.reshape(-1).numpy()
+            df = pd.DataFrame(cols)
+            df["instance"] = np.repeat(np.arange(instance, instance + per_group), side * side)
+            df["pixel"] = np.tile(np.arange(side * side), per_group)
+            df["side"], df["C"], df["eps_rel"], df["kind"], df["reading"] = side, C, er, kind, reading
+            df["epsilon"] = np.repeat(eps.numpy(), side * side)
+            df["weight_scale"] = np.repeat(scale.numpy(), side * side)
+            frames.append(df)
+        instance += per_group
+        if progress and (gi + 1) % max(1, len(groups) // 6) == 0:
+            print(f"  {gi + 1}/{len(groups)} groups, {instance} networks", flush=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def counterexample_proposition1(scale: float = 1.0, epsilon: float = 0.05) -> dict:
+    """A hand-built toy on which Proposition 1 (as stated, Eq. 22 constants) fails.
+
+    3×3 image, filter ``g = [[0,0,0],[0,1,-1],[0,0,0]]`` (so ``(g*x)_i = x_i - x_{i+right}``),
+    two classes with weights ``scale · W0``. At the centre pixel ``j`` no output that ``j``
+    feeds is active, so ``E(x)_j = 0 = C1``; the upward 1×1 decoy at ``j`` activates output
+    ``j`` (by at most ``epsilon``) and ``E(x̃)_j`` jumps to ``p_c(1-p_c)(W_{jc} - W_{jc'})``,
+    which is first order in ``scale`` while ``C2`` is second order: the bound fails as soon as
+    ``scale`` is small enough, and here already at ``scale = 1``.
+
+    Returns:
+        dict with ``params``, ``x``, ``decoys`` and the :func:`proposition1_terms` result ``terms``
+        (read at pixel ``j = 4``).
+    """
+    g = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, -1.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    W0 = torch.zeros(9, 2, dtype=torch.float64)
+    W0[:, 0] = torch.linspace(-1, 1, 9, dtype=torch.float64)
+    W0[4] = torch.tensor([2.0, -2.0], dtype=torch.float64)
+    params = ToyParams(g[None], (scale * W0)[None], torch.zeros(1, 2, dtype=torch.float64))
+    # centre 0.4 < right neighbour 0.7 (output 4 inactive); left neighbour 0.2 < 0.4 (output 3 inactive)
+    x = torch.tensor([[0.5, 0.6, 0.9, 0.2, 0.4, 0.7, 0.3, 0.8, 0.1]], dtype=torch.float64)
+    lo, hi = feasible_shifts(params, x, epsilon)
+    dec = x.clone()[:, None, :].repeat(1, 2, 1)
+    dec[0, 1, 4] = x[0, 4] + hi[0, 4] * (1 - 1e-9)
+    masks = torch.zeros(1, 2, 9, dtype=torch.bool)
+    masks[0, 1, 4] = True
+    terms = proposition1_terms(params, x, dec, target=0, masks=masks)
+    return {"params": params, "x": x, "decoys": dec, "terms": terms, "hi": hi}
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 2: Figure A7 — conv + ReLU + max-pool, exact decoys
+# ---------------------------------------------------------------------------------------------
+
+
+class ConvPoolToy(nn.Module):
+    """Figure A7's network: one ``k×k`` "valid" convolution, ReLU, ``pool×pool`` max-pooling.
+
+    The representation ``F_ℓ`` is the output of the submodule ``"pool"``.
+
+    Example:
+        >>> import torch
+        >>> from dance.theory import ConvPoolToy
+        >>> net = ConvPoolToy(torch.ones(2, 2) / 4, pool=2)
+        >>> net(torch.rand(1, 1, 5, 5)).shape
+        torch.Size([1, 1, 2, 2])
+    """
+
+    def __init__(self, weight: Tensor, pool: int = 2, relu: bool = True):
+        super().__init__()
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            raise ValueError("weight must be a 2-d tensor [k, k]")
+        k = weight.shape[0]
+        self.conv = nn.Conv2d(1, 1, k, bias=False).to(weight.dtype)
+        with torch.no_grad():
+            self.conv.weight.copy_(weight.reshape(1, 1, *weight.shape))
+        self.act = nn.ReLU() if relu else nn.Identity()
+        self.pool = nn.MaxPool2d(pool)
+        self.use_relu = relu
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.act(self.conv(x)))
+
+
+def _conv_matrix(weight: Tensor, height: int, width: int) -> Tensor:
+    """Dense matrix ``A [U, d]`` of the valid convolution (``U`` output units, row-major)."""
+    d = height * width
+    eye = torch.eye(d, dtype=weight.dtype).reshape(d, 1, height, width)
+    cols = F.conv2d(eye, weight.reshape(1, 1, *weight.shape))  # [d, 1, Ho, Wo]
+    return cols.reshape(d, -1).t().contiguous()
+
+
+def maxpool_exact_decoys(model: ConvPoolToy, x: Tensor, *, grid: int = 0, n_mc: int = 0, seed: int = 0) -> dict:
+    """The exact single-pixel decoys of Figure A7: every ``δ`` with ``F_ℓ(x + δ e_j) = F_ℓ(x)``.
+
+    For pixel ``j`` each pooling window ``w`` requires ``max_{u∈w} φ(c_u + A_{uj} δ) = r_w``
+    (``c`` the conv outputs, ``φ`` ReLU or identity, ``r`` the pooled representation). The
+    units must stay ``≤ r_w`` (an interval ``I_j`` in ``δ``) and one of them must still equal
+    ``r_w``. If the window's maximiser does not see ``j`` (``A_{u*j} = 0``), or ``r_w = 0``
+    under ReLU, the second condition is automatic: the pixel is *free* and its exact-decoy set
+    is the whole interval ``I_j``. Otherwise only finitely many ``δ`` qualify (``δ = 0`` and
+    possibly points where another unit takes over the maximum exactly).
+
+    Args:
+        model: a :class:`ConvPoolToy`. x: one image ``[H, W]`` (or ``[1, 1, H, W]``) in ``[0, 1]``.
+        grid: if > 0, also check each pixel on ``grid`` equally spaced values of ``[0, 1]``
+            (counting values whose representation equals ``r`` to 1e-12).
+        n_mc: if > 0, estimate the volume fraction of the joint exact-decoy set over the free
+            pixels (others fixed) from ``n_mc`` uniform samples of ``[0, 1]^free``.
+
+    Returns:
+        dict with ``lo``, ``hi`` (``[H, W]``, the interval ``I_j`` as pixel values),
+        ``free`` (``[H, W]`` bool), ``length`` (``[H, W]``, Lebesgue measure of the exact-decoy
+        set of ``x_j``), ``n_points`` (isolated exact decoys found for non-free pixels,
+        ``δ = 0`` included), ``local_dim`` (dimension of the exact-decoy set near ``x`` in
+        ``R^d``: ``d`` minus the rank of the maximising units' weights in windows with
+        ``r_w > 0``), ``rep``; with ``grid``: ``grid_fraction``; with ``n_mc``:
+        ``volume_fraction`` and ``volume_se``.
+    """
+    if not isinstance(model, ConvPoolToy):
+        raise TypeError(f"model must be a ConvPoolToy, got {type(model).__name__}")
+    x = x.detach().reshape(x.shape[-2], x.shape[-1]).to(model.conv.weight.dtype)
+    H, Wd = x.shape
+    d = H * Wd
+    weight = model.conv.weight.detach()[0, 0]
+    pool = model.pool.kernel_size if isinstance(model.pool.kernel_size, int) else model.pool.kernel_size[0]
+    A = _conv_matrix(weight, H, Wd)  # [U, d]
+    k = weight.shape[0]
+    Ho, Wo = H - k + 1, Wd - k + 1
+    c = (A @ x.reshape(-1))  # [U]
+    phi = torch.relu if model.use_relu else (lambda t: t)
+    Hp, Wp = Ho // pool, Wo // pool
+    uu = torch.arange(Ho * Wo)
+    ur, uc = uu // Wo, uu % Wo
+    win = torch.where((ur < Hp * pool) & (uc < Wp * pool), (ur // pool) * Wp + (uc // pool), -1)  # unit -> window
+    used = win >= 0
+    n_win = Hp * Wp
+    # r from the same arithmetic as c (the module's conv2d may round differently by ~1e-16)
+    rep = torch.full((n_win,), -float("inf"), dtype=x.dtype).scatter_reduce(
+        0, win[used], phi(c)[used], reduce="amax")
+    with torch.no_grad():
+        rep_model = model(x[None, None]).reshape(-1)
+    r_u = torch.where(used, rep[win.clamp_min(0)], torch.full_like(c, float("inf")))
+    # Interval I_j: c_u + A_uj δ ≤ r_w(u) for all used units (relu(z) ≤ r ⟺ z ≤ r as r ≥ 0).
+    inf = torch.tensor(float("inf"), dtype=x.dtype)
+    Au = A[used]  # [U', d]
+    slack = (r_u - c)[used][:, None]  # ≥ 0
+    safe = torch.where(Au != 0, Au, torch.ones_like(Au))
+    bound = slack / safe
+    hi_d = torch.where(Au > 0, bound, inf).amin(0)
+    lo_d = torch.where(Au < 0, bound, -inf).amax(0)
+    lo = torch.maximum(lo_d, -x.reshape(-1))
+    hi = torch.minimum(hi_d, 1 - x.reshape(-1))
+    # Free pixel: every window it touches keeps a maximiser that does not see it (or r_w = 0 with ReLU).
+    is_max = used & (phi(c) == r_u)
+    W_of = F.one_hot(win.clamp_min(0), n_win).to(torch.bool) & used[:, None]  # [U, n_win]
+    touches = (W_of[:, :, None] & (A != 0)[:, None, :]).any(0)  # [n_win, d]
+    keeps = (W_of[:, :, None] & (is_max[:, None] & (A == 0))[:, None, :]).any(0)  # [n_win, d]
+    zero_win = (rep == 0)[:, None] if model.use_relu else torch.zeros(n_win, 1, dtype=torch.bool)
+    free = (~touches | keeps | zero_win).all(0)
+    length = torch.where(free, hi - lo, torch.zeros_like(hi))
+    # Isolated exact decoys of non-free pixels: candidates δ = (r_w - c_u)/A_uj, checked directly.
+    cand = torch.where(Au != 0, bound, torch.zeros_like(bound))  # [U', d]
+    xs = x.reshape(-1)
+    pix = torch.arange(d).repeat(cand.shape[0])
+    dl = cand.reshape(-1)
+    okbox = (xs[pix] + dl >= 0) & (xs[pix] + dl <= 1)
+    pix, dl = pix[okbox], dl[okbox]
+    imgs = xs.repeat(pix.numel(), 1)
+    imgs[torch.arange(pix.numel()), pix] += dl
+    with torch.no_grad():
+        reps = model(imgs.reshape(-1, 1, H, Wd)).reshape(pix.numel(), -1)
+    hit = (reps - rep_model).abs().amax(1) <= 1e-12
+    pts = torch.unique(torch.stack([pix[hit].to(x.dtype), torch.round(dl[hit] * 1e9) / 1e9], 1), dim=0)
+    n_points = torch.bincount(pts[:, 0].long(), minlength=d)
+    n_points = torch.where(free, torch.zeros_like(n_points), torch.clamp_min(n_points, 1))
+    # Local dimension: maximisers of windows with r_w > 0 give one linear equation each.
+    eq_rows = [int(torch.nonzero(is_max & (win == w))[0]) for w in range(n_win) if float(rep[w]) > 0 or not model.use_relu]
+    rank = int(torch.linalg.matrix_rank(A[eq_rows])) if eq_rows else 0
+    out = {
+        "lo": (xs + lo).reshape(H, Wd), "hi": (xs + hi).reshape(H, Wd), "free": free.reshape(H, Wd),
+        "length": length.reshape(H, Wd), "n_points": n_points.reshape(H, Wd), "local_dim": d - rank,
+        "rep": rep, "A": A, "conv": c,
+    }
+    if grid:
+        vals = torch.linspace(0, 1, int(grid), dtype=x.dtype)
+        imgs = xs.repeat(d * vals.numel(), 1)
+        rows = torch.arange(d * vals.numel())
+        imgs[rows, rows // vals.numel()] = vals.repeat(d)
+        with torch.no_grad():
+            reps = model(imgs.reshape(-1, 1, H, Wd)).reshape(d, vals.numel(), -1)
+        out["grid_fraction"] = ((reps - rep_model).abs().amax(-1) <= 1e-12).to(x.dtype).mean(1).reshape(H, Wd)
+    if n_mc:
+        fidx = torch.nonzero(free.reshape(-1))[:, 0]
+        gen = torch.Generator().manual_seed(int(seed))
+        u = torch.rand(int(n_mc), fidx.numel(), generator=gen, dtype=x.dtype)
+        imgs = xs.repeat(int(n_mc), 1)
+        imgs[:, fidx] = u
+        with torch.no_grad():
+            reps = model(imgs.reshape(-1, 1, H, Wd)).reshape(int(n_mc), -1)
+        inside = ((reps - rep_model).abs().amax(1) <= 1e-12).to(x.dtype)
+        out["volume_fraction"] = float(inside.mean())
+        out["volume_se"] = float(inside.std() / math.sqrt(int(n_mc)))
+        out["n_free"] = int(fidx.numel())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 3: Yeh et al. (2019) — small networks with closed-form explanations
+# ---------------------------------------------------------------------------------------------
+
+
+def _images_to_flat(x: Tensor, d: int, name: str = "inputs") -> Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor [B, 1, h, w] or [B, d], got {type(x).__name__}")
+    flat = x.reshape(x.shape[0], -1)
+    if flat.shape[1] != d:
+        raise ValueError(f"{name} must hold d={d} features per row, got shape {tuple(x.shape)}")
+    return flat
+
+
+class SoftplusMLP(nn.Module):
+    """``f(x) = V softplus(W x + c)`` (one hidden layer, ``K`` outputs) with its closed-form
+    gradient and a global Lipschitz constant of that gradient (Yeh et al.'s Proposition 2.2).
+
+    Inputs are ``[B, 1, h, w]`` images (flattened inside) or ``[B, d]``.
+
+    Args:
+        W: ``[H, d]``, c: ``[H]``, V: ``[K, H]``.
+
+    Example:
+        >>> import torch
+        >>> from dance.theory import SoftplusMLP
+        >>> net = SoftplusMLP.random(d=16, hidden=8, n_out=2, seed=0)
+        >>> net.gradient(torch.rand(3, 1, 4, 4, dtype=torch.float64), 1).shape
+        torch.Size([3, 1, 4, 4])
+    """
+
+    def __init__(self, W: Tensor, c: Tensor, V: Tensor):
+        super().__init__()
+        if W.dim() != 2 or c.shape != (W.shape[0],) or V.dim() != 2 or V.shape[1] != W.shape[0]:
+            raise ValueError(f"need W [H, d], c [H], V [K, H]; got {tuple(W.shape)}, {tuple(c.shape)}, {tuple(V.shape)}")
+        self.register_buffer("W", W.detach().clone())
+        self.register_buffer("c", c.detach().clone())
+        self.register_buffer("V", V.detach().clone())
+
+    @classmethod
+    def random(cls, d: int, hidden: int, n_out: int = 1, *, seed: int = 0, scale: float = 1.0,
+               dtype: torch.dtype = torch.float64) -> "SoftplusMLP":
+        gen = torch.Generator().manual_seed(int(seed))
+        W = torch.randn(hidden, d, generator=gen, dtype=dtype) * scale / math.sqrt(d)
+        c = torch.randn(hidden, generator=gen, dtype=dtype)
+        V = torch.randn(n_out, hidden, generator=gen, dtype=dtype) * scale / math.sqrt(hidden)
+        return cls(W, c, V)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = _images_to_flat(x, self.W.shape[1]) @ self.W.t() + self.c
+        return F.softplus(z) @ self.V.t()
+
+    def gradient(self, x: Tensor, target=0) -> Tensor:
+        """``∇x f_target = Wᵀ (σ(z) ⊙ V_target)`` (``σ`` the logistic sigmoid), shaped like ``x``."""
+        flat = _images_to_flat(x, self.W.shape[1])
+        z = flat @ self.W.t() + self.c
+        v = self.V[torch.as_tensor(target, device=x.device).long()]
+        v = v.expand(flat.shape[0], -1) if v.dim() == 1 else v
+        return ((torch.sigmoid(z) * v) @ self.W).reshape(x.shape)
+
+    def lipschitz(self, target=0) -> float:
+        """``‖W‖₂² · max_i |V_{target,i}| / 4`` ≥ ``sup ‖∇²f‖₂`` (``softplus'' ≤ 1/4``): a global
+        Lipschitz constant of the gradient explanation for ``D = ρ = L2``."""
+        return float(torch.linalg.matrix_norm(self.W, 2) ** 2 * self.V[int(target)].abs().max() / 4)
+
+
+class ReLUMLP(nn.Module):
+    """``f(x) = V relu(W x + c)`` with closed-form gradient and *exact* Gaussian-smoothed gradient.
+
+    The SmoothGrad explanation with noise ``N(0, σ² I)`` is the gradient of ``f`` convolved with
+    the Gaussian, here in closed form: ``E[1{w_iᵀ(x+n)+c_i > 0}] = Φ((w_iᵀx + c_i)/(σ‖w_i‖))``.
+
+    Example:
+        >>> import torch
+        >>> from dance.theory import ReLUMLP
+        >>> net = ReLUMLP.random(d=16, hidden=32, seed=0)
+        >>> x = torch.rand(2, 1, 4, 4, dtype=torch.float64)
+        >>> exact = net.smoothgrad(x, 0, sigma=0.3)
+        >>> mc = net.smoothgrad_mc(x, 0, sigma=0.3, n=20000, seed=0)
+        >>> bool((exact - mc).abs().max() < 0.05)
+        True
+    """
+
+    def __init__(self, W: Tensor, c: Tensor, V: Tensor):
+        super().__init__()
+        if W.dim() != 2 or c.shape != (W.shape[0],) or V.dim() != 2 or V.shape[1] != W.shape[0]:
+            raise ValueError(f"need W [H, d], c [H], V [K, H]; got {tuple(W.shape)}, {tuple(c.shape)}, {tuple(V.shape)}")
+        self.register_buffer("W", W.detach().clone())
+        self.register_buffer("c", c.detach().clone())
+        self.register_buffer("V", V.detach().clone())
+        self._independent = torch.Generator()
+
+    @classmethod
+    def random(cls, d: int, hidden: int, n_out: int = 1, *, seed: int = 0, scale: float = 1.0,
+               dtype: torch.dtype = torch.float64) -> "ReLUMLP":
+        gen = torch.Generator().manual_seed(int(seed))
+        W = torch.randn(hidden, d, generator=gen, dtype=dtype) * scale / math.sqrt(d)
+        c = torch.randn(hidden, generator=gen, dtype=dtype) * 0.5
+        V = torch.randn(n_out, hidden, generator=gen, dtype=dtype) / math.sqrt(hidden)
+        return cls(W, c, V)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = _images_to_flat(x, self.W.shape[1]) @ self.W.t() + self.c
+        return torch.relu(z) @ self.V.t()
+
+    def _v(self, target, n: int, device) -> Tensor:
+        v = self.V[torch.as_tensor(target, device=device).long()]
+        return v.expand(n, -1) if v.dim() == 1 else v
+
+    def gradient(self, x: Tensor, target=0) -> Tensor:
+        """``∇x f = Wᵀ (1{z > 0} ⊙ V_target)``, shaped like ``x``."""
+        flat = _images_to_flat(x, self.W.shape[1])
+        z = flat @ self.W.t() + self.c
+        return (((z > 0).to(flat.dtype) * self._v(target, flat.shape[0], x.device)) @ self.W).reshape(x.shape)
+
+    def smoothgrad(self, x: Tensor, target=0, *, sigma: float) -> Tensor:
+        """Exact SmoothGrad ``E_{n~N(0,σ²I)} ∇f(x + n)`` (Yeh et al.'s ``Φ_k`` with a Gaussian kernel)."""
+        flat = _images_to_flat(x, self.W.shape[1])
+        z = flat @ self.W.t() + self.c
+        prob = torch.special.ndtr(z / (float(sigma) * self.W.norm(dim=1)))
+        return ((prob * self._v(target, flat.shape[0], x.device)) @ self.W).reshape(x.shape)
+
+    def smoothgrad_mc(self, x: Tensor, target=0, *, sigma: float, n: int, seed: Optional[int] = 0) -> Tensor:
+        """Monte Carlo SmoothGrad with ``n`` noise draws.
+
+        ``seed`` an int: *common random numbers* — every row and every call uses the same ``n``
+        noise vectors (a fixed finite kernel, for which Proposition 2.4 holds exactly).
+        ``seed=None``: fresh independent noise for every row and call (SmoothGrad as used).
+        """
+        flat = _images_to_flat(x, self.W.shape[1])
+        B, d = flat.shape
+        if seed is None:
+            noise = torch.randn(B, n, d, generator=self._independent, dtype=flat.dtype).to(flat.device)
+        else:
+            gen = torch.Generator().manual_seed(int(seed))
+            noise = torch.randn(1, n, d, generator=gen, dtype=flat.dtype).to(flat.device).expand(B, n, d)
+        z = (flat[:, None, :] + float(sigma) * noise) @ self.W.t() + self.c  # [B, n, H]
+        act = (z > 0).to(flat.dtype).mean(1)
+        return ((act * self._v(target, B, x.device)) @ self.W).reshape(x.shape)
+
+
+def yeh_corollary21_constant(weights: Sequence[Tensor]) -> float:
+    """Yeh et al.'s Corollary 2.1 Lipschitz constant ``Π_i ‖W_i‖₂² / 4`` for
+    ``f = σ(W_l σ(… σ(W_1 x)))`` with softplus ``σ``."""
+    out = 1.0
+    for w in weights:
+        out *= float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1) if w.dim() > 1 else w[None], 2)) ** 2
+    return out / 4
+
+
+def two_layer_softplus(W1: Tensor, w2: Tensor):
+    """``f(x) = σ(w2ᵀ σ(W1 x))`` (softplus ``σ``, no biases; Corollary 2.1 with ``l = 2``).
+
+    Returns:
+        ``(f, grad, lipschitz)``: callables on ``[B, d]`` and a correct global Lipschitz constant
+        of ``∇f`` for L2, ``‖W1‖₂² (‖w2‖₂² + ‖w2‖_∞) / 4`` (from
+        ``∇²f = σ''(s) J w2 w2ᵀ Jᵀ + σ'(s) W1ᵀ diag(σ''(z) ⊙ w2) W1`` with ``J = W1ᵀ diag(σ'(z))``).
+    """
+    def f(x):
+        return F.softplus(F.softplus(x @ W1.t()) @ w2)
+
+    def grad(x):
+        z = x @ W1.t()
+        s = F.softplus(z) @ w2
+        return torch.sigmoid(s)[:, None] * ((torch.sigmoid(z) * w2) @ W1)
+
+    n1 = float(torch.linalg.matrix_norm(W1, 2)) ** 2
+    lip = n1 * (float(w2.norm()) ** 2 + float(w2.abs().max())) / 4
+    return f, grad, lip
+
+
+def product_bound(x: Tensor, phi_x: Tensor, dist_phi: Tensor, step_norm: Tensor) -> Tensor:
+    """Right-hand side of Yeh et al.'s Proposition 2.3 for one perturbation ``y = x + u``:
+
+    ``D(y ⊙ Φ(y), x ⊙ Φ(x)) ≤ (d(x) + d(u)) · D(Φ(y), Φ(x)) + d(u) · d(Φ(x))`` with ``d = ‖·‖₂``.
+
+    Args:
+        x, phi_x: ``[B, ...]``; dist_phi: ``[B, n]`` distances ``D(Φ(y_t), Φ(x))``;
+        step_norm: ``[B, n]`` the ``‖u_t‖₂``.
+
+    Returns:
+        ``[B, n]``.
+    """
+    dx = x.reshape(x.shape[0], -1).norm(dim=1)[:, None]
+    dphi = phi_x.reshape(phi_x.shape[0], -1).norm(dim=1)[:, None]
+    return (dx + step_norm) * dist_phi + step_norm * dphi
+
+
+def smoothing_terms(explain_smooth, explain, x: Tensor, noise: Tensor, *, radius: float, n_samples: int, seed: int = 0):
+    """Both sides of Yeh et al.'s Proposition 2.4 for a finite kernel (common random numbers).
+
+    ``Φ_k(y) = mean_s Φ(y + noise_s)``. For each perturbation ``u_t`` of the ``L∞`` ball (drawn by
+    :func:`dance.metrics.sampled_sensitivities` with ``seed``, so both sides see the same ``u_t``):
+
+    ``lhs[t] = ‖Φ_k(x + u_t) - Φ_k(x)‖₂`` and ``rhs[t] = mean_s ‖Φ(x + noise_s + u_t) - Φ(x + noise_s)‖₂``.
+
+    Args:
+        explain_smooth: ``Φ_k`` as ``f(inputs, target) -> maps``; explain: ``Φ`` likewise.
+        x: ``[1, C, H, W]`` one input. noise: ``[n_noise, C, H, W]``, the kernel's support points.
+
+    Returns:
+        ``(lhs [n_samples], rhs [n_samples], per_noise [n_noise, n_samples])``.
+    """
+    from .metrics import sampled_sensitivities
+
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"x must be one input [1, C, H, W], got {tuple(x.shape)}")
+    lhs = sampled_sensitivities(explain_smooth, x, None, radius=radius, n_samples=n_samples,
+                                normalize=None, seed=seed)[0]
+    per = torch.stack([
+        sampled_sensitivities(explain, x + z[None], None, radius=radius, n_samples=n_samples,
+                              normalize=None, seed=seed)[0]
+        for z in noise  # one call per kernel point (each batched over the n_samples perturbations)
+    ])
+    return lhs, per.mean(0), per
+
+
+def smoothing_objectives(samples: Tensor, phi: Tensor) -> dict:
+    """Yeh et al.'s surrogate objectives (Eq. 3, ``AVG`` version) of a candidate ``φ``:
+
+    ``J1 = mean_t ‖φ - Φ_t‖₁`` (``D = L1, α = 1``), ``J2 = mean_t ‖φ - Φ_t‖₂²`` (``D = L2, α = 2``)
+    and ``J21 = mean_t ‖φ - Φ_t‖₂`` (``D = L2, α = 1``).
+
+    Args:
+        samples: ``[n, d]`` explanations ``Φ(x + u_t)``; phi: ``[d]`` or ``[m, d]`` candidates.
+    """
+    phi = phi[None] if phi.dim() == 1 else phi
+    diff = phi[:, None, :] - samples[None]
+    return {
+        "J1": diff.abs().sum(-1).mean(1),
+        "J2": diff.pow(2).sum(-1).mean(1),
+        "J21": diff.norm(dim=-1).mean(1),
+    }
+
+
+def geometric_median(samples: Tensor, iters: int = 500, tol: float = 1e-12) -> Tensor:
+    """Minimiser of ``mean_t ‖φ - Φ_t‖₂`` (Weiszfeld's iteration, started at the mean)."""
+    phi = samples.mean(0)
+    for _ in range(iters):  # iterations of a fixed-point map, not a loop over data
+        w = 1.0 / (samples - phi).norm(dim=1).clamp_min(1e-15)
+        new = (w[:, None] * samples).sum(0) / w.sum()
+        if (new - phi).norm() < tol:
+            return new
+        phi = new
+    return phi
