@@ -55,6 +55,7 @@ __all__ = [
     "decoy_scores",
     "proposition1_terms",
     "proposition1_sweep",
+    "population_from_decoys",
     "counterexample_proposition1",
     "ConvPoolToy",
     "maxpool_exact_decoys",
@@ -659,7 +660,10 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
           p_x - (p_tilde + lin + quad)``, ``E_tilde = E(x̃)_j``, ``eq21 = ½ (x̃ - x)_j H̃_jj``,
           ``eq17_printed`` / ``eq17_fixed`` (``H̃_jj`` from Eq. 17-18 as printed / fixed) and
           ``H_jj`` (exact), ``flips`` (number of neighbours of ``j`` whose activation differs
-          between ``x`` and ``x̃``), ``n_moved`` (pixels in which ``x̃`` differs from ``x``);
+          between ``x`` and ``x̃``), ``n_moved`` (pixels in which ``x̃`` differs from ``x``),
+          ``flip_part = (b̃_j - b_j)ᵀ P̂_{·c}(x̃)``, the exact part of ``E(x̃)_j - E(x)_j`` caused by
+          activation flips (the rest, ``b_jᵀ(P̂_{·c}(x̃) - P̂_{·c}(x))``, comes from the change of ``p``);
+        * ``pixel_range``: ``max - min`` of ``x_j`` over the population;
         * the minimal repair (a theorem): ``repair_plus = C2_alt · sum_a + C1 ≥ Z_plus`` and
           ``repair_Z`` (adding the same for the minimising decoy) ``≥ Z``;
         * the corrected bound (Proposition 1′, a theorem): ``corr_bound [N, n, d]`` with
@@ -708,7 +712,7 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
     a0_nb = torch.cat([st0.a, st0.a.new_zeros(N, 1)], 1)[:, nb]  # [N, d, 9]
     g_k = params.g.reshape(N, 1, 9)
     g_mk = _flip(params.g).reshape(N, 1, 9)
-    jj = torch.arange(d, device=x.device)
+    b0 = toy_jacobian_output(params, x)  # [N, d, C]: b_j = (BW)_{j·} at x
 
     def at_member(t_idx: Tensor) -> dict:
         """Quantities at the member chosen for each pixel j (x̃ = decoys[n, t_idx[n, j]])."""
@@ -738,6 +742,7 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
         H_jj = torch.einsum("nja,njab,njb->nj", rows_fixed, S_t, rows_fixed)
         delta = (-Dm).gather(1, t_idx[:, None, :])[:, 0]  # (x̃ - x)_j for the member of pixel j
         return {
+            "flip_part": ((rows_fixed - b0) * Pc_t).sum(-1),  # exact share of E(x̃)_j - E(x)_j due to flips
             "sum_a": a_nb.sum(-1),
             "delta": delta,
             "C2_printed": C2(dP_printed, g_k),
@@ -770,8 +775,7 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
     out["repair_Z"] = out["repair_plus"] + minus["C2_alt"] * minus["sum_a"] + out["C1"]
 
     # ---- Proposition 1′ (a theorem): exact decomposition of E(x̃)_j - E(x)_j ------------------
-    b = toy_jacobian_output(params, x)  # [N, d, C]: b_j at x
-    range_b = _range(b)  # [N, d]
+    range_b = _range(b0)  # [N, d]
     range_do = _range(stT.o - st0.o[:, None, :])  # [N, n]
     smooth = KAPPA * range_b[:, None, :] * range_do[:, :, None]
     dA = (stT.a != st0.a[:, None, :]).to(x.dtype).reshape(-1, d)
@@ -787,8 +791,21 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
     sum_a0 = _box(st0.a, s)
     out["corr_single"] = KAPPA * range_b * gmax * plus["delta"].abs() * sum_a0
     out["sum_a0"] = sum_a0
+    out["pixel_range"] = decoys.amax(1) - decoys.amin(1)  # spread of x_j over the population
     out["a0"] = st0.a
     return out
+
+
+def population_from_decoys(decoys) -> tuple[Tensor, Tensor]:
+    """Turn a :class:`dance.Decoys` of a :class:`ToyCNN` input into the population format of
+    :func:`proposition1_terms`: ``(images [1, n+1, d], masks [1, n+1, d])`` with ``x`` first."""
+    images, masks, original = decoys.images, decoys.masks, decoys.original
+    if original.shape[1] != 1:
+        raise ValueError(f"the toy takes one-channel images, got {original.shape[1]} channels")
+    d = original[0, 0].numel()
+    pop = torch.cat([original.reshape(1, d), images.reshape(-1, d)])[None]
+    m = torch.cat([torch.zeros(1, d, dtype=torch.bool, device=masks.device), masks.reshape(-1, d)])[None]
+    return pop, m
 
 
 def proposition1_sweep(
@@ -826,7 +843,7 @@ def proposition1_sweep(
     groups = [(s, C, e, k) for s in sides for C in n_classes for e in eps_rel for k in kinds]
     keys = ["Z", "Z_plus", "Z_minus", "C1", "delta", "sum_a", "sum_a0", "C2_printed", "C2_fixed", "C2_alt",
             "bound_printed", "bound_fixed", "bound_alt", "bound_minus_fixed", "corr_Z", "corr_single",
-            "repair_plus", "repair_Z",
+            "repair_plus", "repair_Z", "flip_part", "pixel_range",
             "p_x", "p_tilde", "lin", "quad", "taylor_remainder", "E_tilde", "eq21", "eq17_printed",
             "eq17_fixed", "H_jj", "flips", "n_moved"]
     for gi, (side, C, er, kind) in enumerate(groups):

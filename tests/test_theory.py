@@ -262,6 +262,22 @@ def test_proposition1_terms_match_autograd():
             assert abs(float(R["C2_fixed"][i, j]) - fixed) < 1e-13
 
 
+def test_flip_part_is_the_exact_share_of_activation_flips():
+    params = T.ToyParams.random(6, side=6, n_classes=4, seed=13, weight_scale=4.0)
+    x = rand_x(6, 36, 14)
+    st = T.toy_forward(params, x)
+    dec, masks = T.decoy_population(params, x, 0.2 * st.m.amax(-1), kind="extreme")
+    R = T.proposition1_terms(params, x, dec, masks=masks)
+    b = T.toy_jacobian_output(params, x)  # b_j at x
+    p_t = T.toy_forward(params, dec).p.gather(1, R["t_plus"][..., None].expand(6, 36, 4))  # p at x̃ of pixel j
+    c = R["target"]
+    Pc = lambda p: p.gather(-1, c[:, None, None].expand(*p.shape[:-1], 1)) * (torch.nn.functional.one_hot(c, 4)[:, None].to(DT) - p)
+    smooth = (b * (Pc(p_t) - Pc(st.p[:, None]))).sum(-1)
+    assert torch.allclose(R["flip_part"] + smooth, R["E_tilde"] - R["E"][:, 0], atol=1e-14)
+    assert float(R["flip_part"][R["flips"] == 0].abs().max()) < 1e-14
+    assert int((R["flips"] > 0).sum()) > 0
+
+
 def small_sweep():
     return T.proposition1_sweep(sides=(4, 7), n_classes=(2, 5), eps_rel=(0.0, 0.05, 0.3),
                                 kinds=("extreme", "spaced"), per_group=4, seed=1)
