@@ -181,7 +181,7 @@ def _box_from_mask(mask: torch.Tensor) -> torch.Tensor:
     ).float()
 
 
-def _shapes_chunk(gen: torch.Generator, count: int, distractors: bool):
+def _shapes_chunk(gen: torch.Generator, count: int, distractors: bool, objects: bool = True):
     s = _SIZE
     rand = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
     labels = torch.randint(len(SHAPE_CLASSES), (count,), generator=gen)
@@ -247,12 +247,13 @@ def _shapes_chunk(gen: torch.Generator, count: int, distractors: bool):
     v = (-sn * dx + c * dy) / radius
     mask = _shape_membership(labels, u, v).unsqueeze(1)  # [B, 1, H, W]
     # some shading on the object too, so its pixels are not one flat colour
-    image = torch.where(mask, obj_colour + 0.05 * smooth.flip(1), image)
+    if objects:
+        image = torch.where(mask, obj_colour + 0.05 * smooth.flip(1), image)
     image = (image + 0.03 * torch.randn(count, 3, s, s, generator=gen)).clamp_(0, 1)
     return image, labels, mask, _box_from_mask(mask)
 
 
-def shapes(n: int = 1000, *, seed: int = SHAPES_TEST_SEED, distractors: bool = True) -> ImageSet:
+def shapes(n: int = 1000, *, seed: int = SHAPES_TEST_SEED, distractors: bool = True, objects: bool = True) -> ImageSet:
     """Generate ``n`` Shapes images: one object per image whose outline decides the label.
 
     Six classes (:data:`SHAPE_CLASSES`: circle, square, triangle, cross, star, ring), each
@@ -266,9 +267,14 @@ def shapes(n: int = 1000, *, seed: int = SHAPES_TEST_SEED, distractors: bool = T
 
     Args:
         n: number of images.
-        seed: which stream of images; :data:`SHAPES_TEST_SEED` is the standard held-out set,
-            training uses :data:`SHAPES_TRAIN_SEED` and above.
+        seed: which stream of images; :data:`SHAPES_TEST_SEED` is the standard held-out set.
+            Training uses seeds :data:`SHAPES_TRAIN_SEED` (1000) and above only, so images
+            from any seed below 1000 were never seen by a zoo model.
         distractors: draw the lines and blobs (set False for illustrations).
+        objects: draw the objects. With False, the images are background and distractors
+            only (the very pixels that ``objects=True`` gives off the object), while labels,
+            masks and boxes still say where the object would have been: a control for
+            "does anything but the object carry the label?".
 
     Returns:
         :class:`ImageSet` with ``images [n, 3, 64, 64]`` float in [0, 1], ``labels [n]``,
@@ -285,7 +291,7 @@ def shapes(n: int = 1000, *, seed: int = SHAPES_TEST_SEED, distractors: bool = T
     seed = _check_seed(seed)
     parts = []
     for chunk in range((n + _CHUNK - 1) // _CHUNK):
-        parts.append(_shapes_chunk(_chunk_generator(seed, chunk), _CHUNK, bool(distractors)))
+        parts.append(_shapes_chunk(_chunk_generator(seed, chunk), _CHUNK, bool(distractors), bool(objects)))
     images, labels, masks, boxes = (torch.cat(p)[:n] for p in zip(*parts))
     return ImageSet(images=images.contiguous(), labels=labels, classes=SHAPE_CLASSES, masks=masks.contiguous(), boxes=boxes)
 
