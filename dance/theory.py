@@ -975,7 +975,9 @@ def maxpool_exact_decoys(model: ConvPoolToy, x: Tensor, *, grid: int = 0, n_mc: 
         ``δ = 0`` included), ``local_dim`` (dimension of the exact-decoy set near ``x`` in
         ``R^d``: ``d`` minus the rank of the maximising units' weights in windows with
         ``r_w > 0``), ``rep``; with ``grid``: ``grid_fraction``; with ``n_mc``:
-        ``volume_fraction`` and ``volume_se``.
+        ``volume_fraction`` and ``volume_se``. The free-pixel and ``local_dim`` analysis assumes
+        each window has a unique maximiser; ties (exactly equal conv outputs) are detected with a
+        1e-12 tolerance, and the grid and Monte Carlo checks compare representations directly.
     """
     if not isinstance(model, ConvPoolToy):
         raise TypeError(f"model must be a ConvPoolToy, got {type(model).__name__}")
@@ -1012,7 +1014,8 @@ def maxpool_exact_decoys(model: ConvPoolToy, x: Tensor, *, grid: int = 0, n_mc: 
     lo = torch.maximum(lo_d, -x.reshape(-1))
     hi = torch.minimum(hi_d, 1 - x.reshape(-1))
     # Free pixel: every window it touches keeps a maximiser that does not see it (or r_w = 0 with ReLU).
-    is_max = used & (phi(c) == r_u)
+    # maximisers, ties included (round images give exact ties that float sums may break by 1e-17)
+    is_max = used & (phi(c) >= r_u - 1e-12 * (1 + r_u.abs()))
     W_of = F.one_hot(win.clamp_min(0), n_win).to(torch.bool) & used[:, None]  # [U, n_win]
     touches = (W_of[:, :, None] & (A != 0)[:, None, :]).any(0)  # [n_win, d]
     keeps = (W_of[:, :, None] & (is_max[:, None] & (A == 0))[:, None, :]).any(0)  # [n_win, d]
