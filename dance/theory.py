@@ -1183,6 +1183,14 @@ class ReLUMLP(nn.Module):
         z = flat @ self.W.t() + self.c
         return (((z > 0).to(flat.dtype) * self._v(target, flat.shape[0], x.device)) @ self.W).reshape(x.shape)
 
+    def kink_free(self, x: Tensor, radius: float) -> Tensor:
+        """``[B]`` bool: no ReLU kink ``w_iᵀy + c_i = 0`` meets the ``L∞`` ball of ``radius`` around
+        ``x`` (``|w_iᵀx + c_i| > radius · ‖w_i‖₁`` for all ``i``), so the gradient is exactly
+        constant on the ball and its true max-sensitivity is 0."""
+        flat = _images_to_flat(x, self.W.shape[1])
+        z = flat @ self.W.t() + self.c
+        return (z.abs() > float(radius) * self.W.abs().sum(1)).all(1)
+
     def smoothgrad(self, x: Tensor, target=0, *, sigma: float) -> Tensor:
         """Exact SmoothGrad ``E_{n~N(0,σ²I)} ∇f(x + n)`` (Yeh et al.'s ``Φ_k`` with a Gaussian kernel)."""
         flat = _images_to_flat(x, self.W.shape[1])

@@ -409,6 +409,17 @@ def test_relu_mlp_gradient_and_exact_smoothgrad():
     assert torch.equal(net.smoothgrad_mc(x, sigma=0.2, n=5, seed=4)[:1], net.smoothgrad_mc(x[:1], sigma=0.2, n=5, seed=4))
 
 
+def test_kink_free_balls_have_constant_gradient():
+    net = T.ReLUMLP.random(d=9, hidden=6, seed=1)
+    x = torch.rand(200, 1, 3, 3, dtype=DT, generator=torch.Generator().manual_seed(3))
+    free = net.kink_free(x, 0.1)
+    assert 0 < int(free.sum()) < 200
+    dist = sampled_sensitivities(lambda z, t: net.gradient(z), x, None, radius=0.1, n_samples=200, normalize=None, seed=0)
+    assert float(dist[free].max()) == 0.0
+    # a ball that does meet a kink: moving to the kink's far side changes the gradient
+    assert float(dist[~free].amax(1).max()) > 0
+
+
 def test_prop24_holds_exactly_for_a_finite_kernel():
     net = T.ReLUMLP.random(d=9, hidden=40, seed=3, scale=2.0)
     gen = torch.Generator().manual_seed(5)
