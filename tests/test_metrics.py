@@ -186,6 +186,21 @@ def test_yeh_sensitivity_seeded_batched_and_avg_below_max(trained):
     samples = M.linf_ball_samples(x, 0.1, 6, seed=1)
     assert samples.shape == (6,) + tuple(x.shape)
     assert ((samples - x).abs() <= 0.1 + 1e-7).all()
+    assert samples.min() < 0  # the ball leaves [0, 1] near dark pixels ...
+    clipped = M.linf_ball_samples(x, 0.1, 6, seed=1, clamp=(0.0, 1.0))
+    assert clipped.min() >= 0 and clipped.max() <= 1  # ... unless clipped, the metrics' default
+    assert torch.equal(clipped, samples.clamp(0, 1))
+
+
+def test_yeh_sensitivity_of_decoy_enhanced_maps(trained):
+    """The metrics take any explain(inputs, target), e.g. a DecoyEnhanced's .attribute."""
+    import dance
+    from captum.attr import Saliency
+
+    x, _, _ = make_shapes(2, seed=11)
+    de = dance.DecoyEnhanced(Saliency(trained), layer="0", epsilon=0.1, relative=True)
+    s = M.max_sensitivity(de.attribute, x, trained(x).argmax(1), radius=0.05, n_samples=2)
+    assert s.shape == (2,) and torch.isfinite(s).all() and (s >= 0).all()
 
 
 def test_max_sensitivity_matches_captum_sensitivity_max(trained):
@@ -194,10 +209,11 @@ def test_max_sensitivity_matches_captum_sensitivity_max(trained):
 
     x, _, _ = make_shapes(3, seed=5)
     n, r = 7, 0.05
-    samples = M.linf_ball_samples(x, r, n, seed=3)  # [n, B, C, H, W]
+    samples = M.linf_ball_samples(x, r, n, seed=3)  # [n, B, C, H, W], not clipped (as Captum)
     # Captum perturbs inputs.repeat_interleave(n): image-major order
     captum_layout = samples.transpose(0, 1).reshape((-1,) + tuple(x.shape[1:]))
-    ours = M.max_sensitivity(saliency(trained), x, 1, radius=r, n_samples=n, seed=3, normalize="relative")
+    ours = M.max_sensitivity(saliency(trained), x, 1, radius=r, n_samples=n, seed=3, normalize="relative",
+                             clamp=None)
     theirs = sensitivity_max(Saliency(trained).attribute, x, perturb_func=lambda inp: captum_layout,
                              n_perturb_samples=n, target=1, abs=False)
     assert torch.allclose(ours, theirs.flatten(), rtol=1e-4, atol=1e-6)

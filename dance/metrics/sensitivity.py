@@ -111,7 +111,7 @@ def _distances(ex: torch.Tensor, ey: torch.Tensor, normalize: Optional[str]) -> 
 def sampled_sensitivities(explain: Callable, inputs: torch.Tensor, target: TargetType = None, *,
                           radius: float = 0.1, n_samples: int = 50, normalize: Optional[str] = "unit",
                           seed: int = 0, batch_size: Optional[int] = None,
-                          clamp: Optional[Tuple[float, float]] = None) -> torch.Tensor:
+                          clamp: Optional[Tuple[float, float]] = (0.0, 1.0)) -> torch.Tensor:
     r"""The distances ``D(Φ(y_s), Φ(x))`` for ``n_samples`` points ``y_s`` of the :math:`L_\infty` ball.
 
     The common engine of :func:`max_sensitivity` (max over samples) and :func:`avg_sensitivity`
@@ -153,7 +153,7 @@ _YEH_SETTINGS = ("D = L2, rho = L_inf, r = 0.1 (MNIST, CIFAR-10), 50 Monte Carlo
 @metric("lower", _YEH + ", Definition 2.1 (max-sensitivity)", "yeh2019sensitive", _YEH_SETTINGS)
 def max_sensitivity(explain: Callable, inputs: torch.Tensor, target: TargetType = None, *, radius: float = 0.1,
                     n_samples: int = 50, normalize: Optional[str] = "unit", seed: int = 0,
-                    batch_size: Optional[int] = None, clamp: Optional[Tuple[float, float]] = None
+                    batch_size: Optional[int] = None, clamp: Optional[Tuple[float, float]] = (0.0, 1.0)
                     ) -> torch.Tensor:
     r"""Max-sensitivity :math:`\max_{\|y-x\|_\infty \le r} D(Φ(y), Φ(x))`, estimated by Monte Carlo.
 
@@ -177,7 +177,10 @@ def max_sensitivity(explain: Callable, inputs: torch.Tensor, target: TargetType 
         normalize: ``"unit"``, ``"relative"`` or ``None``, see above.
         seed: seed of the samples; equal seeds give equal samples on every device.
         batch_size: perturbed inputs per ``explain`` call (all ``B * n_samples`` at once if None).
-        clamp: optional ``(low, high)`` pixel range for the samples (Yeh et al. and Captum do not clip).
+        clamp: pixel range the samples are clipped to; default ``(0, 1)``, because ``dance`` works on
+            [0, 1] images (:class:`dance.DecoyEnhanced` rejects others). Clipping makes the samples
+            uniform on the part of the ball inside the pixel range only approximately; ``None``
+            samples the whole ball, as Yeh et al. and Captum do.
 
     Returns:
         ``[B]`` float tensor. **Lower** is better.
@@ -198,7 +201,7 @@ def max_sensitivity(explain: Callable, inputs: torch.Tensor, target: TargetType 
 @metric("lower", _YEH + ", Definition 2.2 (average-sensitivity)", "yeh2019sensitive", _YEH_SETTINGS)
 def avg_sensitivity(explain: Callable, inputs: torch.Tensor, target: TargetType = None, *, radius: float = 0.1,
                     n_samples: int = 50, normalize: Optional[str] = "unit", seed: int = 0,
-                    batch_size: Optional[int] = None, clamp: Optional[Tuple[float, float]] = None
+                    batch_size: Optional[int] = None, clamp: Optional[Tuple[float, float]] = (0.0, 1.0)
                     ) -> torch.Tensor:
     r"""Average-sensitivity :math:`E_{y \sim U(B_\infty(x, r))} D(Φ(y), Φ(x))`, by Monte Carlo.
 
