@@ -33,6 +33,7 @@ def check_images(x, model: nn.Module, name: str = "inputs", single: bool = False
             f"{name} must be a floating-point tensor with pixel values in [0, 1], got dtype {x.dtype}; "
             f"convert with {name}.float() / 255 if it holds 8-bit pixels"
         )
+    x = x.detach()  # checks must not record autograd history nor warn about it
     if x.dim() == 3:
         x = x.unsqueeze(0)
     if x.dim() != 4:
@@ -58,7 +59,7 @@ def check_images(x, model: nn.Module, name: str = "inputs", single: bool = False
             f"{name} must hold pixel values in [0, 1], got range [{lo:.4g}, {hi:.4g}]; "
             f"rescale the image and wrap a model that expects normalised inputs in dance.Normalized"
         )
-    return x.detach()
+    return x
 
 
 def check_positive(value, name: str) -> float:

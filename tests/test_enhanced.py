@@ -341,8 +341,6 @@ def test_decoys_do_not_alias_the_callers_tensor(make_model, make_image):
     assert torch.equal(d.original, original) and torch.equal(d.images, images)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG dance/_checks.py check_images: float(x.min()) on an input that "
-                                       "requires grad warns; detach first (see report)")
 def test_input_requiring_grad_raises_no_warning(make_model, make_image):
     net = make_model("vgg")
     x = make_image(8).requires_grad_(True)
