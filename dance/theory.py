@@ -189,8 +189,9 @@ class ToyCNN(nn.Module):
         >>> import torch
         >>> from dance.theory import ToyParams
         >>> net = ToyParams.random(1, side=4, n_classes=3, seed=0).module(0)
-        >>> net(torch.rand(2, 1, 4, 4, dtype=torch.float64)).sum(1)
-        tensor([1.0000, 1.0000], dtype=torch.float64, grad_fn=<SumBackward1>)
+        >>> p = net(torch.rand(2, 1, 4, 4, dtype=torch.float64))
+        >>> p.shape, bool(torch.allclose(p.sum(1), torch.ones(2, dtype=torch.float64)))
+        (torch.Size([2, 3]), True)
     """
 
     def __init__(self, g: Tensor, W: Tensor, b: Tensor, output: str = "probs"):
@@ -1284,10 +1285,10 @@ def smoothing_terms(explain_smooth, explain, x: Tensor, noise: Tensor, *, radius
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"x must be one input [1, C, H, W], got {tuple(x.shape)}")
     lhs = sampled_sensitivities(explain_smooth, x, None, radius=radius, n_samples=n_samples,
-                                normalize=None, seed=seed)[0]
+                                normalize=None, clamp=None, seed=seed)[0]
     per = torch.stack([
         sampled_sensitivities(explain, x + z[None], None, radius=radius, n_samples=n_samples,
-                              normalize=None, seed=seed)[0]
+                              normalize=None, clamp=None, seed=seed)[0]
         for z in noise  # one call per kernel point (each batched over the n_samples perturbations)
     ])
     return lhs, per.mean(0), per

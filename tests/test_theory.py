@@ -215,6 +215,24 @@ def test_generate_decoys_on_the_toy_lie_in_the_exact_feasible_set():
     assert bool(((shift <= hi + 1e-12) & (shift >= lo - 1e-12)).all())
 
 
+def test_decoy_enhanced_saliency_on_the_toy_equals_the_closed_form_Z():
+    """dance.DecoyEnhanced(Saliency) on a ToyCNN gives the range Z of Eq. 3 computed from Eq. 16."""
+    from captum.attr import Saliency
+
+    side = 5
+    params = T.ToyParams.random(1, side=side, n_classes=3, seed=21, weight_scale=3.0)
+    x = rand_x(1, side * side, 22)
+    net = params.module(0)
+    eps = 0.1 * float(T.toy_forward(params, x).m.max())
+    c = int(T.toy_forward(params, x).p.argmax())
+    expl = dance.DecoyEnhanced(Saliency(net), layer="relu", epsilon=eps, patch_size=1, spacing=None, steps=40)
+    Z_map, decoys = expl.attribute(x.reshape(1, 1, side, side), target=c, return_decoys=True)
+    pop, masks = T.population_from_decoys(decoys[0])
+    assert pop.shape == (1, len(decoys[0]) + 1, side * side) and torch.equal(pop[0, 0], x[0])
+    R = T.proposition1_terms(params, x, pop, target=c)
+    assert torch.allclose(Z_map.reshape(1, -1), R["Z"], atol=1e-13)
+
+
 # ----------------------------------------------------------------------------------- Proposition 1
 
 
@@ -370,9 +388,9 @@ def test_softplus_gradient_and_lipschitz_bound():
     L = net.lipschitz(1)
     r = 0.1
     dist = sampled_sensitivities(lambda z, t: net.gradient(z, 1), x, None, radius=r, n_samples=64,
-                                 normalize=None, seed=3)
+                                 normalize=None, clamp=None, seed=3)
     from dance.metrics import linf_ball_samples
-    u = (linf_ball_samples(x, r, 64, seed=3) - x[None]).flatten(2).norm(dim=2).t()  # [B, n]
+    u = (linf_ball_samples(x, r, 64, seed=3, clamp=None) - x[None]).flatten(2).norm(dim=2).t()  # [B, n]
     assert bool((dist <= L * u * (1 + 1e-5) + 1e-7).all())  # Definition 2.4 on every sample
     s_avg, s_max = dist.mean(1), dist.amax(1)
     assert bool((s_avg <= s_max).all() and (s_max <= L * r * 4 * (1 + 1e-5)).all())  # √d = 4
@@ -414,7 +432,7 @@ def test_kink_free_balls_have_constant_gradient():
     x = torch.rand(200, 1, 3, 3, dtype=DT, generator=torch.Generator().manual_seed(3))
     free = net.kink_free(x, 0.1)
     assert 0 < int(free.sum()) < 200
-    dist = sampled_sensitivities(lambda z, t: net.gradient(z), x, None, radius=0.1, n_samples=200, normalize=None, seed=0)
+    dist = sampled_sensitivities(lambda z, t: net.gradient(z), x, None, radius=0.1, n_samples=200, normalize=None, clamp=None, seed=0)
     assert float(dist[free].max()) == 0.0
     # a ball that does meet a kink: moving to the kink's far side changes the gradient
     assert float(dist[~free].amax(1).max()) > 0
@@ -442,10 +460,10 @@ def test_prop23_elementwise_product_bound():
     r = 0.1
     phi = lambda z, t: net.gradient(z)
     prod = lambda z, t: z * net.gradient(z)
-    d_phi = sampled_sensitivities(phi, x, None, radius=r, n_samples=40, normalize=None, seed=1)
-    d_prod = sampled_sensitivities(prod, x, None, radius=r, n_samples=40, normalize=None, seed=1)
+    d_phi = sampled_sensitivities(phi, x, None, radius=r, n_samples=40, normalize=None, clamp=None, seed=1)
+    d_prod = sampled_sensitivities(prod, x, None, radius=r, n_samples=40, normalize=None, clamp=None, seed=1)
     from dance.metrics import linf_ball_samples
-    u = (linf_ball_samples(x, r, 40, seed=1) - x[None]).flatten(2).norm(dim=2).t()
+    u = (linf_ball_samples(x, r, 40, seed=1, clamp=None) - x[None]).flatten(2).norm(dim=2).t()
     rhs = T.product_bound(x, net.gradient(x), d_phi, u)
     assert bool((d_prod <= rhs * (1 + 1e-5) + 1e-7).all())
     # the estimator-level statement of Prop. 2.3 with d(r) = √d r for the L∞ ball
