@@ -402,8 +402,9 @@ def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *,
     r"""Attack the saliency maps of ``inputs`` (see the module docstring for the algorithm).
 
     Args:
-        model: the classifier (returns logits, takes images in [0, 1]); deep-copied for the
-            softplus directions, used as is for the label check and the measures; never modified.
+        model: the classifier (returns logits, takes images in [0, 1]; put it in eval mode);
+            deep-copied for the softplus directions, used as is for the label check and the
+            measures; never modified.
         inputs: ``[B, C, H, W]`` images in [0, 1].
         target: class whose map is attacked; ``None`` = the predicted class.
         kind: ``"topk"``, ``"targeted"``, ``"mass_center"`` or ``"random"``.

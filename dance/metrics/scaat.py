@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ._registry import metric
 from ._utils import (TargetType, check_images, check_model, check_positive_int, class_score, forward,
-                     unit_heatmaps, resolve_target)
+                     heatmaps, resolve_target, unit_heatmaps)
 
 _SCAAT = "Xu et al. (2023), SCAAT (poster)"
 
@@ -52,8 +52,8 @@ def saliency_entropy(maps: torch.Tensor, *, kind: str = "histogram", base: Optio
       Quantus ``Complexity``). Between 0 (one pixel) and :math:`\ln(HW)` nats.
 
     Args:
-        maps: ``[B, H, W]`` heatmaps in [0, 1] or ``[B, C, H, W]`` attributions (through
-            :func:`dance.to_heatmap`).
+        maps: ``[B, H, W]`` non-negative maps (in [0, 1] for ``"histogram"``) or ``[B, C, H, W]``
+            attributions (through :func:`dance.to_heatmap`).
         kind: ``"histogram"`` or ``"distribution"``.
         base: logarithm base; default 2 (bits) for ``"histogram"`` and e (nats) for ``"distribution"``.
 
@@ -75,7 +75,7 @@ def saliency_entropy(maps: torch.Tensor, *, kind: str = "histogram", base: Optio
         p = counts / q.shape[1]
         log_base = math.log(2.0 if base is None else float(base))
     elif kind == "distribution":
-        h = unit_heatmaps(maps, "maps").flatten(1).to(torch.float64)
+        h = heatmaps(maps, "maps").flatten(1).to(torch.float64)  # any non-negative scale
         total = h.sum(dim=1, keepdim=True)
         p = h / torch.where(total > 0, total, torch.ones_like(total))
         log_base = 1.0 if base is None else math.log(float(base))
