@@ -1204,7 +1204,8 @@ class ReLUMLP(nn.Module):
 
         ``seed`` an int: *common random numbers* — every row and every call uses the same ``n``
         noise vectors (a fixed finite kernel, for which Proposition 2.4 holds exactly).
-        ``seed=None``: fresh independent noise for every row and call (SmoothGrad as used).
+        ``seed=None``: fresh independent noise for every row and call (SmoothGrad as used), drawn
+        from the network's own generator, so a whole run is still reproducible.
         """
         flat = _images_to_flat(x, self.W.shape[1])
         B, d = flat.shape
