@@ -13,9 +13,15 @@ through convolution, ReLU, pooling and batch norm exactly to the cells that depe
 """
 from __future__ import annotations
 
+import itertools
+import math
 from typing import List, Optional, Tuple
 
+import numpy as np
 import torch
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from ._layers import LayerProbe
 
@@ -89,15 +95,26 @@ def lattice_masks(height: int, width: int, patch_size: int, stride: int,
     """Masks ``[M, 1, H, W]`` (bool): patch grid positions grouped into lattices ``spacing`` grid steps apart.
 
     With ``spacing`` at least the number of grid positions, every mask holds a single patch
-    (the paper's construction). The union of all masks is the whole image.
+    (the paper's construction). The union of all masks is the whole image. When the grid does
+    not end on the image edge, the extra edge patch (moved inward, see :func:`patch_starts`)
+    joins the mask of its overlapping neighbour: in any other mask it would sit closer than
+    ``spacing`` steps to that mask's last patch, and their footprints could overlap.
     """
     rows = patch_starts(height, patch_size, stride)
     cols = patch_starts(width, patch_size, stride)
     kr, kc = min(spacing[0], len(rows)), min(spacing[1], len(cols))
+
+    def lattice_index(i: int, starts: List[int], size: int, k: int) -> int:
+        regular = len(range(0, size - patch_size + 1, stride))
+        if k < len(starts) and i >= regular:
+            i = regular - 1
+        return i % k
+
     masks = torch.zeros(kr * kc, 1, height, width, dtype=torch.bool)
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
-            masks[(i % kr) * kc + (j % kc), 0, r:r + patch_size, c:c + patch_size] = True
+            mi = lattice_index(i, rows, height, kr) * kc + lattice_index(j, cols, width, kc)
+            masks[mi, 0, r:r + patch_size, c:c + patch_size] = True
     return masks
 
 
@@ -125,3 +142,138 @@ def default_masks(probe: Optional[LayerProbe], image: torch.Tensor, patch_size: 
     else:
         k = (int(spacing), int(spacing))
     return lattice_masks(H, W, patch_size, stride, k)
+
+
+def mask_groups(masks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Split every mask into its connected pieces (8-connectivity): the patches of a lattice mask.
+
+    Args:
+        masks: bool ``[M, 1, H, W]``.
+
+    Returns:
+        ``(groups, counts)``: ``groups`` long ``[M, H, W]`` with the piece index (0, 1, ...) of each
+        masked pixel and -1 elsewhere; ``counts`` long ``[M]``, the number of pieces per mask.
+    """
+    m = masks[:, 0].detach().cpu().numpy().astype(bool)
+    # One call labels all masks: the structure connects pixels within a mask, never across masks.
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = True
+    labels, _ = ndimage.label(m, structure=structure)
+    labels = torch.from_numpy(labels.astype(np.int64))
+    M = labels.shape[0]
+    flat = labels.view(M, -1)
+    # Renumber each mask's pieces 0..k-1 (ndimage numbers them globally, in scan order).
+    first = torch.where(flat > 0, flat, torch.full_like(flat, torch.iinfo(torch.int64).max)).amin(dim=1)
+    last = flat.amax(dim=1)
+    counts = torch.where(last > 0, last - first + 1, torch.zeros_like(last))
+    groups = torch.where(flat > 0, flat - first[:, None], torch.full_like(flat, -1))
+    return groups.view_as(labels).to(masks.device), counts.to(masks.device)
+
+
+def _constant_weight_codes(n: int) -> Tuple[int, int, torch.Tensor]:
+    """``n`` distinct binary codes of equal weight: ``(bits, weight, codes [n, bits] bool)``.
+
+    The union of the codes of two or more distinct pieces has more ones than ``weight``, which is
+    how a layer cell that depends on several pieces is recognised.
+    """
+    bits = 1
+    while math.comb(bits, bits // 2) < n:
+        bits += 1
+    weight = bits // 2
+    codes = torch.zeros(n, bits, dtype=torch.bool)
+    for i, ones in zip(range(n), itertools.combinations(range(bits), weight)):
+        codes[i, list(ones)] = True
+    return bits, weight, codes
+
+
+def layer_cells(out: torch.Tensor) -> torch.Tensor:
+    """A layer output ``[N, C, *spatial]`` viewed as cells ``[N, C, cells]`` (spatial positions);
+    outputs without spatial axes (``[N, K]``) have one cell per unit."""
+    if out.dim() >= 3:
+        return out.flatten(2)
+    return out.reshape(out.shape[0], 1, -1)
+
+
+def group_footprints(probe: LayerProbe, image: torch.Tensor, groups: torch.Tensor, counts: torch.Tensor,
+                     chunk: int = 32) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which piece of each mask every layer cell depends on, measured by NaN propagation.
+
+    Each piece of a mask gets a distinct constant-weight binary code; for each code bit one image
+    holds NaN in the pieces whose code has that bit set. A cell that depends on exactly one piece
+    turns NaN in exactly that piece's bits; a cell that turns NaN in more bits depends on several
+    pieces; those pieces are merged into one group (conservatively: with every piece whose code
+    fits inside the cell's pattern). Masks of a single piece need no measurement.
+
+    Args:
+        probe: evaluates the model up to the layer.
+        image: ``[1, C, H, W]`` any image of the right shape (NaN propagation ignores values).
+        groups, counts: from :func:`mask_groups`.
+
+    Returns:
+        ``(groups, counts, cells)``: ``groups``/``counts`` with merged masks updated, and
+        ``cells`` int32 ``[M, n_cells]``: the group of each cell (-1 = depends on no masked pixel),
+        or an empty tensor ``[M, 0]`` when every mask is a single group.
+    """
+    groups, counts = groups.clone(), counts.clone()
+    M = groups.shape[0]
+    multi = (counts > 1).nonzero().flatten().tolist()
+    if not multi:
+        return groups, counts, torch.empty(M, 0, dtype=torch.int32, device=groups.device)
+    base = image[:1].detach()
+    # Queue (mask, bit) NaN images; build and evaluate them a chunk at a time.
+    jobs, plans = [], {}
+    for i in multi:
+        bits, weight, codes = _constant_weight_codes(int(counts[i]))
+        plans[i] = (bits, weight, codes.to(groups.device))
+        jobs.extend((i, b) for b in range(bits))
+    nan_bits = {}
+    for lo in range(0, len(jobs), chunk):
+        batch = jobs[lo:lo + chunk]
+        images = base.repeat(len(batch), 1, 1, 1)
+        for n, (i, b) in enumerate(batch):
+            g = groups[i]
+            on = (g >= 0) & plans[i][2][g.clamp_min(0), b]
+            images[n, :, on] = float("nan")
+        with torch.no_grad():
+            marked = torch.isnan(layer_cells(probe(images))).any(dim=1)
+        for n, (i, b) in enumerate(batch):
+            nan_bits.setdefault(i, []).append(marked[n])
+    n_cells = next(iter(nan_bits.values()))[0].numel()
+    cells = torch.full((M, n_cells), -1, dtype=torch.int32, device=groups.device)
+    for i in multi:
+        bits, weight, codes = plans[i]
+        hit = torch.stack(nan_bits[i])  # [bits, n_cells]
+        count = hit.sum(dim=0)
+        value = (hit.long() << torch.arange(bits, device=hit.device)[:, None]).sum(dim=0)
+        code_values = (codes.long() << torch.arange(bits, device=hit.device)).sum(dim=1)
+        order = code_values.argsort()
+        sorted_values = code_values[order]
+        pos = torch.searchsorted(sorted_values, value).clamp_max(len(sorted_values) - 1)
+        known = sorted_values[pos] == value
+        touched = count > 0
+        clash = touched & ((count != weight) | ~known)
+        label = torch.where(touched & ~clash, order[pos], torch.full_like(pos, -1))
+        if bool(clash.any()):
+            # Some cells depend on several pieces. The pieces whose codes fit inside such a cell's
+            # NaN pattern include every piece it depends on; merge them (connected components of
+            # the cell-piece graph), so that interacting pieces share one step. Conservative.
+            values = value[clash].unique()
+            fits = (code_values[None, :] & ~values[:, None]) == 0  # [n_values, pieces]
+            if not bool(fits.any(dim=1).all()):
+                fits = torch.ones_like(fits)  # a pattern no piece explains: merge the whole mask
+            n_pieces = code_values.numel()
+            v_idx, p_idx = fits.nonzero(as_tuple=True)
+            graph = coo_matrix((np.ones(len(v_idx)), (p_idx.cpu().numpy(), n_pieces + v_idx.cpu().numpy())),
+                               shape=(n_pieces + len(values),) * 2)
+            _, comp = connected_components(graph, directed=False)
+            comp = torch.from_numpy(comp).to(groups.device)
+            # Renumber the merged groups 0..k-1 by first piece.
+            _, new_ids = torch.unique(comp[:n_pieces], return_inverse=True)
+            value_group = new_ids[fits.int().argmax(dim=1)]
+            label = torch.where(label >= 0, new_ids[label.clamp_min(0)], label)
+            label[clash] = value_group[torch.searchsorted(values, value[clash])]
+            g = groups[i]
+            groups[i] = torch.where(g >= 0, new_ids[g.clamp_min(0)], g)
+            counts[i] = int(new_ids.max()) + 1
+        cells[i] = label.to(torch.int32)
+    return groups, counts, cells
