@@ -12,6 +12,8 @@ from .heatmap import to_heatmap
 from .masks import default_masks, lattice_masks
 from .normalize import IMAGENET_MEAN, IMAGENET_STD, Normalized
 from .scale import current_scale, default_device
+from . import attacks, data, metrics, zoo  # noqa: E402  (subpackages the book uses)
+from .data import ImageSet
 
 __all__ = [
     "generate_decoys",
@@ -27,5 +29,10 @@ __all__ = [
     "IMAGENET_STD",
     "current_scale",
     "default_device",
+    "ImageSet",
+    "attacks",
+    "data",
+    "metrics",
+    "zoo",
 ]
 __version__ = "0.1.0"
