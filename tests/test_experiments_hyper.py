@@ -1,0 +1,139 @@
+"""Experiment code of the hyperparameter (c sweep, run time) and representation chapters, on a tiny configuration.
+
+These check shapes, invariants and mathematical facts (the reference map is identical to itself,
+decoys satisfy their constraint at the decoy layer, relative differences by hand), never the
+paper's claims: those are measured and reported by the chapters.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import dance.experiments as E
+import dance.zoo
+from dance.experiments import hyper as H
+from dance.experiments import representation as Rp
+from dance.experiments import runtime as Rt
+
+N = 2
+
+
+@pytest.fixture()
+def tiny(tmp_path, monkeypatch):
+    """Two images, cheap base methods, a private cache; a scale name of its own so that
+    :func:`hyper.sweep_size` falls back to ``n_small``."""
+    monkeypatch.setenv("DANCE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(H, "C_VALUES", (1e3, 1e4))  # the cheap end of the grid
+    return dataclasses.replace(E.CI, scale="tiny", n_small=N, smoothgrad_samples=2, ig_steps=2)
+
+
+def test_c_sweep_shapes_and_identities(tiny, tmp_path):
+    result = H.c_sweep(tiny)
+    methods = list(E.METHODS)
+    assert result["n"] == N and result["c_values"] == (1e3, 1e4) and result["reference_c"] == 1e4
+    dec = result["decoys"]
+    assert len(dec) == 2 * N
+    # Constraint satisfaction: every kept decoy is within epsilon at the decoy layer.
+    assert (dec.dev_over_eps_max <= 1.0).all() and (dec.n_decoys > 0).all()
+    sf = result["fidelity"]
+    assert len(sf) == len(methods) * 3 * N and np.isfinite(sf.S_F).all()
+    sim = result["similarity"]
+    assert len(sim) == len(methods) * 3 * N
+    ref = sim[sim.c == 1e4]
+    # A map compared with itself: Spearman and SSIM are exactly 1.
+    np.testing.assert_allclose(ref.spearman, 1.0, atol=1e-6)
+    np.testing.assert_allclose(ref.ssim, 1.0, atol=1e-6)
+    assert ((sim.spearman >= -1 - 1e-9) & (sim.spearman <= 1 + 1e-9)).all()
+    for (method, setting), h in result["heatmaps"].items():
+        assert method in methods and h.shape == (min(N, H.N_SHOW), 64, 64)
+        assert float(h.min()) >= 0.0 and float(h.max()) <= 1.0
+    # The second call is read from the cache.
+    assert any(p.name.startswith("hyper-c-sweep") for p in (tmp_path / "cache").iterdir())
+    again = H.c_sweep(tiny)
+    assert again["fidelity"].equals(sf)
+
+    summary = H.c_summary(result)
+    assert len(summary) == 2 * len(methods)
+    at_ref = summary[summary.c == 1e4]
+    assert (at_ref.diff_vs_ref == 0).all() and (at_ref.spearman_mean > 1 - 1e-6).all()
+    verdict = H.insensitivity(result)
+    assert list(verdict.method) == methods and (verdict.margin > 0).all()
+    assert (verdict.worst_c == 1e3).all() and (verdict.sim_c == 1e3).all()
+
+    rows = H.claims(tiny)
+    assert len(rows) == 2 * len(methods)
+    keys = {"claim", "chapter", "measure", "value", "ci_low", "ci_high", "n", "supports", "note"}
+    for row in rows:
+        assert set(row) == keys and row["n"] == N and row["chapter"] == "hyperparameters.md"
+        assert row["supports"] in (True, False, None) and isinstance(row["value"], float)
+
+
+def test_c_sweep_needs_the_reference(tiny):
+    with pytest.raises(ValueError, match="reference c"):
+        H.c_sweep(tiny, c_values=(10.0, 100.0))
+
+
+def test_overrides_only_change_what_differs():
+    assert H._overrides(E.CI, E.CI.decoys.c) == {}
+    assert H._overrides(E.CI, 10.0) == {"c": 10.0}
+
+
+def test_runtime_measures_and_memoises(tiny, monkeypatch):
+    monkeypatch.setattr(Rt, "ROUNDS", 1)
+    result = Rt.runtime(tiny)
+    assert Rt.runtime(tiny) is result  # once per process
+    t = result["times"]
+    assert (t.wall > 0).all() and (t.cpu >= 0).all() and (t["round"] == 0).all()
+    table = Rt.runtime_table(result).set_index("quantity")
+    assert table.loc["map: Gradient", "ratio_to_gradient"] == 1.0
+    # A DANCE map is timed as all decoys of the image plus the maps on them: never less than the decoys.
+    for method in E.METHODS.values():
+        assert table.loc[f"DANCE map: {method}", "wall_median"] >= table.loc["all decoys of the image (batched Adam)", "wall_median"]
+    np.testing.assert_allclose(table.loc["decoy: amortised (batched Adam)", "wall_median"] * result["n_decoys"],
+                               table.loc["all decoys of the image (batched Adam)", "wall_median"], rtol=1e-9)
+    info = result["machine"]
+    assert info["torch_threads"] == torch.get_num_threads() and info["usable_cores"] >= 1
+    rows = Rt.claims(tiny)
+    assert len(rows) == 3 and all(r["n"] == 1 and r["ci_low"] <= r["value"] <= r["ci_high"] for r in rows)
+    with pytest.raises(ValueError, match="rounds"):
+        Rt.measure_runtime(tiny, rounds=0)
+
+
+def test_relative_differences_by_hand():
+    lin = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+    model = nn.Sequential(nn.Flatten(), lin).eval()
+    x = torch.tensor([[[[1.0, 1.0]]]])                           # F(x) = (1, 2), max |F(x)| = 2
+    images = torch.tensor([[[[1.0, 1.0]]], [[[0.5, 1.0]]], [[[1.0, 0.0]]]])
+    r = Rp.relative_differences(model, x, images, ["0", "1"])
+    # flatten: max|x| = 1, differences 0, 0.5, 1; linear: differences 0, 0.5, 2 over 2.
+    torch.testing.assert_close(r, torch.tensor([[0.0, 0.0], [0.5, 0.25], [1.0, 1.0]]))
+    assert not model.training and lin.weight.grad is None
+
+
+def test_representation_study(tiny):
+    result = Rp.representation_study(tiny, sigmas=(2.0, 4.0))
+    t = result["table"]
+    layers = result["layers"]
+    assert layers[:10] == dance.zoo.layers("vgg-shapes")
+    assert result["layer"] in layers and layers[-1] == "classifier.fc2"
+    decoys = E.shared_decoys(tiny, tiny.main_model, N)
+    masks = E.mask_family(E.load_model(tiny.main_model), E.load_images(tiny, 1).images, result["layer"], tiny)
+    n_members = sum(len(d) for d in decoys) + 2 * N * masks.shape[0]
+    assert len(t) == n_members * len(layers) and len(result["pixels"]) == n_members
+    at_layer = t[(t.kind == "decoy") & (t.layer == result["layer"])]
+    # The decoys' own constraint, relative epsilon at the decoy layer.
+    assert (at_layer.r <= result["epsilon_relative"] * (1 + 1e-5)).all()
+    assert (t.r >= 0).all() and (result["pixels"].l1 > 0).all()
+    keys = Rp.key_layers(result)
+    assert keys == {"first_pool": "features.pool2", "last": "classifier.fc2"}
+    summary = Rp.layer_summary(result)
+    assert len(summary) == len(layers) * 3
+    assert summary[summary.kind == "decoy"].ci_low.notna().all()
+    rows = Rp.claims(tiny)
+    assert len(rows) == 3 and all(r["n"] == N and r["supports"] in (True, False) for r in rows)
