@@ -164,7 +164,8 @@ class DecoyEnhanced:
         out = []
         with torch.enable_grad():
             for lo in range(0, rows.shape[0], step):
-                chunk = rows[lo:lo + step].clone()
+                # Our own copy, marked for gradients so that Captum need not switch it on (and warn).
+                chunk = rows[lo:lo + step].clone().requires_grad_(True)
                 a = self._attribute_fn(chunk, target=row_target[lo:lo + step], **kwargs)
                 if isinstance(a, tuple):
                     a = a[0]
