@@ -46,15 +46,13 @@ SOLVERS = ("adam", "linesearch")
 _LS_PROBE = 1e-2
 _LS_MAX_EVALS = 4
 # Family analyses (pieces of each mask, their footprints) are cached only below this many pixels.
-_ANALYSIS_CACHE_LIMIT = 1 << 26
+_ANALYSIS_CACHE_LIMIT = 1 << 24
 
 
 def _cell_max(diff: torch.Tensor) -> torch.Tensor:
     """``[N, C, *spatial] -> [N, cells]``: the max over channels at each position (the cells of
     :func:`dance.masks.layer_cells`); outputs without spatial axes keep one cell per unit."""
-    # (A channel reduction over a channels-last tensor is ~10x slower than over a contiguous
-    # one on CPU, more than the copy costs.)
-    return diff.contiguous().amax(dim=1).flatten(1) if diff.dim() >= 3 else diff.flatten(1)
+    return diff.amax(dim=1).flatten(1) if diff.dim() >= 3 else diff.flatten(1)
 
 
 def _fast_layout(images: torch.Tensor) -> torch.Tensor:
@@ -145,7 +143,8 @@ class _FamilyAnalysis:
 
     def _measure(self, masks):
         pieces, counts = mask_groups(masks)
-        return group_footprints(self.probe, self.image, pieces.to(torch.int32), counts)
+        pieces, counts, cells = group_footprints(self.probe, self.image, pieces.to(torch.int32), counts)
+        return pieces.long(), counts, cells.long()
 
     def rows(self, mask_rows: torch.Tensor):
         """``(pieces [R, H, W] long, n_groups [R], cells [R, n_cells] or None)`` for family rows
@@ -157,7 +156,7 @@ class _FamilyAnalysis:
             unique, inverse = torch.unique(index, return_inverse=True)
             pieces, counts, cells = (t[inverse] for t in self._measure(self.family[unique]))
         cells = None if cells.shape[1] == 0 else cells
-        return pieces.long(), counts, cells
+        return pieces, counts, cells
 
 
 def _check_masks(masks, height: int, width: int) -> torch.Tensor:
@@ -193,18 +192,29 @@ def _check_directions(directions) -> List[int]:
     return dirs
 
 
+def _rowwise(t: torch.Tensor, how: str) -> torch.Tensor:
+    """Per-row max or sum over all other dims, in whatever memory layout ``t`` has."""
+    dims = tuple(range(1, t.dim()))
+    return t.amax(dim=dims) if how == "max" else t.sum(dim=dims)
+
+
 def _optimise(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor, masks: torch.Tensor,
               signs: torch.Tensor, eps: torch.Tensor, *, c: float, tau: float, tau_decay: float,
               steps: int, lr: float, max_doublings: int, patience: int):
     """Optimise decoys for rows ``x [R,C,H,W]`` against ``ref = F_l(x)`` in one batched loop.
 
+    ``x`` and ``ref`` may also be a single image (batch 1) shared by all rows. While every row is
+    active a step works on the whole state in place; once some rows are frozen it works on the
+    active rows only (gathered and written back).
+
     Returns ``(images, deviation, movement, feasible, steps_run)``.
     """
-    R = x.shape[0]
+    R = signs.shape[0]
     dtype, device = x.dtype, x.device
-    m = masks.to(dtype)
+    xs = x.expand(R, *x.shape[1:])
+    mb = masks.expand(-1, x.shape[1], -1, -1).contiguous()  # bool, no broadcast in the hot loop
     s = signs.to(dtype).view(R, 1, 1, 1)
-    start = (x + s * _INIT_STEP).clamp(_PIXEL_CLAMP, 1.0 - _PIXEL_CLAMP)
+    start = (xs + s * _INIT_STEP).clamp(_PIXEL_CLAMP, 1.0 - _PIXEL_CLAMP)
     w0 = torch.atanh(2.0 * start - 1.0)
     ok_eps = eps * (1.0 - _FEASIBILITY_MARGIN)
 
@@ -217,12 +227,14 @@ def _optimise(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor, masks: torc
     c_row = torch.full((R,), float(c), device=device, dtype=dtype)
     tau0 = eps * float(tau)
     tau_row = tau0.clone()
-    best_img = x.clone()
+    best_img = xs.clone()
     best_mov = torch.full((R,), -math.inf, device=device, dtype=dtype)
     best_dev = torch.zeros(R, device=device, dtype=dtype)
     since = torch.zeros(R, dtype=torch.long, device=device)
     active = torch.ones(R, dtype=torch.bool, device=device)
     steps_run = 0
+    one_ref = ref.shape[0] == 1 and R > 1
+    one_x = x.shape[0] == 1 and R > 1
 
     for round_ in range(max_doublings + 1):
         for _ in range(steps):
@@ -230,13 +242,22 @@ def _optimise(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor, masks: torc
             if idx.numel() == 0:
                 break
             steps_run += 1
-            wi = w[idx].requires_grad_(True)
-            xi, mi, si = x[idx], m[idx], s[idx]
-            img = torch.where(mi > 0, 0.5 * (torch.tanh(wi) + 1.0), xi)
-            diff = (probe(_fast_layout(img)) - ref[idx]).abs().flatten(1)
-            dev = diff.amax(dim=1)
-            movement = ((img - xi) * si).clamp_min(0.0).flatten(1).sum(dim=1)
-            penalty = (diff - tau_row[idx, None]).clamp_min(0.0).pow(2).sum(dim=1)
+            full = idx.numel() == R
+            if full:
+                wi, mi, si, am, av = w.detach(), mb, s, adam_m, adam_v
+                xi = x if one_x else xs
+                ri = ref if one_ref else ref
+            else:
+                wi, mi, si, am, av = w[idx], mb[idx], s[idx], adam_m[idx], adam_v[idx]
+                xi = x if one_x else x[idx]
+                ri = ref if one_ref else ref[idx]
+            wi = wi.requires_grad_(True)
+            img = torch.where(mi, 0.5 * (torch.tanh(wi) + 1.0), xi)
+            diff = (probe(_fast_layout(img)) - ri).abs()
+            dev = _rowwise(diff, "max")
+            movement = _rowwise(((img - xi) * si).clamp_min(0.0), "sum")
+            tau_i = tau_row[idx].view(-1, *([1] * (diff.dim() - 1)))
+            penalty = _rowwise((diff - tau_i).clamp_min(0.0).pow(2), "sum")
             loss = (-movement + c_row[idx] * penalty).sum()
             (grad,) = torch.autograd.grad(loss, wi)
             with torch.no_grad():
@@ -249,15 +270,20 @@ def _optimise(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor, masks: torc
                 best_dev[bi] = dev_d[better]
                 since[idx] += 1
                 since[bi] = 0
-                # Per-row Adam step (rows restart independently when c doubles).
-                grad = grad * mi
+                # Per-row Adam step (rows restart independently when c doubles); the mask
+                # zeroes the gradient outside it, so those pixels keep x.
+                grad = grad.masked_fill_(~mi, 0.0)
                 t_row[idx] += 1
-                am = beta1 * adam_m[idx] + (1 - beta1) * grad
-                av = beta2 * adam_v[idx] + (1 - beta2) * grad * grad
-                adam_m[idx], adam_v[idx] = am, av
+                am.mul_(beta1).add_(grad, alpha=1 - beta1)
+                av.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 bc1 = (1 - beta1 ** t_row[idx]).view(-1, 1, 1, 1)
                 bc2 = (1 - beta2 ** t_row[idx]).view(-1, 1, 1, 1)
-                w[idx] = wi.detach() - lr * (am / bc1) / ((av / bc2).sqrt() + adam_eps)
+                step = (am / bc1).div_((av / bc2).sqrt_().add_(adam_eps)).mul_(lr)
+                if full:
+                    w.sub_(step)
+                else:
+                    adam_m[idx], adam_v[idx] = am, av
+                    w[idx] = wi.detach() - step
                 # Paper §3.4: a zero penalty means tau is too loose; tighten it.
                 # Our addition: an iterate over epsilon also tightens tau, or a hinge sitting at
                 # epsilon would keep the iterate hovering just above it, infeasible.
@@ -284,7 +310,7 @@ def _optimise(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor, masks: torc
     return best_img, best_dev, best_mov, feasible, steps_run
 
 
-def _linesearch(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor, masks: torch.Tensor,
+def _linesearch(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor,
                 signs: torch.Tensor, eps: torch.Tensor, pieces: torch.Tensor, n_groups: torch.Tensor,
                 cells: Optional[torch.Tensor], pair: torch.Tensor, *, rtol: float, max_evals: int):
     """Fast solver: per patch group, the largest feasible uniform step in the decoy's direction.
@@ -299,7 +325,8 @@ def _linesearch(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor, masks: to
     step, measured once per (image, mask) and shared by both directions.
 
     Args:
-        x, ref, masks, signs, eps: per row, as in :func:`_optimise`.
+        x, ref: per row, as in :func:`_optimise`, or one image (batch 1) shared by all rows.
+        signs, eps: per row.
         pieces: long ``[R, H, W]`` group index of each masked pixel (-1 elsewhere).
         n_groups: long ``[R]`` groups per row.
         cells: long ``[R, n_cells]`` group of each layer cell (-1: none), or None (one group).
@@ -321,16 +348,20 @@ def _linesearch(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor, masks: to
     valid = torch.arange(G, device=device)[None, :] < n_groups[:, None]
     # Pixels outside the mask read a last column of zero steps, so they keep x exactly.
     pix = torch.where(pieces >= 0, pieces, G).flatten(1)
-    cell_idx = None if cells is None else (cells.long() + 1)  # column 0 collects cells of no group
+    cell_idx = None if cells is None else cells + 1  # column 0 collects cells of no group
     shape = (1,) + tuple(x.shape[2:])
-    x = _fast_layout(x)  # decoys built from x keep its memory layout
+    x = x.contiguous()
+    ref = ref.contiguous()
     # One image for all rows (x and ref of batch 1): broadcast instead of copying per row.
     shared = x.shape[0] == 1 and ref.shape[0] == 1
 
     def group_dev(rows, images):
         # Deviation of every group of each row; cells no group reaches (zero in exact arithmetic)
         # count for every group, so the per-group constraint is never weaker than the whole one.
-        out = _cell_max((probe(images) - (ref if shared else ref[rows])).abs_())
+        # Elementwise work and channel reductions run ~10x faster on contiguous tensors than on
+        # channels-last ones on CPU (measured), so the layer output is made contiguous once.
+        out = probe(_fast_layout(images)).contiguous()
+        out = _cell_max((out - (ref if shared else ref[rows])).abs_())
         if cell_idx is None:
             per = out.amax(dim=1, keepdim=True).expand(-1, G)
         else:
@@ -348,7 +379,7 @@ def _linesearch(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor, masks: to
         # Slope at a tiny step, once per (image, mask): |dF| is odd-symmetric to first order.
         reps, rep_of = torch.unique(pair, return_inverse=True)
         xr = x if shared else x[reps]
-        probe_img = torch.where(masks[reps], xr + _LS_PROBE, xr)
+        probe_img = torch.where((pieces[reps] >= 0).unsqueeze(1), xr + _LS_PROBE, xr)
         d0 = group_dev(reps, probe_img)[0][rep_of]
         a0 = torch.full_like(d0, _LS_PROBE)
         alpha = torch.where(d0 > 0, a0 * target / d0.clamp_min(1e-30), torch.ones_like(d0)).clamp(1e-6, 1.0)
@@ -360,48 +391,59 @@ def _linesearch(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor, masks: to
         exact = torch.zeros(R, dtype=torch.bool, device=device)
         row_dev = torch.zeros(R, device=device, dtype=dtype)
         evaluations = 0
+        all_rows = torch.arange(R, device=device)
         for it in range(max_evals):
-            rows = (~done).any(dim=1).nonzero().flatten()
+            active = (~done).any(dim=1)
+            rows = active.nonzero().flatten()
             if rows.numel() == 0:
                 break
             evaluations += 1
-            a = alpha[rows]
-            per, whole = group_dev(rows, compose(rows, a))
-            feas = per <= ok[rows]
-            todo = ~done[rows]
-            L = torch.where(todo & feas, a, lo[rows])
-            DL = torch.where(todo & feas, per, dlo[rows])
-            H = torch.where(todo & ~feas, a, hi[rows])
-            DH = torch.where(todo & ~feas, per, dhi[rows])
+            # State is updated on all rows at once (inactive rows have nothing left to do), which
+            # costs fewer small operations than gathering and scattering the active ones.
+            if rows.numel() == R:
+                per, whole = group_dev(all_rows, compose(all_rows, alpha))
+            else:
+                per_a, whole_a = group_dev(rows, compose(rows, alpha[rows]))
+                per = torch.zeros_like(alpha).index_put_((rows,), per_a)
+                whole = row_dev.index_put((rows,), whole_a)
+            feas = per <= ok
+            todo = ~done
+            up, down = todo & feas, todo & ~feas
+            lo = torch.where(up, alpha, lo)
+            dlo = torch.where(up, per, dlo)
+            hi = torch.where(down, alpha, hi)
+            dhi = torch.where(down, per, dhi)
             # The image just measured is the returned one if every group kept its step.
-            exact[rows] = (feas | ~valid[rows]).all(dim=1)
-            row_dev[rows] = whole
-            finished = done[rows] | (feas & ((per >= accept[rows]) | (a >= 1.0))) | (H - L <= 1e-4 * H)
+            exact = torch.where(active, (feas | ~valid).all(dim=1), exact)
+            row_dev = whole
+            done = done | (up & ((per >= accept) | (alpha >= 1.0))) | (hi - lo <= 1e-4 * hi)
             # Next step: secant on log d against log a through the bracket ends (the slope probe
             # stands in for the lower end while no feasible step is known), kept inside the bracket.
-            bracketed = torch.isfinite(DH)
-            both = bracketed & (L > 0)
-            aL = torch.where(both, L, a0[rows])
-            dL = torch.where(both, DL, d0[rows])
-            aR = torch.where(bracketed, H, L)
-            dR = torch.where(bracketed, DH, DL)
+            bracketed = torch.isfinite(dhi)
+            both = bracketed & (lo > 0)
+            aL = torch.where(both, lo, a0)
+            dL = torch.where(both, dlo, d0)
+            aR = torch.where(bracketed, hi, lo)
+            dR = torch.where(bracketed, dhi, dlo)
             power = torch.log(dR / dL) / torch.log(aR / aL)
-            guess = aL * (target[rows] / dL) ** (1.0 / power)
-            sane = torch.isfinite(guess) & (power > 0.05) & (dL > 0) & (aR != aL)
-            low_edge = L + 0.02 * (H - L)
-            high_edge = torch.where(bracketed, H - 0.02 * (H - L), torch.ones_like(H))
-            guess = torch.where(sane, torch.minimum(torch.maximum(guess, low_edge), high_edge), 0.5 * (L + H))
+            guess = aL * (target / dL) ** (1.0 / power)
+            sane = torch.isfinite(guess) & (power > 0.05) & (dL > 0)
+            gap = hi - lo
+            high_edge = torch.where(bracketed, hi - 0.02 * gap, torch.ones_like(hi))
+            guess = torch.where(sane, torch.minimum(torch.maximum(guess, lo + 0.02 * gap), high_edge), lo + 0.5 * gap)
             if it >= 4 and it % 2 == 0:  # guaranteed progress: bisect every other evaluation
-                guess = torch.where(bracketed, 0.5 * (L + H), guess)
-            lo[rows], dlo[rows], hi[rows], dhi[rows] = L, DL, H, DH
-            done[rows] = finished
-            alpha[rows] = torch.where(finished, L, guess)
-        all_rows = torch.arange(R, device=device)
+                guess = torch.where(bracketed, lo + 0.5 * gap, guess)
+            # A decoy stops once its groups' deviations reach, on average, within rtol of
+            # epsilon in an evaluation where all were feasible (so the image just measured is the
+            # one returned): the last slow group no longer holds the whole decoy.
+            share = torch.where(done, torch.ones_like(dlo), (dlo / target).clamp(max=1.0)) * valid
+            enough = exact & (share.sum(dim=1) / valid.sum(dim=1).clamp_min(1) >= 1.0 - rtol)
+            done = done | (enough[:, None] & (lo > 0))
+            alpha = torch.where(done, lo, guess)
         images = compose(all_rows, lo)
         # Rows still searching when the cap was hit end at their last feasible steps.
         exact &= (lo == alpha).all(dim=1)
         movement = ((images - x) * s).clamp_min(0.0).flatten(1).sum(dim=1)
-        images = images.contiguous()
     feasible = torch.ones(R, dtype=torch.bool, device=device)
     return images, row_dev, movement, feasible, evaluations, exact
 
@@ -496,7 +538,9 @@ def _generate(model: nn.Module, images: torch.Tensor, layer, *, epsilon, relativ
                 sl = slice(lo, min(R, lo + chunk))
                 ri, rm = row_img[sl], row_mask[sl]
                 if solver == "adam":
-                    res = _optimise(probe, images[ri], ref[ri], family[rm], row_sign[sl], eps_img[ri],
+                    one = B == 1  # every row decoys the same image: pass it once, broadcast
+                    res = _optimise(probe, images[:1] if one else images[ri], ref[:1] if one else ref[ri],
+                                    family[rm], row_sign[sl], eps_img[ri],
                                     c=c, tau=tau, tau_decay=tau_decay, steps=steps, lr=lr,
                                     max_doublings=max_doublings, patience=patience)
                     out_img[sl], out_dev[sl], out_mov[sl], out_ok[sl], n = res
@@ -508,7 +552,7 @@ def _generate(model: nn.Module, images: torch.Tensor, layer, *, epsilon, relativ
                     first = first.scatter_reduce(0, pair_id, torch.arange(len(ri), device=device), "amin")
                     one = B == 1  # every row decoys the same image: pass it once, broadcast
                     res = _linesearch(probe, images[:1] if one else images[ri], ref[:1] if one else ref[ri],
-                                      family[rm], row_sign[sl], eps_img[ri],
+                                      row_sign[sl], eps_img[ri],
                                       pieces, n_groups, cells, first[pair_id], rtol=rtol, max_evals=_LS_MAX_EVALS)
                     out_img[sl], out_dev[sl], out_mov[sl], out_ok[sl], n, out_exact[sl] = res
                     n += 1  # the slope probe
