@@ -35,6 +35,8 @@ from .maps import mask_family
 from .settings import Settings
 from .stats import mean_sd, paired_difference
 
+#: The paper's averages (A11, Fig. A12): relative difference at VGG16's first max-pool and last FC layer.
+PAPER = dict(first_pool_decoy=0.006, first_pool_blur=0.307, last_decoy=0.002, last_blur=0.034)
 #: Blur widths (pixels): the replacement_populations default (2) and wider blurs.
 SIGMAS = (2.0, 4.0, 8.0)
 
@@ -194,8 +196,9 @@ def claims(settings: Settings) -> List[dict]:
             value=d["mean_diff"], ci_low=d["ci_low"], ci_high=d["ci_high"], n=d["n"],
             supports=bool(d["ci_high"] < 0),
             note=f"decoys {dec.mean():.3g} vs blur {blur.mean():.3g} (paper: "
-                 + ("0.006 vs 0.307 at the first max-pool)" if layer == keys["first_pool"] else
-                    "0.002 vs 0.034 at the last FC layer)")))
+                 + (f"{PAPER['first_pool_decoy']} vs {PAPER['first_pool_blur']} at the first max-pool)"
+                    if layer == keys["first_pool"] else
+                    f"{PAPER['last_decoy']} vs {PAPER['last_blur']} at the last FC layer)")))
     first, last = values(blur0, keys["first_pool"]), values(blur0, keys["last"])
     d = paired_difference(last, first)
     out.append(dict(
@@ -204,5 +207,5 @@ def claims(settings: Settings) -> List[dict]:
         measure=f"mean paired difference of r for {blur0}, {keys['last']} - {keys['first_pool']}, N={d['n']}",
         value=d["mean_diff"], ci_low=d["ci_low"], ci_high=d["ci_high"], n=d["n"], supports=bool(d["ci_high"] < 0),
         note=f"blur r {first.mean():.3g} at {keys['first_pool']} vs {last.mean():.3g} at {keys['last']} "
-             f"(paper: 0.307 vs 0.034)"))
+             f"(paper: {PAPER['first_pool_blur']} vs {PAPER['last_blur']})"))
     return out
