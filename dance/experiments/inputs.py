@@ -55,16 +55,20 @@ def shared_decoys(settings: Settings, model_name: str, n: int, layer: Optional[s
     """DANCE decoys of the first ``n`` experiment images, cached on disk and shared by chapters.
 
     Chapters asking for the same model, layer, images and decoy settings get the same decoys
-    without recomputing them.
+    without recomputing them. Without ``overrides``, any ``n`` up to ``settings.n_fidelity`` is
+    served from the one canonical set of ``settings.n_fidelity`` images (each decoy is optimised
+    independently of the others in the batch, so the first ``n`` are the decoys of those images).
     """
     layer = layer or settings.layer(model_name)
-    config = dict(settings=repr(settings), model=model_name, n=n, layer=layer, offset=offset,
+    canonical = not overrides and offset == 0 and n <= settings.n_fidelity
+    size = settings.n_fidelity if canonical else n
+    config = dict(settings=repr(settings), model=model_name, n=size, layer=layer, offset=offset,
                   overrides=sorted(overrides.items()))
 
     def compute():
         model = load_model(model_name)
-        x = load_images(settings, n, offset=offset).images
-        print(f"optimising decoys: {model_name} at {layer}, {n} images ...", flush=True)
+        x = load_images(settings, size, offset=offset).images
+        print(f"optimising decoys: {model_name} at {layer}, {size} images ...", flush=True)
         return [d.to("cpu") for d in optimised_decoys(model, x, layer, settings, **overrides)]
 
-    return cached("decoys", config, compute)
+    return cached("decoys", config, compute)[:n]
