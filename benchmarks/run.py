@@ -231,6 +231,7 @@ def target1(setup, device, rounds: int, solvers: Dict[str, dict]) -> List[dict]:
             "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
             "threshold": PAPER_RATIO, **_decoy_stats(d),
         })
+        rows[-1]["seconds_per_pass"] = rows[-1]["seconds_decoys"] / max(1, rows[-1]["passes"])
         rows[-1]["met"] = rows[-1]["ratio"] <= PAPER_RATIO
         _print_row("T1", rows[-1])
     return rows
@@ -295,12 +296,35 @@ def target3(setup, device, rounds: int, solvers: Dict[str, dict]) -> List[dict]:
     return rows
 
 
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak resident set (Linux >= 4.0: ``/proc/self/clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_kb(field: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def memory_worker(spec: Dict[str, object]) -> Dict[str, object]:
     """One memory measurement (run in a fresh process on CPU): peak memory of one call.
 
-    CPU: the growth of the process's peak resident set (``ru_maxrss``) during the call, over the
-    peak reached by the set-up (imports, model, one forward pass). CUDA: ``max_memory_allocated``
-    during the call, over what was allocated before it.
+    CPU: after the set-up (imports, model, image, one forward pass), the process's peak resident
+    set is reset (Linux ``/proc/self/clear_refs``); the peak during the call (``VmHWM``) minus the
+    resident set before it is the call's peak. Where the reset is unavailable, the growth of
+    ``ru_maxrss`` is used (an underestimate if the set-up peaked higher). CUDA:
+    ``max_memory_allocated`` during the call minus what was allocated before it.
     """
     device = torch.device(spec["device"])
     torch.set_num_threads(int(spec.get("threads", 1)))
@@ -309,24 +333,32 @@ def memory_worker(spec: Dict[str, object]) -> Dict[str, object]:
     opts = dict(spec["options"])
     with torch.no_grad():
         model(x)
+    method = None
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
+        method = "torch.cuda.max_memory_allocated"
+    elif _reset_peak_rss() and _rss_kb("VmHWM") is not None:
+        before = _rss_kb("VmRSS") * 1024
+        method = "VmHWM after clear_refs"
     else:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        method = "ru_maxrss growth"
     start = time.perf_counter()
     d = quiet(dance.generate_decoys, model, x, layer, **DECOY, **opts)
     _sync(device)
     seconds_first = time.perf_counter() - start
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - before
+    elif method == "VmHWM after clear_refs":
+        peak = _rss_kb("VmHWM") * 1024 - before
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     start = time.perf_counter()
     quiet(dance.generate_decoys, model, x, layer, **DECOY, **opts)
     _sync(device)
-    return {"peak_mb": max(0, peak) / 2 ** 20, "seconds_first_call": seconds_first,
+    return {"peak_mb": max(0, peak) / 2 ** 20, "seconds_first_call": seconds_first, "method": method,
             "seconds": time.perf_counter() - start, "n_decoys": len(d) + d.dropped, "passes": d.steps_run}
 
 
@@ -343,7 +375,7 @@ def measure_memory(spec: Dict[str, object], in_process: bool) -> Dict[str, objec
 def target4(device, quick: bool, threads: int, in_process: bool) -> List[dict]:
     """Peak memory vs the number of decoys N, with and without ``batch_size``: one patch per mask
     (``spacing=None``, the paper's construction) on the 64x64 CI model, a seeded subset of masks."""
-    n_masks = [8, 64] if quick else [16, 64, 256, 484]
+    n_masks = [4, 16] if quick else [16, 64, 256, 484]
     batch_sizes = [None, 16] if quick else [None, 32]
     solvers = {"linesearch": {"solver": "linesearch"},
                # Adam's peak is reached in its first step: three steps measure it.
@@ -357,9 +389,7 @@ def target4(device, quick: bool, threads: int, in_process: bool) -> List[dict]:
                 r = measure_memory(spec, in_process)
                 rows.append({"solver": solver, "n_masks": m, "n_decoys": r["n_decoys"], "batch_size": bs,
                              "peak_mb": r["peak_mb"], "seconds": r["seconds"],
-                             "method": ("in-process ru_maxrss (approximate)" if in_process and device.type == "cpu"
-                                        else "subprocess ru_maxrss" if device.type == "cpu"
-                                        else "torch.cuda.max_memory_allocated")})
+                             "method": ("in-process " if in_process else "fresh process, ") + r["method"]})
                 print(f"  T4 {solver:10s} N={r['n_decoys']:4d} batch_size={str(bs):5s} peak {r['peak_mb']:8.1f} MB"
                       f"  {r['seconds']:.2f}s", flush=True)
     return rows
@@ -369,7 +399,7 @@ def target4(device, quick: bool, threads: int, in_process: bool) -> List[dict]:
 # Scaling curves
 # ------------------------------------------------------------------------------------------
 
-def curve_size(device, rounds: int, sizes: List[int], solvers: Dict[str, dict]) -> List[dict]:
+def curve_size(device, rounds: int, sizes: List[int], solvers: Dict[str, dict], adam_max_size: int = 128) -> List[dict]:
     from captum.attr import Saliency
     rows = []
     for size in sizes:
@@ -377,6 +407,8 @@ def curve_size(device, rounds: int, sizes: List[int], solvers: Dict[str, dict]) 
         model, x, layer = setup["model"], setup["x"], setup["layer"]
         saliency = Saliency(model)
         for solver, opts in solvers.items():
+            if solver == "adam" and size > adam_max_size and device.type == "cpu":
+                continue  # about a minute per call at 224x224 on a CPU core
             kw = {**DECOY, **opts}
             d = quiet(dance.generate_decoys, model, x, layer, **kw)
             t = interleaved({"decoys": lambda: quiet(dance.generate_decoys, model, x, layer, **kw),
@@ -403,14 +435,16 @@ def curve_depth(device, rounds: int, layers: Optional[List[str]], solvers: Dict[
     layers = layers or zoo.layers("vgg-shapes")
     rows = []
     for depth, layer in enumerate(layers, start=1):
-        for solver, opts in solvers.items():
+        n_rows = None
+        for solver, opts in sorted(solvers.items(), key=lambda kv: kv[0] != "linesearch"):
+            if solver == "adam" and n_rows is not None and n_rows > adam_max_decoys:
+                continue  # Adam on hundreds of decoys at deep layers takes minutes per call
             kw = {**DECOY, **opts}
             forget_caches(model)
             start = time.perf_counter()
             d = quiet(dance.generate_decoys, model, x, layer, **kw)
             first = time.perf_counter() - start
-            if solver == "adam" and len(d) + d.dropped > adam_max_decoys:
-                continue
+            n_rows = len(d) + d.dropped
             t = interleaved({"decoys": lambda: quiet(dance.generate_decoys, model, x, layer, **kw),
                              "saliency": lambda: quiet(saliency.attribute, x, target=target, abs=False)},
                             device, rounds)
@@ -487,7 +521,7 @@ def run(quick: bool = False, device: str = "cpu", threads: int = 1, out: Optiona
         raise SystemExit("--device cuda was asked for, but torch.cuda.is_available() is False")
     torch.set_num_threads(threads)
     in_process = memory == "inprocess" or (memory == "auto" and (quick or dev.type == "cuda"))
-    rounds = 3 if quick else 7
+    rounds = 1 if quick else 7
     result: Dict[str, object] = {"machine": machine_info(dev), "quick": quick, "decoy_settings": DECOY,
                                  "paper_ratio": PAPER_RATIO}
     t0 = time.perf_counter()
@@ -496,32 +530,34 @@ def run(quick: bool = False, device: str = "cpu", threads: int = 1, out: Optiona
     setups = [ci]
     if vgg16 and not quick:
         setups.append(vgg16_model(dev))
+    # --quick: a seeded subset of 4 masks (8 decoys) keeps the smoke run to seconds.
+    base = {k: {**v, "n_masks": 4} for k, v in SOLVERS.items()} if quick else dict(SOLVERS)
     print("target 1: amortised optimisation cost per decoy / one vanilla-gradient map", flush=True)
     result["target1"] = []
     for s in setups:
         big = s is not ci
-        solvers = dict(SOLVERS)
+        solvers = dict(base)
         if big and dev.type == "cpu":
             # Adam at 224x224 on a CPU: capped (its default runs until stalled: ~30 steps on the
             # CI model, up to steps * (1 + max_doublings)); recorded in the options column.
-            solvers["adam"] = {"steps": 10, "max_doublings": 0}
-        result["target1"] += target1(s, dev, 2 if big else rounds, solvers)
+            solvers["adam"] = {"steps": 5, "max_doublings": 0}
+        result["target1"] += target1(s, dev, 1 if big else rounds, solvers)
     print("target 2: DANCE map with N decoys / SmoothGrad with N samples", flush=True)
     result["target2"] = []
     for s in setups:
         big = s is not ci
-        solvers = {"linesearch": SOLVERS["linesearch"]} if big else dict(SOLVERS)
+        solvers = {"linesearch": SOLVERS["linesearch"]} if big else dict(base)
         result["target2"] += target2(s, dev, 1 if big else rounds, solvers)
     print("target 3: batched vs one at a time", flush=True)
-    result["target3"] = target3(ci, dev, 1 if quick else 3, SOLVERS)
+    result["target3"] = target3(ci, dev, 1 if quick else 3, base)
     print("target 4: peak memory vs N with batch_size", flush=True)
     result["target4"] = target4(dev, quick, threads, in_process)
     print("scaling curves", flush=True)
-    sizes = [32, 48] if quick else [32, 64, 128, 224]
-    result["scaling"] = (curve_size(dev, 1 if quick else 3, sizes, SOLVERS)
+    sizes = [32] if quick else [32, 64, 128, 224]
+    result["scaling"] = (curve_size(dev, 1 if quick else 3, sizes, base)
                          + curve_depth(dev, 1 if quick else 3,
-                                       ["features.conv1_1", "features.conv2_1"] if quick else None,
-                                       SOLVERS, adam_max_decoys=64)
+                                       ["features.conv1_1"] if quick else None,
+                                       base, adam_max_decoys=64)
                          + curve_masks(result["target4"]))
     result["seconds_total"] = time.perf_counter() - t0
     text = summary(result)

@@ -15,6 +15,13 @@ feasible point and their optimisation restarts; pixels are parametrised as
 mistake); ``x`` is restored outside the mask after every step. All decoys of all images are
 optimised together in one batched loop with a per-decoy Adam, and a decoy whose best feasible
 movement stops improving is frozen (early stop). The forward pass stops at layer ``l``.
+
+``solver="linesearch"`` is a faster alternative (not the paper's method): the patches of a mask
+have disjoint footprints at ``l`` (measured by NaN propagation, :mod:`dance.masks`), so Eq. 2
+separates into one scalar problem per patch, the largest uniform step in direction ``s``
+that keeps the patch's footprint within ``epsilon``; all patches of all decoys are solved
+together by a root search of a few forward-only passes. Either way the returned deviations are
+those of the returned images, measured, never predicted.
 """
 from __future__ import annotations
 
@@ -331,7 +338,9 @@ def _linesearch(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor,
         n_groups: long ``[R]`` groups per row.
         cells: long ``[R, n_cells]`` group of each layer cell (-1: none), or None (one group).
         pair: long ``[R]`` a representative row with the same image and mask (for the slope).
-        rtol: a group stops once its deviation is within ``rtol * epsilon`` below epsilon.
+        rtol: a group stops once its deviation is within ``rtol * epsilon`` below epsilon; a
+            row stops once its groups are so on average, in an evaluation where all were feasible.
+        max_evals: cap on evaluations after the probe.
 
     Returns:
         ``(images, deviation, movement, feasible, evaluations, exact)``; ``exact[r]`` says that
@@ -451,7 +460,7 @@ def _linesearch(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor,
 def _generate(model: nn.Module, images: torch.Tensor, layer, *, epsilon, relative=False, patch_size=3,
               stride=None, spacing="auto", n_masks=None, masks=None, directions=(1, -1), seed=0,
               c=1e4, tau=1.0, tau_decay=0.95, steps=200, lr=0.03, max_doublings=4, patience=20,
-              batch_size=None, solver="adam", rtol=0.05) -> List[Decoys]:
+              batch_size=None, solver="adam", rtol=0.1) -> List[Decoys]:
     """Decoys for every image of a checked batch ``images [B, C, H, W]``, optimised together."""
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -592,7 +601,7 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
                     masks: Optional[torch.Tensor] = None, directions: Sequence[int] = (1, -1),
                     seed: int = 0, c: float = 1e4, tau: float = 1.0, tau_decay: float = 0.95,
                     steps: int = 200, lr: float = 0.03, max_doublings: int = 4, patience: int = 20,
-                    batch_size: Optional[int] = None, solver: str = "adam", rtol: float = 0.05) -> Decoys:
+                    batch_size: Optional[int] = None, solver: str = "adam", rtol: float = 0.1) -> Decoys:
     """Optimise the decoys of one image at one layer (paper Eq. 2, solved as in §3.4).
 
     Args:
@@ -626,12 +635,13 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
             with the ``tau`` schedule and ``c`` doubling. ``"linesearch"``: a forward-only solver
             that uses the masks' structure (their patches do not interact at the layer): for every
             patch, the largest feasible uniform step in direction ``s``, found by a safeguarded
-            root search in a few batched forward passes (typically 3-5; see
+            root search in a few batched forward passes (a shared probe plus at most 4; see
             ``benchmarks/README.md`` for its speed and the movement it reaches next to Adam's).
             ``c``, ``tau``, ``tau_decay``, ``steps``, ``lr``, ``max_doublings`` and ``patience``
             apply to Adam only.
         rtol: line search only: a patch's search stops once its deviation lies within
-            ``rtol * epsilon`` below epsilon (smaller: a little more movement, more passes).
+            ``rtol * epsilon`` below epsilon, a decoy's once its patches do on average
+            (smaller: a little more movement, more passes; at most 4 search passes).
 
     Returns:
         :class:`Decoys` with ``images [N, C, H, W]``, ``masks [N, 1, H, W]``, ``signs [N]``,

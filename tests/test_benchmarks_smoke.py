@@ -1,0 +1,49 @@
+"""Smoke test: the benchmark script runs end to end in --quick mode and writes its results.
+
+No timing is asserted (timings belong to the machine); only that every target is measured, the
+files are written, and the decoys the benchmark timed kept their guarantees.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("dance_benchmarks_run", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_benchmark_runs_and_writes_results(tmp_path):
+    bench = _load_benchmark()
+    threads = torch.get_num_threads()
+    try:
+        result = bench.main(["--quick", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("cpu-quick.json", "cpu-quick_targets.csv", "cpu-quick_scaling.csv"):
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "cpu-quick.json").read_text())
+    assert saved["machine"]["cpu_cores"] >= 1 and saved["quick"] is True
+    solvers = {"adam", "linesearch"}
+    for key, field in (("target1", "ratio"), ("target2", "ratio"), ("target3", "speedup")):
+        rows = saved[key]
+        assert {r["solver"] for r in rows} == solvers, key
+        assert all(math.isfinite(r[field]) and r[field] > 0 for r in rows), key
+        assert all(isinstance(r["met"], bool) for r in rows), key
+    for r in saved["target1"]:
+        assert r["n_decoys"] > 0 and r["deviation_over_epsilon_max"] <= 1.0
+    # Batched and one-at-a-time runs optimise the same decoys to the same images (float order aside).
+    for r in saved["target3"]:
+        assert r["same_decoys_kept"] and r["max_abs_image_difference"] <= 1e-3
+    assert {(r["solver"], r["batch_size"]) for r in saved["target4"]} >= {("linesearch", None), ("linesearch", 16)}
+    assert {r["curve"] for r in saved["scaling"]} == {"image size", "layer depth", "number of masks"}
+    assert "1 optimisation per decoy" in bench.summary(result)
