@@ -1,0 +1,163 @@
+"""Fidelity, layer, architecture and control experiments on a tiny configuration (2 images, tiny budgets).
+
+These check shapes, bookkeeping and invariants of dance.experiments.fidelity / control, never the
+paper's claims.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import dance.experiments as E
+from dance.enhanced import aggregate_maps
+from dance.experiments import control as C
+from dance.experiments import fidelity as F
+
+
+@pytest.fixture(scope="module")
+def S(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DANCE_CACHE_DIR", str(tmp_path_factory.mktemp("dance-cache")))
+    yield dataclasses.replace(E.settings("ci"), n_fidelity=2, n_small=2, smoothgrad_samples=2, ig_steps=2,
+                              architectures=("vgg-shapes", "resnet-shapes"))
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def fid(S):
+    return F.fidelity_scores(S)
+
+
+def test_fidelity_table_shape_and_ranges(S, fid):
+    assert set(fid.columns) >= {"model", "layer", "method", "population", "aggregate", "image", "sf", "mass"}
+    assert len(fid) == len(E.METHODS) * len(F.FIDELITY_KINDS) * S.n_fidelity
+    assert set(fid.population) == set(F.FIDELITY_KINDS)
+    assert np.isfinite(fid.sf).all()
+    assert ((fid["mass"] >= 0) & (fid["mass"] <= 1)).all()
+    # the raw maps carry aggregate "none", every population the range
+    assert set(fid[fid.population == "none"]["aggregate"]) == {"none"}
+    assert set(fid[fid.population != "none"]["aggregate"]) == {"range"}
+
+
+def test_scores_bookkeeping(S, fid):
+    layer = S.layer(S.main_model)
+    r = F.scores(S, S.main_model, layer, "gradient", "decoys", S.n_fidelity)
+    decoys = E.shared_decoys(S, S.main_model, S.n_fidelity)
+    assert r["n_decoys"].tolist() == [len(d) for d in decoys]
+    assert set(r["sf"]) == set(F.AGGREGATES)
+    assert r["heat"]["range"].shape == (min(S.n_fidelity, F.N_SHOW), 64, 64)
+    assert float(r["heat"]["range"].min()) >= 0 and float(r["heat"]["range"].max()) <= 1
+    # replacement populations have one member per mask (no direction), decoys two
+    b = F.scores(S, S.main_model, layer, "gradient", "blur", S.n_fidelity)
+    assert (2 * b["n_decoys"] >= r["n_decoys"]).all()
+
+
+def test_smaller_n_slices_the_shared_result(S, fid):
+    layer = S.layer(S.main_model)
+    full = F.scores(S, S.main_model, layer, "smoothgrad", "decoys", S.n_fidelity)
+    one = F.scores(S, S.main_model, layer, "smoothgrad", "decoys", 1)
+    assert one["n"] == 1
+    for agg in F.AGGREGATES:
+        assert torch.equal(one["sf"][agg], full["sf"][agg][:1])
+
+
+def test_population_maps_match_decoy_enhanced(S):
+    # the chapter's one-pass maps reduce to exactly what DecoyEnhanced computes (gradient: deterministic)
+    model = E.load_model(S.main_model)
+    x = E.load_images(S, 2).images
+    target = E.predicted(model, x)
+    pops = F.population(S, S.main_model, S.layer(S.main_model), "blur", 2, x)
+    maps = F.population_maps(model, x, target, "gradient", S, pops)
+    assert [m.shape[0] for m in maps] == [1 + len(p) for p in pops]
+    ours = torch.stack([aggregate_maps(m, "range") for m in maps])
+    ref = E.enhanced_maps(model, x, target, "gradient", S, pops)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
+    # the original's map comes first
+    torch.testing.assert_close(torch.stack([m[0] for m in maps]), E.base_maps(model, x, target, "gradient", S),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_global_rng_and_model_untouched(S):
+    model = E.load_model(S.main_model)
+    flags = [m.training for m in model.modules()]
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    state = torch.get_rng_state()
+    x = E.load_images(S, 1).images
+    F.population_maps(model, x, E.predicted(model, x), "smoothgrad", S, None, seed=3)
+    assert torch.equal(state, torch.get_rng_state())
+    assert flags == [m.training for m in model.modules()]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+
+
+def test_layer_sweep_uses_the_main_masks(S):
+    layers = ["features.conv1_1", S.layer(S.main_model)]
+    ldf = F.layer_scores(S, layers=layers)
+    n = F.layer_sweep_size(S)
+    assert n == 2
+    assert len(ldf) == len(E.METHODS) * (1 + len(layers)) * n
+    other = F.decoy_population(S, S.main_model, "features.conv1_1", n)
+    main = F.decoy_population(S, S.main_model, S.layer(S.main_model), n)
+    # same mask family at both layers: only the preserved representation differs
+    key = lambda d: sorted(tuple(m.flatten().nonzero().flatten().tolist()) for m in d.masks)
+    assert key(other[0]) == key(main[0])
+    assert all((d.deviation <= d.epsilon).all() for d in other)
+    s = F.layer_spread(ldf, "gradient")
+    assert s["k"] == len(layers) and s["n"] == n
+
+
+def test_architectures_and_bad_input(S):
+    adf = F.architecture_scores(S, methods=["gradient"])
+    assert set(adf.model) == set(S.architectures)
+    assert len(adf) == len(S.architectures) * 2 * S.n_small
+    with pytest.raises(ValueError, match="method"):
+        F.scores(S, S.main_model, S.layer(S.main_model), "occlusion", "none", 2)
+    with pytest.raises(ValueError, match="kind"):
+        F.scores(S, S.main_model, S.layer(S.main_model), "gradient", "gan", 2)
+    with pytest.raises(ValueError, match="n must"):
+        F.scores(S, S.main_model, S.layer(S.main_model), "gradient", "none", 0)
+
+
+def test_control_combinations(S, fid):
+    cdf = C.control_scores(S, methods=["gradient"])
+    combos = cdf[["population", "aggregate"]].drop_duplicates()
+    assert len(combos) == 1 + len(C.CONTROL_KINDS) * len(F.AGGREGATES)
+    vs = C.versus_reference(cdf[cdf.population != "none"])
+    assert len(vs) == len(C.CONTROL_KINDS) * len(F.AGGREGATES) - 1
+    # the control reuses the fidelity chapter's decoy scores
+    a = cdf[(cdf.population == "decoys") & (cdf["aggregate"] == "range")].sf.to_numpy()
+    b = fid[(fid.method == "gradient") & (fid.population == "decoys")].sf.to_numpy()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_compare_and_layer_spread_by_hand():
+    # two layers, three images: layer b = layer a + 1 for every image
+    a = np.array([0.0, 2.0, 4.0])
+    df = pd.DataFrame({"method": "gradient", "population": "decoys", "image": np.tile(np.arange(3), 2),
+                       "layer": ["a"] * 3 + ["b"] * 3, "sf": np.concatenate([a, a + 1])})
+    d = F.compare(df, {"layer": "b"}, {"layer": "a"}).iloc[0]
+    assert d["mean_diff"] == pytest.approx(1.0) and d["frac_positive"] == 1.0
+    s = F.layer_spread(df, "gradient", n_boot=50)
+    assert s["range_means"] == pytest.approx(1.0)
+    assert s["between_sd"] == pytest.approx(2.0)          # sd of (0, 2, 4)
+    assert s["ratio"] == pytest.approx(0.5)
+    assert s["within_sd"] == pytest.approx(np.std([0, 1], ddof=1))
+    assert np.isnan(s["friedman_p"])                        # Friedman needs three layers
+    df3 = pd.concat([df, df[df.layer == "b"].assign(layer="c", sf=a + 5)])
+    s3 = F.layer_spread(df3, "gradient", n_boot=50)
+    assert s3["kendall_w"] == pytest.approx(1.0)            # every image ranks a < b < c
+
+
+def test_claims_structure(S, monkeypatch):
+    monkeypatch.setattr(F.zoo, "layers", lambda name: ["features.conv1_1", S.layer(S.main_model)])
+    out = F.claims(S) + C.claims(S)
+    keys = {"claim", "chapter", "measure", "value", "ci_low", "ci_high", "n", "supports", "note"}
+    assert all(set(c) == keys for c in out)
+    assert {c["chapter"] for c in out} == {"fidelity.md", "layers.md", "architectures.md", "control.md"}
+    for c in out:
+        assert c["supports"] in (True, False, None)
+        if c["chapter"] != "layers.md":  # t-intervals contain their mean; bootstrap ones need not
+            assert c["ci_low"] <= c["value"] <= c["ci_high"]
