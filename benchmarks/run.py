@@ -537,6 +537,9 @@ def run(quick: bool = False, device: str = "cpu", threads: int = 1, out: Optiona
     for s in setups:
         big = s is not ci
         solvers = dict(base)
+        if not quick:
+            # quality reference: the line search run closer to convergence
+            solvers["linesearch rtol=0.05"] = {"solver": "linesearch", "rtol": 0.05}
         if big and dev.type == "cpu":
             # Adam at 224x224 on a CPU: capped (its default runs until stalled: ~30 steps on the
             # CI model, up to steps * (1 + max_doublings)); recorded in the options column.

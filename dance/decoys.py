@@ -460,7 +460,7 @@ def _linesearch(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor,
 def _generate(model: nn.Module, images: torch.Tensor, layer, *, epsilon, relative=False, patch_size=3,
               stride=None, spacing="auto", n_masks=None, masks=None, directions=(1, -1), seed=0,
               c=1e4, tau=1.0, tau_decay=0.95, steps=200, lr=0.03, max_doublings=4, patience=20,
-              batch_size=None, solver="adam", rtol=0.1) -> List[Decoys]:
+              batch_size=None, solver="adam", rtol=0.2) -> List[Decoys]:
     """Decoys for every image of a checked batch ``images [B, C, H, W]``, optimised together."""
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -601,7 +601,7 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
                     masks: Optional[torch.Tensor] = None, directions: Sequence[int] = (1, -1),
                     seed: int = 0, c: float = 1e4, tau: float = 1.0, tau_decay: float = 0.95,
                     steps: int = 200, lr: float = 0.03, max_doublings: int = 4, patience: int = 20,
-                    batch_size: Optional[int] = None, solver: str = "adam", rtol: float = 0.1) -> Decoys:
+                    batch_size: Optional[int] = None, solver: str = "adam", rtol: float = 0.2) -> Decoys:
     """Optimise the decoys of one image at one layer (paper Eq. 2, solved as in §3.4).
 
     Args:
