@@ -1,0 +1,163 @@
+"""Tiny runs of the attacks, sanity and localization experiments: shapes, invariants, caching.
+
+The settings are the CI settings with 2 images and 8x8 patches (few decoys), and every result
+goes to a fresh cache directory. Paper claims are not tested here; the chapters report them.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import dance.experiments as E
+from dance.experiments import localization as Lc
+from dance.experiments import robustness as R
+from dance.metrics.sanity import _randomize_, parameter_layers
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    old = os.environ.get("DANCE_CACHE_DIR")
+    os.environ["DANCE_CACHE_DIR"] = str(tmp_path_factory.mktemp("dance-cache"))
+    ci = E.settings("ci")
+    settings = dataclasses.replace(ci, n_attack=2, n_fidelity=2, decoys=dataclasses.replace(ci.decoys, patch_size=8))
+    yield settings
+    if old is None:
+        os.environ.pop("DANCE_CACHE_DIR", None)
+    else:
+        os.environ["DANCE_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def study(tiny):
+    return R.attack_study(tiny, methods=("gradient", "smoothgrad"))
+
+
+def test_attack_runs_respect_the_attack_constraints(tiny, study):
+    runs, table = study
+    eps = R.attack_settings(tiny).epsilon
+    assert len(table) == 2 * len(R.ATTACKS)
+    for (kind, method), r in runs.items():
+        assert r["n"] == 2 and r["k"] >= 1
+        assert np.all(r["linf"] <= eps + 1e-6)          # inside the L_inf ball
+        assert np.all(r["label_kept"])                  # the predicted class is kept
+        for key in ("ss_raw", "ss_dance", "topk_raw", "topk_dance", "spearman_raw", "shift_dance"):
+            assert r[key].shape == (2,)
+        ok = r["success"]
+        assert np.all(np.isfinite(r["ss_raw"][ok])) and np.all(r["ss_raw"][ok] >= 0)
+        assert np.all((r["topk_raw"] >= 0) & (r["topk_raw"] <= 1))
+        ex = r["examples"]
+        assert ex["attacked"].shape == (2, 3, 64, 64)
+        assert ex["raw"].shape == ex["dance"].shape == (2, 64, 64)
+        assert float(ex["dance"].min()) >= 0 and float(ex["dance"].max()) <= 1
+
+
+def test_attack_table_is_the_paired_difference_of_the_runs(study):
+    runs, table = study
+    for row in table.itertuples():
+        r = runs[(row.attack, row.method)]
+        assert row.diff_mean == pytest.approx(float(np.mean(r["ss_dance"] - r["ss_raw"])), rel=1e-6)
+        assert row.diff_ci_low <= row.diff_mean <= row.diff_ci_high
+    excess = R.excess_table(runs)
+    assert len(excess) == 2 * 3  # three aimed attacks per method
+    r, c = runs[("topk", "gradient")], runs[("random", "gradient")]
+    row = excess[(excess.attack == "topk") & (excess.method == "gradient")].iloc[0]
+    assert row.excess_raw == pytest.approx(float(np.mean(r["ss_raw"] - c["ss_raw"])), rel=1e-6)
+
+
+def test_random_control_does_not_depend_on_the_method(study):
+    runs, _ = study
+    a, b = runs[("random", "gradient")], runs[("random", "smoothgrad")]
+    assert torch.equal(a["examples"]["attacked"], b["examples"]["attacked"])
+
+
+def test_attack_run_is_cached(tiny, study, monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("recomputed a cached result")
+
+    monkeypatch.setattr(R._attacks, "attack", boom)
+    monkeypatch.setattr(R, "_optimised_quietly", boom)
+    r = R.attack_run(tiny, "topk", "gradient")
+    assert np.array_equal(r["ss_raw"], study[0][("topk", "gradient")]["ss_raw"])
+
+
+def test_bad_arguments_are_named(tiny):
+    with pytest.raises(ValueError, match="kind"):
+        R.attack_run(tiny, "nope", "gradient")
+    with pytest.raises(ValueError, match="methods"):
+        R.attack_run(tiny, "topk", "lrp")
+    with pytest.raises(ValueError, match="n must be"):
+        R.attack_run(tiny, "topk", "gradient", n=0)
+    with pytest.raises(ValueError, match="kinds"):
+        R.attack_study(tiny, kinds=("topk", "nope"))
+
+
+def test_decoy_fingerprint_sees_exactly_the_layers_up_to_the_decoy_layer(tiny):
+    model = E.load_model(tiny.main_model)
+    layer = tiny.layer(tiny.main_model)
+    top, bottom = parameter_layers(model)[0], parameter_layers(model)[-1]
+    above, below = copy.deepcopy(model), copy.deepcopy(model)
+    _randomize_(dict(above.named_modules())[top], 1)
+    _randomize_(dict(below.named_modules())[bottom], 1)
+    assert R._fingerprint(above, layer) == R._fingerprint(model, layer)
+    assert R._fingerprint(below, layer) != R._fingerprint(model, layer)
+    memo = R.DecoyMemo(tiny, layer)
+    x = E.load_images(tiny, 1).images
+    first = memo(model, x)
+    assert memo(above, x) is first and memo.optimisations == 1
+    memo(below, x)
+    assert memo.optimisations == 2
+    assert R.check_decoy_memo(tiny) == 0.0
+
+
+def test_sanity_run_shapes_and_reuse(tiny):
+    raw = R.sanity_run(tiny, "gradient", 2, enhanced=False)
+    enh = R.sanity_run(tiny, "gradient", 2, enhanced=True)
+    model = E.load_model(tiny.main_model)
+    steps = len(parameter_layers(model))
+    for r in (raw, enh):
+        assert r["layers"][0] == "original" and len(r["layers"]) == steps + 1
+        assert r["ssim"].shape == r["spearman"].shape == (steps + 1, 2)
+        assert np.allclose(r["ssim"][0], 1.0) and np.allclose(r["spearman"][0], 1.0)
+        assert r["maps"].shape[:2] == (steps + 1, 2)
+    assert raw["optimisations"] == 0
+    # vgg-shapes: only randomising conv2_1 (the decoy layer) and conv1_1 changes the decoys
+    assert enh["optimisations"] == 2
+    _, frame = R.sanity_study(tiny, 2, ("gradient",))
+    assert len(frame) == 2 * (steps + 1) * 2
+
+
+def test_localization_run(tiny):
+    run = Lc.localization_run(tiny)
+    data = E.load_images(tiny, 2)
+    b = data.boxes
+    area = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / (64 * 64)).numpy()
+    # the whole-image box contains the object's box, so its IoU is the box's share of the image
+    assert np.allclose(run["whole_image_iou"], area)
+    for p in Lc.PROJECTIONS:
+        for v in Lc.VARIANTS:
+            for th in Lc.THRESHOLDS:
+                iou = run["iou"][p][v][th]
+                assert iou.shape == (2,) and np.all((iou >= 0) & (iou <= 1))
+                assert np.all((run["area"][p][v][th] > 0) & (run["area"][p][v][th] <= 1))
+    table = Lc.accuracy_table(run)
+    assert list(table.index) == list(Lc.VARIANTS.values()) + ["Whole-image box"]
+    assert table.iloc[:, :3].isin([0.0, 0.5, 1.0]).all().all()  # accuracies of 2 images
+    cmp = Lc.comparisons(run, "unclipped")
+    assert set(cmp.comparison) == {"Gradient + decoys - Gradient", "Gradient + blurry decoys - Gradient"}
+    with pytest.raises(ValueError, match="projection"):
+        Lc.accuracy_table(run, "nope")
+
+
+def test_claims_have_the_agreed_keys(tiny, monkeypatch):
+    monkeypatch.setitem(R.SANITY_N, "ci", 2)
+    keys = {"claim", "chapter", "measure", "value", "ci_low", "ci_high", "n", "supports", "note"}
+    # localization: cached above; robustness: the tiny attack study for all methods and attacks
+    for c in Lc.claims(tiny) + R.claims(tiny):
+        assert set(c) == keys
+        assert c["supports"] in (True, False, None)
+        assert isinstance(c["value"], float)
