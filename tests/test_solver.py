@@ -220,3 +220,11 @@ def test_few_forward_passes(make_model, make_image, call_counter):
 def test_bad_solver_options(bad, err, make_model, make_image):
     with pytest.raises(err, match="solver|rtol"):
         dance.generate_decoys(make_model("vgg"), make_image(12), "3", epsilon=0.1, **bad)
+
+
+def test_linesearch_evaluates_only_up_to_the_layer(make_model, make_image, call_counter):
+    model = make_model("vgg")
+    after = [(str(i), model[i]) for i in range(4, len(model))]
+    with call_counter(after) as counter:
+        _quiet(dance.generate_decoys, model, make_image(12), "3", epsilon=0.1, relative=True, solver="linesearch")
+    assert all(n == 0 for n in counter.calls.values()), counter.calls
