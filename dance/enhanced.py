@@ -113,6 +113,7 @@ class DecoyEnhanced:
         if unknown:
             raise TypeError(f"unknown decoy option(s) {sorted(unknown)}; valid: {sorted(_DECOY_OPTIONS)}")
         self.decoy_options = decoy_options
+        self._n_classes = {}
 
     def decoys(self, inputs: torch.Tensor) -> List[Decoys]:
         """The decoys of every image of ``inputs [B, C, H, W]``, optimised in one batched loop."""
@@ -142,9 +143,12 @@ class DecoyEnhanced:
         if batch_size is not None:
             batch_size = check_int(batch_size, "batch_size")
         with eval_mode(self.model):
-            with torch.no_grad():
-                n_classes = self.model(x[:1]).shape[-1]
-            t = check_target(target, B, n_classes, x.device)
+            # The number of classes, to check target, costs one forward per input shape, once.
+            key = (tuple(x.shape[1:]), x.device.type, x.dtype)
+            if key not in self._n_classes:
+                with torch.no_grad():
+                    self._n_classes[key] = self.model(x[:1]).shape[-1]
+            t = check_target(target, B, self._n_classes[key], x.device)
             if decoys is None:
                 decoys = _generate(self.model, x, self.layer_name, epsilon=self.epsilon, **self.decoy_options)
             elif len(decoys) != B or not all(isinstance(d, Decoys) for d in decoys):
