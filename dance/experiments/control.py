@@ -83,7 +83,8 @@ def claims(settings: Settings) -> List[dict]:
             n=int(best["n"]), supports=bool((s.ci_low > 0).all()),
             note=f"Strongest alternative: {best['population']} + {best['aggregate']}; "
                  f"{int((s.ci_low > 0).sum())}/{len(s)} alternatives have a higher S_F with the CI above 0 "
-                 f"(lower = more faithful as printed; the paper's higher-is-better reading flips this); "
+                 f"(lower = more faithful as printed); under the paper's higher-is-better reading "
+                 f"{int((s.ci_high < 0).sum())}/{len(s)} have a lower S_F with the CI below 0; "
                  f"mass on the object: DANCE beats {'all' if mass_ok else int((m.ci_high < 0).sum())} "
                  f"of {len(m)} alternatives with the CI excluding 0."))
     return out

@@ -387,8 +387,7 @@ LAYER_RATIO_THRESHOLD = 0.5
 #: The paper's reported S_F (mean, sd) over its layer sweep on VGG16 (§4.4).
 PAPER_LAYER_SF = {"gradient": (-0.11, 0.02), "integrated_gradients": (-0.18, 0.02), "smoothgrad": (-0.21, 0.01)}
 
-_SF_NOTE = ("S_F as printed (lower = more faithful); the paper's results read higher S_F as better, "
-            "under which reading the verdict flips.")
+_SF_NOTE = "S_F as printed (lower = more faithful); the paper's results section reads higher S_F as better."
 
 
 def _claim(claim, chapter, measure, d: dict, supports, note) -> dict:
