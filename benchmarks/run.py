@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 import dance  # noqa: E402
 import dance.decoys as _decoys  # noqa: E402
+from dance.experiments.runtime import time_call  # noqa: E402
 from dance import zoo  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -94,18 +95,8 @@ def _sync(device: torch.device) -> None:
 
 
 def timed(fn: Callable[[], object], device: torch.device, min_seconds: float = MIN_SECONDS):
-    """``(wall, cpu)`` seconds per call: ``fn`` repeated until the calls add up to ``min_seconds``
-    of wall time (means). ``cpu`` is the process's CPU time (all its threads)."""
-    n, wall, cpu = 0, 0.0, 0.0
-    while wall < min_seconds or n == 0:
-        _sync(device)
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        _sync(device)
-        wall += time.perf_counter() - w0
-        cpu += time.process_time() - c0
-        n += 1
-    return wall / n, cpu / n
+    """``(wall, cpu)`` seconds per call: the book's timing helper, so both measure alike."""
+    return time_call(fn, device, min_seconds)
 
 
 #: Which clock the ratios use: on a CPU the process's CPU time, which a busy shared machine

@@ -77,7 +77,7 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def _time(fn: Callable[[], object], device, min_seconds: float = MIN_SECONDS):
+def time_call(fn: Callable[[], object], device, min_seconds: float = MIN_SECONDS):
     """``(wall seconds, CPU seconds)`` per call of ``fn``, averaged over enough calls."""
     calls, wall, cpu = 0, 0.0, 0.0
     while wall < min_seconds or calls == 0:
@@ -143,15 +143,15 @@ def measure_runtime(settings: Settings, *, rounds: int = 3, model_name: Optional
 
     for r in range(rounds):
         for method in METHODS:
-            add(f"map: {METHODS[method]}", r, *_time(lambda: base_maps(model, x, target, method, settings), device))
-        w, c = _time(batched, device)
+            add(f"map: {METHODS[method]}", r, *time_call(lambda: base_maps(model, x, target, method, settings), device))
+        w, c = time_call(batched, device)
         add("decoy: amortised (batched Adam)", r, w / n_dec, c / n_dec)
         add("all decoys of the image (batched Adam)", r, w, c)
-        add("decoy: alone (Adam)", r, *_time(alone(r + 1), device))
-        w_ls, c_ls = _time(linesearch, device)
+        add("decoy: alone (Adam)", r, *time_call(alone(r + 1), device))
+        w_ls, c_ls = time_call(linesearch, device)
         add("decoy: amortised (line search)", r, w_ls / n_dec, c_ls / n_dec)
         for method in METHODS:
-            wm, cm = _time(lambda: enhanced_maps(model, x, target, method, settings, [decoys]), device)
+            wm, cm = time_call(lambda: enhanced_maps(model, x, target, method, settings, [decoys]), device)
             add(f"DANCE map: {METHODS[method]}", r, w + wm, c + cm)
         print(f"round {r + 1}/{rounds} done", flush=True)
     return dict(machine=info, load_1min_after=machine_info()["load_1min"], rounds=rounds, n_decoys=n_dec,
