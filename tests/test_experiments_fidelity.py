@@ -14,6 +14,7 @@ import torch
 
 import dance.experiments as E
 from dance.enhanced import aggregate_maps
+from dance.experiments import claims as Cl
 from dance.experiments import control as C
 from dance.experiments import fidelity as F
 
@@ -154,8 +155,7 @@ def test_compare_and_layer_spread_by_hand():
 def test_claims_structure(S, monkeypatch):
     monkeypatch.setattr(F.zoo, "layers", lambda name: ["features.conv1_1", S.layer(S.main_model)])
     out = F.claims(S) + C.claims(S)
-    keys = {"claim", "chapter", "measure", "value", "ci_low", "ci_high", "n", "supports", "note"}
-    assert all(set(c) == keys for c in out)
+    assert all(set(c) == Cl.ROW_KEYS and c["paper_claim"] in Cl.PAPER_CLAIMS for c in out)
     assert {c["chapter"] for c in out} == {"fidelity.md", "layers.md", "architectures.md", "control.md"}
     for c in out:
         assert c["supports"] in (True, False, None)

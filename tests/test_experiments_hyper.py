@@ -15,6 +15,7 @@ from torch import nn
 
 import dance.experiments as E
 import dance.zoo
+from dance.experiments import claims as Cl
 from dance.experiments import hyper as H
 from dance.experiments import representation as Rp
 from dance.experiments import runtime as Rt
@@ -66,7 +67,7 @@ def test_c_sweep_shapes_and_identities(tiny, tmp_path):
 
     rows = H.claims(tiny)
     assert len(rows) == 2 * len(methods)
-    keys = {"claim", "chapter", "measure", "value", "ci_low", "ci_high", "n", "supports", "note"}
+    keys = Cl.ROW_KEYS
     for row in rows:
         assert set(row) == keys and row["n"] == N and row["chapter"] == "hyperparameters.md"
         assert row["supports"] in (True, False, None) and isinstance(row["value"], float)

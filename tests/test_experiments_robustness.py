@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import dance.experiments as E
+from dance.experiments import claims as Cl
 from dance.experiments import localization as Lc
 from dance.experiments import robustness as R
 from dance.metrics.sanity import _randomize_, parameter_layers
@@ -155,7 +156,7 @@ def test_localization_run(tiny):
 
 def test_claims_have_the_agreed_keys(tiny, monkeypatch):
     monkeypatch.setitem(R.SANITY_N, "ci", 2)
-    keys = {"claim", "chapter", "measure", "value", "ci_low", "ci_high", "n", "supports", "note"}
+    keys = Cl.ROW_KEYS
     # localization: cached above; robustness: the tiny attack study for all methods and attacks
     for c in Lc.claims(tiny) + R.claims(tiny):
         assert set(c) == keys

@@ -75,6 +75,7 @@ def claims(settings: Settings) -> List[dict]:
         best = s.loc[s.mean_diff.idxmin()]
         mass_ok = bool((m.ci_high < 0).all())
         out.append(dict(
+            paper_claim="control",
             claim=f"{name}: both steps needed, optimised decoys and range aggregation (poster control study)",
             chapter="control.md",
             measure=f"smallest paired difference of S_F, alternative - optimised+range, over "

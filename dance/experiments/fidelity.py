@@ -390,8 +390,8 @@ PAPER_LAYER_SF = {"gradient": (-0.11, 0.02), "integrated_gradients": (-0.18, 0.0
 _SF_NOTE = "S_F as printed (lower = more faithful); the paper's results section reads higher S_F as better."
 
 
-def _claim(claim, chapter, measure, d: dict, supports, note) -> dict:
-    return dict(claim=claim, chapter=chapter, measure=measure, value=float(d["mean_diff"]),
+def _claim(paper_claim, claim, chapter, measure, d: dict, supports, note) -> dict:
+    return dict(paper_claim=paper_claim, claim=claim, chapter=chapter, measure=measure, value=float(d["mean_diff"]),
                 ci_low=float(d["ci_low"]), ci_high=float(d["ci_high"]), n=int(d["n"]), supports=supports,
                 note=note)
 
@@ -413,13 +413,13 @@ def claims(settings: Settings) -> List[dict]:
     n = settings.n_fidelity
     for method, name in METHODS.items():
         d = compare(df[df.method == method], {"population": "decoys"}, {"population": "none"}).iloc[0]
-        out.append(_claim(f"{name}: fidelity better with decoys (Fig. 3)", "fidelity.md",
+        out.append(_claim("fidelity", f"{name}: fidelity better with decoys (Fig. 3)", "fidelity.md",
                           f"mean paired difference of S_F, decoys - none, {name}, N={n}", d, _lower(d),
                           f"{_SF_NOTE} Higher-is-better reading: "
                           f"{'supported' if d['ci_low'] > 0 else 'not supported'}."))
         for other in ("blur", "inpaint"):
             d = compare(df[df.method == method], {"population": "decoys"}, {"population": other}).iloc[0]
-            out.append(_claim(f"{name}: optimised decoys beat {'blurring' if other == 'blur' else 'inpainting'} "
+            out.append(_claim("replacement", f"{name}: optimised decoys beat {'blurring' if other == 'blur' else 'inpainting'} "
                               f"(Fig. 3)", "fidelity.md",
                               f"mean paired difference of S_F, decoys - {other}, {name}, N={n}", d, _lower(d),
                               f"{_SF_NOTE} Higher-is-better reading: "
@@ -431,7 +431,7 @@ def claims(settings: Settings) -> List[dict]:
         s = layer_spread(ldf, method)
         verdict = ("insensitive" if s["ratio_ci_high"] < LAYER_RATIO_THRESHOLD else
                    "sensitive" if s["ratio_ci_low"] >= LAYER_RATIO_THRESHOLD else "undecided at this N")
-        out.append(dict(claim=f"{name}: not sensitive to the decoy layer (Fig. 5)", chapter="layers.md",
+        out.append(dict(paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5)", chapter="layers.md",
                         measure=f"range of per-layer mean S_F / between-image sd, {name}, {s['k']} layers, "
                                 f"N={s['n']} (bootstrap 95% CI)",
                         value=s["ratio"], ci_low=s["ratio_ci_low"], ci_high=s["ratio_ci_high"], n=s["n"],
@@ -445,7 +445,7 @@ def claims(settings: Settings) -> List[dict]:
         for method, name in METHODS.items():
             g = adf[(adf.model == model_name) & (adf.method == method)]
             d = compare(g, {"population": "decoys"}, {"population": "none"}).iloc[0]
-            out.append(_claim(f"{name}: fidelity better with decoys on {model_name} (Fig. 6)", "architectures.md",
+            out.append(_claim("architectures", f"{name}: fidelity better with decoys on {model_name} (Fig. 6)", "architectures.md",
                               f"mean paired difference of S_F, decoys - none, {name}, {model_name} at "
                               f"{settings.layer(model_name)}, N={int(d['n'])}", d, _lower(d),
                               f"{_SF_NOTE} Higher-is-better reading: "

@@ -224,7 +224,7 @@ def claims(settings: Settings) -> List[dict]:
     for _, r in insensitivity(result).iterrows():
         name = METHODS[r.method]
         out.append(dict(
-            claim=claim, chapter="hyperparameters.md",
+            paper_claim="c", claim=claim, chapter="hyperparameters.md",
             measure=(f"S_F: largest |mean paired difference| S_F(c) - S_F(c={ref:g}) over c in 1e1..1e5, "
                      f"{name}, N={r.n}"),
             value=float(r.worst_diff), ci_low=float(r.worst_ci_low), ci_high=float(r.worst_ci_high), n=int(r.n),
@@ -233,7 +233,7 @@ def claims(settings: Settings) -> List[dict]:
                   + ("every CI lies inside the margin" if r.equivalent else
                      "some CI excludes 0" if r.different else "the CIs are too wide to decide either way"))))
         out.append(dict(
-            claim=claim, chapter="hyperparameters.md",
+            paper_claim="c", claim=claim, chapter="hyperparameters.md",
             measure=(f"maps: Spearman with the c={ref:g} map at the least similar c ({r.sim_c:g}) minus that of "
                      f"the base map, {name}, N={r.n}"),
             value=float(r.sim_gap), ci_low=float(r.sim_ci_low), ci_high=float(r.sim_ci_high), n=int(r.n),

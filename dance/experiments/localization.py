@@ -175,6 +175,7 @@ def claims(settings: Settings) -> List[dict]:
             degenerate = row.frac_better == 0 and row.frac_worse == 0 and row["without"] in (0.0, 1.0)
             supports = None if degenerate else bool(row.diff_mean > 0 and row.ci_low > 0)
             out.append({
+                "paper_claim": "localization",
                 "claim": f"better localization accuracy with {what}, {th} thresholding at {ALPHA}",
                 "chapter": "localization.md",
                 "measure": f"difference of localization accuracy (IoU > {IOU_THRESHOLD}), {VARIANTS[v]} - Gradient, "

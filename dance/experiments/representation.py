@@ -189,6 +189,7 @@ def claims(settings: Settings) -> List[dict]:
         dec, blur = values("decoy", layer), values(blur0, layer)
         d = paired_difference(dec, blur)
         out.append(dict(
+            paper_claim="representation",
             claim="decoys stay closer to the original intermediate representation than blurred images (A11)",
             chapter="representation.md",
             measure=(f"mean paired difference of r = ||dF||_inf / max|F| (per-image mean), decoys - {blur0}, "
@@ -202,6 +203,7 @@ def claims(settings: Settings) -> List[dict]:
     first, last = values(blur0, keys["first_pool"]), values(blur0, keys["last"])
     d = paired_difference(last, first)
     out.append(dict(
+        paper_claim="representation",
         claim="the blurred images' violation of the constraint shrinks in deeper layers (A11)",
         chapter="representation.md",
         measure=f"mean paired difference of r for {blur0}, {keys['last']} - {keys['first_pool']}, N={d['n']}",

@@ -1,0 +1,99 @@
+"""The claims chapter's counting rule (dance.experiments.claims), on hand-made measures.
+
+The measures themselves come from the experiment modules and are tested there; here only the rule
+that turns readings into a verdict, the grouping by paper claim and the checks on the rows.
+"""
+import sys
+import types
+
+import pandas as pd
+import pytest
+
+from dance.experiments import claims as Cl
+
+
+def row(paper_claim, supports, value=1.0, counts=None, claim="sub", ci=(0.5, 1.5)):
+    r = dict(paper_claim=paper_claim, claim=claim, chapter="x.md", measure=f"m{value}", value=value,
+             ci_low=ci[0], ci_high=ci[1], n=10, supports=supports, note="")
+    if counts is not None:
+        r["counts"] = counts
+    return r
+
+
+@pytest.fixture
+def fake_module(monkeypatch):
+    """A stand-in experiment module whose claims() returns the rows the test sets."""
+    mod = types.ModuleType("dance.experiments._fake")
+    mod.rows = []
+    mod.claims = lambda settings: list(mod.rows)
+    monkeypatch.setitem(sys.modules, "dance.experiments._fake", mod)
+    return mod
+
+
+def test_reading():
+    assert Cl.reading(True) == "supports"
+    assert Cl.reading(False) == "contradicts"
+    assert Cl.reading(None) == "inconclusive"
+    assert Cl.reading(float("nan")) == "inconclusive"  # what pandas makes of None in a bool column
+
+
+@pytest.mark.parametrize("readings, expected", [
+    (["supports"], "reproduced"),
+    (["supports", "supports"], "reproduced"),
+    (["supports", "inconclusive"], "partly reproduced"),
+    (["contradicts", "supports"], "partly reproduced"),
+    (["inconclusive", "contradicts"], "not reproduced"),
+    (["inconclusive"], "not reproduced"),
+])
+def test_verdict_rule(readings, expected):
+    assert Cl.verdict(readings) == expected
+
+
+def test_verdict_needs_a_measure():
+    with pytest.raises(ValueError, match="at least one measure"):
+        Cl.verdict([])
+
+
+def test_summary_groups_by_paper_claim_in_paper_order(fake_module):
+    fake_module.rows = [row("attacks", True), row("fidelity", None, value=-0.3, ci=(-1.0, 0.4)),
+                        row("fidelity", True), row("attacks", True),
+                        row("runtime", False, value=4.9, ci=(4.0, 6.0)),
+                        row("runtime", True, value=0.3, counts=False)]
+    table = Cl.collect(None, modules=["_fake"])
+    assert table["counts"].tolist() == [True] * 5 + [False]
+    s = Cl.summary(table).set_index("claim")
+    keys = list(Cl.PAPER_CLAIMS)
+    assert list(s.index) == [Cl.PAPER_CLAIMS[k][0] for k in keys if k in ("fidelity", "attacks", "runtime")]
+    fid, att, run = (s.loc[Cl.PAPER_CLAIMS[k][0]] for k in ("fidelity", "attacks", "runtime"))
+    assert (fid.measures, fid.supporting, fid.inconclusive, fid.verdict) == (2, 1, 1, "partly reproduced")
+    assert (att.measures, att.supporting, att.verdict, att.why) == (2, 2, "reproduced", "")
+    # the uncounted line-search row does not rescue the runtime claim
+    assert (run.measures, run.contradicting, run.verdict) == (1, 1, "not reproduced")
+    assert "1 of 1 measures show the opposite effect" in run.why and "4.9 [4, 6]" in run.why
+    assert "1 of 2 cannot tell" in fid.why and "-0.3 [-1, 0.4]" in fid.why
+
+
+def test_detail_marks_uncounted_rows(fake_module):
+    fake_module.rows = [row("runtime", True, counts=False), row("fidelity", True)]
+    d = Cl.detail(Cl.collect(None, modules=["_fake"]))
+    assert list(d["paper claim"]) == [Cl.PAPER_CLAIMS["fidelity"][0], Cl.PAPER_CLAIMS["runtime"][0]]
+    assert list(d["reading"]) == ["supports", "supports (not counted)"]
+    assert list(d["result"]) == ["1 [0.5, 1.5]"] * 2
+
+
+def test_collect_rejects_bad_rows(fake_module):
+    fake_module.rows = [row("no such claim", True)]
+    with pytest.raises(ValueError, match="unknown paper claims"):
+        Cl.collect(None, modules=["_fake"])
+    bad = row("fidelity", True)
+    del bad["note"]
+    fake_module.rows = [bad]
+    with pytest.raises(ValueError, match="keys"):
+        Cl.collect(None, modules=["_fake"])
+
+
+def test_every_module_is_known():
+    import importlib
+    for name in Cl.MODULES:
+        assert callable(importlib.import_module(f"dance.experiments.{name}").claims)
+    assert isinstance(Cl.summary(pd.DataFrame(columns=["paper_claim"])), pd.DataFrame)
