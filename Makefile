@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 NBDIR  := .nbtest
 # nbval gives each cell this long (seconds); long cells print progress.
 CELL_TIMEOUT ?= 1200
+# pytest-xdist workers for the unit tests and the notebooks (the machines have 2 cores).
+JOBS ?= 2
 
 .PHONY: setup test unit notebooks book clean
 
@@ -23,7 +25,7 @@ setup: $(STAMP)
 test: unit notebooks
 
 unit: setup
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -n $(JOBS)
 
 notebooks: setup
 	rm -rf $(NBDIR) && mkdir -p $(NBDIR)
@@ -39,8 +41,10 @@ notebooks: setup
 	  grep -q "$${f%.md}" _toc.yml || { grep -q '^kernelspec:' "$$f" && \
 	    $(VENV)/bin/jupytext --quiet --to ipynb -o "$(NBDIR)/99_$$(basename "$${f%.md}").ipynb" "$$f"; } || true; \
 	done
-	cd $(NBDIR) && ../$(PY) -m pytest -q --nbval-lax --nbval-current-env \
-	  --nbval-cell-timeout=$(CELL_TIMEOUT) -p no:cacheprovider --rootdir=. .
+	# Two lanes of notebooks side by side, one per core (tests/nblanes.py); JOBS=0 runs them in one process.
+	cd $(NBDIR) && PYTHONPATH=../tests ../$(PY) -m pytest -q --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=$(CELL_TIMEOUT) -p no:cacheprovider -p nblanes -n $(JOBS) --dist loadgroup \
+	  --rootdir=. .
 
 ## make book: execute the notebooks and build the HTML site into _build/html
 book: setup

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -46,19 +47,49 @@ def _key(name: str, config: Any) -> str:
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
 
 
+@contextmanager
+def _exclusive(path: Path):
+    """Hold an advisory lock on ``path`` (POSIX): processes that run chapters side by side (the
+    parallel notebook tests) compute a result once and the others wait for it, instead of
+    computing it twice. Results depend on each other without cycles, so waiting cannot deadlock."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, at worst a result is computed twice
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _load(path: Path):
+    try:
+        return True, torch.load(path, weights_only=False)
+    except Exception:  # a truncated file from an interrupted run: recompute
+        path.unlink(missing_ok=True)
+        return False, None
+
+
 def cached(name: str, config: Any, compute: Callable[[], Any]) -> Any:
     """Return ``compute()``, stored on disk under (``name``, ``config``, code version)."""
     if os.environ.get("DANCE_CACHE", "on").lower() in ("off", "0", "false"):
         return compute()
     path = cache_dir() / f"{_key(name, config)}.pt"
     if path.exists():
-        try:
-            return torch.load(path, weights_only=False)
-        except Exception:  # a truncated file from an interrupted run: recompute
-            path.unlink(missing_ok=True)
-    value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(value, tmp)
-    os.replace(tmp, path)
+        found, value = _load(path)
+        if found:
+            return value
+    with _exclusive(path.with_suffix(".lock")):
+        if path.exists():  # another process computed it while this one waited
+            found, value = _load(path)
+            if found:
+                return value
+        value = compute()
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(value, tmp)
+        os.replace(tmp, path)
     return value
