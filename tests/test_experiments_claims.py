@@ -49,6 +49,29 @@ def test_verdict_rule(readings, expected):
     assert Cl.verdict(readings) == expected
 
 
+@pytest.mark.parametrize("lo, hi, expected, at, out", [
+    (-2.0, -0.5, "below", 0.0, True),
+    (0.5, 2.0, "below", 0.0, False),
+    (-0.5, 0.5, "below", 0.0, None),
+    (0.5, 2.0, "above", 0.0, True),
+    (-2.0, -0.5, "above", 0.0, False),
+    (-0.5, 0.5, "above", 0.0, None),
+    (0.3, 0.9, "below", 1.0, True),    # a ratio below 1
+    (2.8, 4.5, "below", 1.0, False),
+    (0.8, 1.2, "below", 1.0, None),
+    (0.0, 1.0, "below", 0.0, None),    # touching the boundary is not excluding it
+    (float("nan"), 1.0, "below", 0.0, None),
+    (-1.0, float("inf"), "above", 0.0, None),
+])
+def test_direction(lo, hi, expected, at, out):
+    assert Cl.direction(lo, hi, expected, at=at) is out
+
+
+def test_direction_rejects_unknown_expectation():
+    with pytest.raises(ValueError, match="expected"):
+        Cl.direction(0.0, 1.0, "lower")
+
+
 def test_verdict_needs_a_measure():
     with pytest.raises(ValueError, match="at least one measure"):
         Cl.verdict([])
@@ -71,6 +94,13 @@ def test_summary_groups_by_paper_claim_in_paper_order(fake_module):
     assert (run.measures, run.contradicting, run.verdict) == (1, 1, "not reproduced")
     assert "1 of 1 measures show the opposite effect" in run.why and "4.9 [4, 6]" in run.why
     assert "1 of 2 cannot tell" in fid.why and "-0.3 [-1, 0.4]" in fid.why
+
+
+def test_why_prefers_an_example_with_a_real_interval(fake_module):
+    fake_module.rows = [row("localization", None, value=0.0, ci=(0.0, 0.0)),
+                        row("localization", None, value=0.01, ci=(-0.1, 0.12))]
+    why = Cl.summary(Cl.collect(None, modules=["_fake"])).iloc[0].why
+    assert "2 of 2 cannot tell" in why and "0.01 [-0.1, 0.12]" in why
 
 
 def test_detail_marks_uncounted_rows(fake_module):

@@ -85,7 +85,12 @@ def test_overrides_only_change_what_differs():
 
 def test_runtime_measures_and_memoises(tiny, monkeypatch):
     monkeypatch.setattr(Rt, "ROUNDS", 1)
-    result = Rt.runtime(tiny)
+    torch.set_num_threads(2)
+    try:
+        result = Rt.runtime(tiny)  # times with Rt.THREADS whatever the caller's setting ...
+        assert torch.get_num_threads() == 2  # ... and gives the caller's setting back
+    finally:
+        torch.set_num_threads(1)
     assert Rt.runtime(tiny) is result  # once per process
     t = result["times"]
     assert (t.wall > 0).all() and (t.cpu >= 0).all() and (t["round"] == 0).all()
@@ -99,11 +104,14 @@ def test_runtime_measures_and_memoises(tiny, monkeypatch):
                                table.loc["all decoys of the image (batched Adam)", "median"], rtol=1e-9)
     assert result["clock"] == "cpu"  # the tests run on the CPU
     info = result["machine"]
-    assert info["torch_threads"] == torch.get_num_threads() and info["usable_cores"] >= 1
+    assert info["torch_threads"] == Rt.THREADS and info["usable_cores"] >= 1
     rows = Rt.claims(tiny)
     assert len(rows) == 3 and all(r["n"] == 1 and r["ci_low"] <= r["value"] <= r["ci_high"] for r in rows)
+    assert [r["counts"] for r in rows] == [True, True, False]  # the line search is context only
     with pytest.raises(ValueError, match="rounds"):
         Rt.measure_runtime(tiny, rounds=0)
+    with pytest.raises(ValueError, match="threads"):
+        Rt.measure_runtime(tiny, threads=0)
 
 
 def test_relative_differences_by_hand():
@@ -139,4 +147,4 @@ def test_representation_study(tiny):
     assert len(summary) == len(layers) * 3
     assert summary[summary.kind == "decoy"].ci_low.notna().all()
     rows = Rp.claims(tiny)
-    assert len(rows) == 3 and all(r["n"] == N and r["supports"] in (True, False) for r in rows)
+    assert len(rows) == 3 and all(r["n"] == N and r["supports"] in (True, False, None) for r in rows)

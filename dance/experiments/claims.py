@@ -12,6 +12,7 @@ This module only collects and counts; it computes no measure of its own.
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Dict, List, Optional
 
 import pandas as pd
@@ -42,6 +43,28 @@ ROW_KEYS = frozenset({"paper_claim", "claim", "chapter", "measure", "value", "ci
 MODULES = ["fidelity", "control", "robustness", "localization", "hyper", "runtime", "representation"]
 
 VERDICTS = ("reproduced", "partly reproduced", "not reproduced")
+
+
+def direction(ci_low: float, ci_high: float, expected: str, at: float = 0.0) -> Optional[bool]:
+    """Three-valued reading of an interval against the paper's expected direction.
+
+    ``expected="below"``: the claim predicts an effect below ``at`` (e.g. a lower S_F with decoys).
+    True when the whole interval lies below ``at``, False when it lies wholly above (the effect
+    goes the other way), None when it contains ``at`` or is not finite (cannot tell).
+    ``expected="above"`` mirrors it.
+    """
+    if expected not in ("below", "above"):
+        raise ValueError(f"expected must be 'below' or 'above', got {expected!r}")
+    lo, hi = float(ci_low), float(ci_high)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    if expected == "above":
+        lo, hi, at = -hi, -lo, -at
+    if hi < at:
+        return True
+    if lo > at:
+        return False
+    return None
 
 
 def reading(supports: Optional[bool]) -> str:
@@ -106,7 +129,9 @@ def why(group: pd.DataFrame) -> str:
         parts.append(f"{len(against)} of {len(counted)} measures show the opposite effect "
                      f"(e.g. {r.measure}: {_fmt(r)})")
     if len(unsure):
-        r = unsure.iloc[0]
+        # an example with an interval of some width (a [0, 0] interval says only "no image differs")
+        wide = unsure[(unsure.ci_high > unsure.ci_low).fillna(False)]
+        r = (wide if len(wide) else unsure).iloc[0]
         parts.append(f"{len(unsure)} of {len(counted)} cannot tell at this N, their interval includes no effect "
                      f"or the margin (e.g. {r.measure}: {_fmt(r)})")
     return "; ".join(parts) + "."

@@ -21,6 +21,7 @@ import pandas as pd
 
 from .fidelity import AGGREGATES, _frame, compare
 from .maps import METHODS
+from .claims import direction
 from .settings import Settings
 
 #: Populations of the control study, DANCE's first.
@@ -63,7 +64,8 @@ def claims(settings: Settings) -> List[dict]:
     For each method: ``value`` is the smallest paired difference (combination - optimised+range)
     of S_F over the seven alternatives (the strongest competitor), with its 95% CI; ``supports`` is
     True when every alternative has a higher S_F than DANCE with its CI above 0 (lower S_F = more
-    faithful, the paper's definition); the note gives the mass-on-object reading.
+    faithful, the paper's definition), False when some alternative has a lower S_F with its CI
+    below 0, None otherwise; the note gives the mass-on-object reading.
     """
     df = control_scores(settings)
     sf = versus_reference(df[df.population != "none"], "sf")
@@ -81,7 +83,8 @@ def claims(settings: Settings) -> List[dict]:
             measure=f"smallest paired difference of S_F, alternative - optimised+range, over "
                     f"{len(s)} alternatives, {name}, N={int(best['n'])}",
             value=float(best["mean_diff"]), ci_low=float(best["ci_low"]), ci_high=float(best["ci_high"]),
-            n=int(best["n"]), supports=bool((s.ci_low > 0).all()),
+            n=int(best["n"]), supports=(True if bool((s.ci_low > 0).all()) else
+                                        False if bool((s.ci_high < 0).any()) else None),
             note=f"Strongest alternative: {best['population']} + {best['aggregate']}; "
                  f"{int((s.ci_low > 0).sum())}/{len(s)} alternatives have a higher S_F with the CI above 0 "
                  f"(lower = more faithful as printed); under the paper's higher-is-better reading "

@@ -52,6 +52,7 @@ from ..metrics import fidelity, mass_in_mask
 from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import METHODS, base_method, predicted, replacement_populations
+from .claims import direction
 from .settings import Settings
 from .stats import mean_sd, paired_difference
 
@@ -397,15 +398,17 @@ def _claim(paper_claim, claim, chapter, measure, d: dict, supports, note) -> dic
 
 
 def _lower(d: dict) -> Optional[bool]:
-    """Does a paired difference (setting - reference) show a lower S_F, with the CI excluding 0?"""
-    return bool(d["ci_high"] < 0)
+    """A paired difference (setting - reference) of S_F: lower with the CI below 0 (True), higher
+    with the CI above 0 (False), or no demonstrable difference (None)."""
+    return direction(d["ci_low"], d["ci_high"], "below")
 
 
 def claims(settings: Settings) -> List[dict]:
     """The paper's claims covered by the fidelity, layer and architecture chapters, from the cached results.
 
     ``supports`` reads S_F as the paper defines it (lower = more faithful): True when the paired
-    difference (decoys - reference) has its whole 95% CI below zero. The paper's results section
+    difference (decoys - reference) has its whole 95% CI below zero, False when it lies above zero,
+    None when it contains zero. The paper's results section
     says S_F is "higher with decoys" and reads that as better; the note of each entry says so.
     """
     out = []
@@ -435,7 +438,8 @@ def claims(settings: Settings) -> List[dict]:
                         measure=f"range of per-layer mean S_F / between-image sd, {name}, {s['k']} layers, "
                                 f"N={s['n']} (bootstrap 95% CI)",
                         value=s["ratio"], ci_low=s["ratio_ci_low"], ci_high=s["ratio_ci_high"], n=s["n"],
-                        supports=bool(s["ratio_ci_high"] < LAYER_RATIO_THRESHOLD),
+                        supports=direction(s["ratio_ci_low"], s["ratio_ci_high"], "below",
+                                                   at=LAYER_RATIO_THRESHOLD),
                         note=f"Insensitive if the CI lies below {LAYER_RATIO_THRESHOLD} between-image sd (fixed in "
                              f"advance): {verdict}; Friedman p = {s['friedman_p']:.3g}, Kendall's W = "
                              f"{s['kendall_w']:.2f}; S_F pooled over layers {s['grand_mean']:+.3f} (paper on ImageNet: "

@@ -34,6 +34,7 @@ from ..metrics import fidelity, spearman, ssim
 from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import METHODS, base_maps, enhanced_maps, predicted
+from .claims import direction
 from .settings import Settings
 from .stats import mean_sd, paired_difference
 
@@ -237,7 +238,7 @@ def claims(settings: Settings) -> List[dict]:
             measure=(f"maps: Spearman with the c={ref:g} map at the least similar c ({r.sim_c:g}) minus that of "
                      f"the base map, {name}, N={r.n}"),
             value=float(r.sim_gap), ci_low=float(r.sim_ci_low), ci_high=float(r.sim_ci_high), n=int(r.n),
-            supports=bool(r.sim_ci_low > 0) if np.isfinite(r.sim_ci_low) else None,
+            supports=direction(r.sim_ci_low, r.sim_ci_high, "above"),
             note=(f"mean Spearman {r.min_spearman:.3f} at c = {r.sim_c:g} vs {r.base_spearman:.3f} for the base map: "
                   + ("c moves the map less than the decoys themselves do" if r.sim_ci_low > 0 else
                      "c does not move the map demonstrably less than the decoys do"))))

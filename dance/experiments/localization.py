@@ -26,6 +26,7 @@ from ..metrics.localization import box_iou, mass_in_mask, pointing_game, salienc
 from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import base_maps, enhanced_maps, predicted, replacement_populations
+from .claims import direction
 from .settings import Settings
 from .stats import mean_sd, paired_difference
 
@@ -163,6 +164,12 @@ def comparisons(run: dict, projection: str = "paper"):
     return pd.DataFrame(rows)
 
 
+def is_degenerate(row) -> bool:
+    """A row of :func:`comparisons` where both maps localise no image (or every image): the
+    measurement cannot tell them apart, so it gives no verdict."""
+    return bool(row.frac_better == 0 and row.frac_worse == 0 and row["without"] in (0.0, 1.0))
+
+
 def claims(settings: Settings) -> List[dict]:
     """The paper's localization claim (Table A1) measured here; reads the chapter's cached run only."""
     run = localization_run(settings)
@@ -171,9 +178,8 @@ def claims(settings: Settings) -> List[dict]:
     for v, what in (("decoys", "optimised decoys"), ("blur", "blurry decoys (A12's text)")):
         for th in THRESHOLDS:
             row = table[(table.comparison == f"{VARIANTS[v]} - Gradient") & (table.measure == f"success, {th}")].iloc[0]
-            # No image localised (or every image) by both maps: the measurement cannot tell them apart.
-            degenerate = row.frac_better == 0 and row.frac_worse == 0 and row["without"] in (0.0, 1.0)
-            supports = None if degenerate else bool(row.diff_mean > 0 and row.ci_low > 0)
+            degenerate = is_degenerate(row)
+            supports = None if degenerate else direction(row.ci_low, row.ci_high, "above")
             out.append({
                 "paper_claim": "localization",
                 "claim": f"better localization accuracy with {what}, {th} thresholding at {ALPHA}",

@@ -32,6 +32,7 @@ from ..baselines import replacement_decoys
 from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import mask_family
+from .claims import direction
 from .settings import Settings
 from .stats import mean_sd, paired_difference
 
@@ -195,7 +196,7 @@ def claims(settings: Settings) -> List[dict]:
             measure=(f"mean paired difference of r = ||dF||_inf / max|F| (per-image mean), decoys - {blur0}, "
                      f"at {label} {layer}, N={d['n']}"),
             value=d["mean_diff"], ci_low=d["ci_low"], ci_high=d["ci_high"], n=d["n"],
-            supports=bool(d["ci_high"] < 0),
+            supports=direction(d["ci_low"], d["ci_high"], "below"),
             note=f"decoys {dec.mean():.3g} vs blur {blur.mean():.3g} (paper: "
                  + (f"{PAPER['first_pool_decoy']} vs {PAPER['first_pool_blur']} at the first max-pool)"
                     if layer == keys["first_pool"] else
@@ -207,7 +208,8 @@ def claims(settings: Settings) -> List[dict]:
         claim="the blurred images' violation of the constraint shrinks in deeper layers (A11)",
         chapter="representation.md",
         measure=f"mean paired difference of r for {blur0}, {keys['last']} - {keys['first_pool']}, N={d['n']}",
-        value=d["mean_diff"], ci_low=d["ci_low"], ci_high=d["ci_high"], n=d["n"], supports=bool(d["ci_high"] < 0),
+        value=d["mean_diff"], ci_low=d["ci_low"], ci_high=d["ci_high"], n=d["n"],
+        supports=direction(d["ci_low"], d["ci_high"], "below"),
         note=f"blur r {first.mean():.3g} at {keys['first_pool']} vs {last.mean():.3g} at {keys['last']} "
              f"(paper: {PAPER['first_pool_blur']} vs {PAPER['last_blur']})"))
     return out

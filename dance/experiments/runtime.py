@@ -37,12 +37,16 @@ import torch
 
 from .inputs import load_images, load_model
 from .maps import METHODS, base_maps, enhanced_maps, optimised_decoys, predicted
+from .claims import direction
 from .settings import Settings
 
 #: A timed call is repeated within a round until its calls add up to this many seconds.
 MIN_SECONDS = 0.05
 #: Interleaved timing rounds of :func:`runtime`.
 ROUNDS = 3
+#: Torch threads while timing: one, as in ``benchmarks/run.py`` (small batches on a shared
+#: machine; and the chapters that show the timing must agree whatever their own setting).
+THREADS = 1
 #: The paper's figure (A10): one decoy costs this fraction of a vanilla gradient map.
 PAPER_RATIO = 0.377
 
@@ -92,7 +96,7 @@ def time_call(fn: Callable[[], object], device, min_seconds: float = MIN_SECONDS
 
 
 def measure_runtime(settings: Settings, *, rounds: int = 3, model_name: Optional[str] = None,
-                    image: int = 0) -> Dict[str, object]:
+                    image: int = 0, threads: Optional[int] = THREADS) -> Dict[str, object]:
     """Time decoys, base maps and DANCE maps on one experiment image (not cached: see the module).
 
     Args:
@@ -100,6 +104,8 @@ def measure_runtime(settings: Settings, *, rounds: int = 3, model_name: Optional
         rounds: interleaved timing rounds (>= 1).
         model_name: default ``settings.main_model``.
         image: which experiment image to use.
+        threads: torch intra-op threads while timing (restored afterwards), so that the result does
+            not depend on the caller's setting; None keeps the caller's.
 
     Returns:
         dict with ``machine`` (:func:`machine_info` at the start), ``load_1min_after``, ``rounds``,
@@ -110,6 +116,18 @@ def measure_runtime(settings: Settings, *, rounds: int = 3, model_name: Optional
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _measure(settings, rounds, model_name, image)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _measure(settings: Settings, rounds: int, model_name: Optional[str], image: int) -> Dict[str, object]:
     model_name = model_name or settings.main_model
     model = load_model(model_name)
     device = next(model.parameters()).device
@@ -204,7 +222,7 @@ def claims(settings: Settings) -> List[dict]:
             measure=(f"{result['clock']} time of one decoy / one gradient map, {how}; median over "
                      f"{result['rounds']} rounds"),
             value=float(r.ratio_to_gradient), ci_low=float(r.ratio_min), ci_high=float(r.ratio_max), n=int(result["rounds"]),
-            supports=bool(r.ratio_max < 1.0),
+            supports=direction(r.ratio_min, r.ratio_max, "below", at=1.0),
             note=(f"range over rounds, not a CI; {m['usable_cores']} cores, {m['torch_threads']} torch thread(s), "
                   f"load {m['load_1min']:.1f}; {result['model']} at {result['layer']}, {result['n_decoys']} decoys "
                   f"per image")))
