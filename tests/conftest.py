@@ -113,6 +113,18 @@ def make_image():
     return make
 
 
+def identity_conv(channels: int = 3) -> nn.Conv2d:
+    """A 3x3 convolution that passes each channel through (plus 0.25): its feasible decoys are an
+    epsilon box around the image, so the optimal decoy is known in closed form."""
+    conv = nn.Conv2d(channels, channels, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for c in range(channels):
+            conv.weight[c, c, 1, 1] = 1.0
+        conv.bias.fill_(0.25)
+    return conv
+
+
 def layer_output(model: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
     """``F_l(x)`` by a plain forward hook on the full forward pass (independent of dance's probe).
 

@@ -19,7 +19,7 @@ import dance
 from dance._layers import LayerProbe
 from dance.masks import interaction_spacing, patch_starts
 
-from conftest import FAST, IMAGE_SIZE, deviations_one_at_a_time, layer_output
+from conftest import FAST, IMAGE_SIZE, deviations_one_at_a_time, identity_conv, layer_output
 
 
 def _generate(model, x, layer, **kw):
@@ -37,21 +37,11 @@ def _head(conv: nn.Module, features: int) -> nn.Module:
     return nn.Sequential(conv, nn.Flatten(), nn.Linear(features, 2)).eval()
 
 
-def _identity_conv(channels: int = 3) -> nn.Conv2d:
-    conv = nn.Conv2d(channels, channels, 3, padding=1)
-    with torch.no_grad():
-        conv.weight.zero_()
-        for c in range(channels):
-            conv.weight[c, c, 1, 1] = 1.0
-        conv.bias.fill_(0.25)
-    return conv
-
-
 def test_identity_conv_feasible_set_is_an_eps_box(make_image):
     """F_l(x) = x + b: deviation = max|decoy - x|, so every decoy lies in the box x +- eps, and its
     movement is at most sum_i min(eps, room_i) inside the mask (the hand-computed optimum)."""
     eps = 0.05
-    net = _head(_identity_conv(), 3 * 8 * 8)
+    net = _head(identity_conv(), 3 * 8 * 8)
     x = make_image(8, seed=3)
     d, _ = _generate(net, x, "0", epsilon=eps, **FAST)
     assert len(d) > 0 and d.dropped == 0

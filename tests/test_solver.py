@@ -18,7 +18,7 @@ from dance._layers import LayerProbe
 from dance.decoys import _FEASIBILITY_MARGIN
 from dance.masks import group_footprints, lattice_masks, mask_groups, patch_starts
 
-from conftest import IMAGE_SIZE, deviations_one_at_a_time
+from conftest import IMAGE_SIZE, deviations_one_at_a_time, identity_conv
 
 
 def _quiet(fn, *args, **kw):
@@ -28,13 +28,7 @@ def _quiet(fn, *args, **kw):
 
 
 def _identity_net(channels: int = 3, size: int = 8) -> nn.Module:
-    conv = nn.Conv2d(channels, channels, 3, padding=1)
-    with torch.no_grad():
-        conv.weight.zero_()
-        for c in range(channels):
-            conv.weight[c, c, 1, 1] = 1.0
-        conv.bias.fill_(0.25)
-    return nn.Sequential(conv, nn.Flatten(), nn.Linear(channels * size * size, 2)).eval()
+    return nn.Sequential(identity_conv(channels), nn.Flatten(), nn.Linear(channels * size * size, 2)).eval()
 
 
 # --------------------------------------------------------------------------------------------
