@@ -404,17 +404,20 @@ def curve_size(device, rounds: int, sizes: List[int], solvers: Dict[str, dict], 
             d = quiet(dance.generate_decoys, model, x, layer, **kw)
             t = interleaved({"decoys": lambda: quiet(dance.generate_decoys, model, x, layer, **kw),
                              "saliency": lambda: quiet(saliency.attribute, x, target=0, abs=False)}, device, rounds)
-            n = max(1, len(d))
-            rows.append({"curve": "image size", "x": size, "solver": solver, "n_decoys": len(d),
-                         "seconds_decoys": statistics.median(t["decoys"]),
-                         "seconds_per_decoy": statistics.median(t["decoys"]) / n,
-                         "seconds_saliency": statistics.median(t["saliency"]),
-                         "ratio_per_decoy_to_saliency": statistics.median(
-                             [a / n / b for a, b in zip(t["decoys"], t["saliency"])]),
-                         "passes": d.steps_run, "movement_mean": float(d.movement.mean()) if len(d) else 0.0})
+            rows.append({"curve": "image size", "x": size, "solver": solver, **_curve_point(d, t)})
             print(f"  size {size:4d} {solver:10s} N={len(d):4d} {rows[-1]['seconds_decoys']:.3f}s  "
                   f"per decoy / saliency {rows[-1]['ratio_per_decoy_to_saliency']:.3f}", flush=True)
     return rows
+
+
+def _curve_point(d, t: Dict[str, List[float]]) -> dict:
+    """The timing columns of a scaling-curve row: decoys ``d`` and interleaved timings ``t``."""
+    n = max(1, len(d))
+    return {"n_decoys": len(d), "seconds_decoys": statistics.median(t["decoys"]),
+            "seconds_per_decoy": statistics.median(t["decoys"]) / n,
+            "seconds_saliency": statistics.median(t["saliency"]),
+            "ratio_per_decoy_to_saliency": statistics.median([a / n / b for a, b in zip(t["decoys"], t["saliency"])]),
+            "passes": d.steps_run, "movement_mean": float(d.movement.mean()) if len(d) else 0.0}
 
 
 def curve_depth(device, rounds: int, layers: Optional[List[str]], solvers: Dict[str, dict],
@@ -439,15 +442,8 @@ def curve_depth(device, rounds: int, layers: Optional[List[str]], solvers: Dict[
             t = interleaved({"decoys": lambda: quiet(dance.generate_decoys, model, x, layer, **kw),
                              "saliency": lambda: quiet(saliency.attribute, x, target=target, abs=False)},
                             device, rounds)
-            n = max(1, len(d))
             rows.append({"curve": "layer depth", "x": depth, "layer": layer, "solver": solver,
-                         "n_decoys": len(d), "dropped": d.dropped,
-                         "seconds_decoys": statistics.median(t["decoys"]), "seconds_first_call": first,
-                         "seconds_per_decoy": statistics.median(t["decoys"]) / n,
-                         "seconds_saliency": statistics.median(t["saliency"]),
-                         "ratio_per_decoy_to_saliency": statistics.median(
-                             [a / n / b for a, b in zip(t["decoys"], t["saliency"])]),
-                         "passes": d.steps_run, "movement_mean": float(d.movement.mean()) if len(d) else 0.0})
+                         "dropped": d.dropped, "seconds_first_call": first, **_curve_point(d, t)})
             print(f"  depth {depth} {layer:18s} {solver:10s} N={len(d):4d} {rows[-1]['seconds_decoys']:.3f}s "
                   f"per decoy / saliency {rows[-1]['ratio_per_decoy_to_saliency']:.3f}", flush=True)
     return rows
