@@ -150,6 +150,10 @@ def test_compare_and_layer_spread_by_hand():
     df3 = pd.concat([df, df[df.layer == "b"].assign(layer="c", sf=a + 5)])
     s3 = F.layer_spread(df3, "gradient", n_boot=50)
     assert s3["kendall_w"] == pytest.approx(1.0)            # every image ranks a < b < c
+    t = F.LAYER_RATIO_THRESHOLD
+    assert F.layer_insensitive({"ratio_ci_low": 0.1 * t, "ratio_ci_high": 0.9 * t}) is True
+    assert F.layer_insensitive({"ratio_ci_low": 1.1 * t, "ratio_ci_high": 3 * t}) is False
+    assert F.layer_insensitive({"ratio_ci_low": 0.5 * t, "ratio_ci_high": 2 * t}) is None
 
 
 def test_claims_structure(S, monkeypatch):

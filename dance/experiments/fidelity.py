@@ -403,6 +403,13 @@ def _lower(d: dict) -> Optional[bool]:
     return direction(d["ci_low"], d["ci_high"], "below")
 
 
+def layer_insensitive(spread) -> Optional[bool]:
+    """Read a :func:`layer_spread` row: insensitive to the layer (True) when the 95% interval of its
+    ratio lies below :data:`LAYER_RATIO_THRESHOLD`, sensitive (False) when it lies above, None when
+    it straddles the threshold."""
+    return direction(spread["ratio_ci_low"], spread["ratio_ci_high"], "below", at=LAYER_RATIO_THRESHOLD)
+
+
 def claims(settings: Settings) -> List[dict]:
     """The paper's claims covered by the fidelity, layer and architecture chapters, from the cached results.
 
@@ -432,14 +439,13 @@ def claims(settings: Settings) -> List[dict]:
     ldf = layer_scores(settings)
     for method, name in METHODS.items():
         s = layer_spread(ldf, method)
-        verdict = ("insensitive" if s["ratio_ci_high"] < LAYER_RATIO_THRESHOLD else
-                   "sensitive" if s["ratio_ci_low"] >= LAYER_RATIO_THRESHOLD else "undecided at this N")
+        supports = layer_insensitive(s)
+        verdict = {True: "insensitive", False: "sensitive", None: "undecided at this N"}[supports]
         out.append(dict(paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5)", chapter="layers.md",
                         measure=f"range of per-layer mean S_F / between-image sd, {name}, {s['k']} layers, "
                                 f"N={s['n']} (bootstrap 95% CI)",
                         value=s["ratio"], ci_low=s["ratio_ci_low"], ci_high=s["ratio_ci_high"], n=s["n"],
-                        supports=direction(s["ratio_ci_low"], s["ratio_ci_high"], "below",
-                                                   at=LAYER_RATIO_THRESHOLD),
+                        supports=supports,
                         note=f"Insensitive if the CI lies below {LAYER_RATIO_THRESHOLD} between-image sd (fixed in "
                              f"advance): {verdict}; Friedman p = {s['friedman_p']:.3g}, Kendall's W = "
                              f"{s['kendall_w']:.2f}; S_F pooled over layers {s['grand_mean']:+.3f} (paper on ImageNet: "
