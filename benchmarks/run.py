@@ -14,10 +14,8 @@ two CSV files beside it; ``benchmarks/README.md`` explains every column.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import datetime
-import io
 import json
 import os
 import platform
@@ -38,8 +36,9 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 import dance  # noqa: E402
 import dance.decoys as _decoys  # noqa: E402
-from dance.experiments.runtime import time_call  # noqa: E402
-from dance import zoo  # noqa: E402
+from dance_book.experiments.runtime import time_call  # noqa: E402
+import dance_book.data  # noqa: E402
+from dance_book import zoo  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The decoy settings of every measurement: the book's CI setting (tolerance 10% of max|F_l(x)|).
@@ -151,7 +150,7 @@ def ci_model(device: torch.device, size: int = 64, trained: bool = True):
             label = "vgg-shapes (trained)"
         except Exception:  # weights missing: timing does not depend on them
             model, label = _seeded(lambda: zoo.build(name)), "vgg-shapes (random weights)"
-        data = dance.data.shapes(1)
+        data = dance_book.data.shapes(1)
         x, target = data.images[:1], int(data.labels[0])
     else:
         cfg = zoo.ZOO[name]

@@ -11,9 +11,7 @@ from .enhanced import AGGREGATES, DecoyEnhanced, aggregate_maps
 from .heatmap import to_heatmap
 from .masks import default_masks, lattice_masks
 from .normalize import IMAGENET_MEAN, IMAGENET_STD, Normalized
-from .scale import current_scale, default_device
-from . import attacks, data, metrics, zoo  # noqa: E402  (subpackages the book uses)
-from .data import ImageSet
+from . import attacks, metrics
 
 __all__ = [
     "generate_decoys",
@@ -27,12 +25,7 @@ __all__ = [
     "Normalized",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "current_scale",
-    "default_device",
-    "ImageSet",
     "attacks",
-    "data",
     "metrics",
-    "zoo",
 ]
 __version__ = "0.1.0"

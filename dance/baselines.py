@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_images, check_positive
-from ._layers import LayerProbe, eval_mode, resolve_layer
+from .layers import LayerProbe, eval_mode, resolve_layer
 from .decoys import Decoys, _check_masks
 
 KINDS = ("blur", "inpaint", "noise", "constant")

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ._checks import check_images, check_int, check_model, check_positive
-from ._layers import LayerProbe, eval_mode, resolve_layer
+from .layers import LayerProbe, eval_mode, resolve_layer
 from .masks import default_masks, group_footprints, mask_groups
 
 # Tolerance kept below epsilon when a decoy is accepted, so that recomputing F_l in another

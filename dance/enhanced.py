@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Union
 
 import torch
 from torch import nn
 
 from ._checks import check_images, check_int, check_model, check_positive, check_target
-from ._layers import eval_mode, resolve_layer
+from .layers import eval_mode, resolve_layer
 from .decoys import Decoys, _generate, generate_decoys
 
 AGGREGATES = ("range", "mean", "std")

@@ -23,7 +23,7 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from ._layers import LayerProbe
+from .layers import LayerProbe
 
 
 def patch_starts(size: int, patch_size: int, stride: int) -> List[int]:

@@ -1,13 +1,12 @@
 """Shapes and Digits: determinism, speed, geometry, and ground truth that matches the object."""
 import math
-import time
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dance import data
+from dance_book import data
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +37,12 @@ def test_shapes_deterministic_and_prefix_stable():
     assert not torch.equal(c.images, d.images)
 
 
-def test_shapes_fast():
-    data.shapes(10, seed=0)  # the first call pays one-off costs
-    start = time.perf_counter()
-    big = data.shapes(10_000, seed=5)
-    elapsed = time.perf_counter() - start
-    assert len(big) == 10_000
-    # measured ~3 s on one loaded core; the limit leaves room for a busy CI machine
-    assert elapsed < 20.0, f"10,000 Shapes images took {elapsed:.1f} s"
+def test_a_large_batch_is_generated_whole():
+    # Its speed is measured in benchmarks/ (shapes_generation), not asserted here: a timing
+    # limit in a unit test fails on a busy machine.
+    big = data.shapes(2_000, seed=5)
+    assert len(big) == 2_000 and big.images.shape == (2_000, 3, 64, 64)
+    assert torch.equal(big.images[:40], data.shapes(40, seed=5).images)
 
 
 def test_boxes_are_the_tight_bounds_of_the_masks(sample):

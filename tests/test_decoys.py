@@ -16,7 +16,7 @@ from scipy import ndimage
 from torch import nn
 
 import dance
-from dance._layers import LayerProbe
+from dance.layers import LayerProbe
 from dance.masks import interaction_spacing, patch_starts
 
 from conftest import FAST, IMAGE_SIZE, deviations_one_at_a_time, identity_conv, layer_output

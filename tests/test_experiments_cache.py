@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from dance.experiments import cache
+from dance_book.experiments import cache
 
 
 @pytest.fixture

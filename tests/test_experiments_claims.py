@@ -1,4 +1,4 @@
-"""The claims chapter's counting rule (dance.experiments.claims), on hand-made measures.
+"""The claims chapter's counting rule (dance_book.experiments.claims), on hand-made measures.
 
 The measures themselves come from the experiment modules and are tested there; here only the rule
 that turns readings into a verdict, the grouping by paper claim and the checks on the rows.
@@ -9,7 +9,7 @@ import types
 import pandas as pd
 import pytest
 
-from dance.experiments import claims as Cl
+from dance_book.experiments import claims as Cl
 
 
 def row(paper_claim, supports, value=1.0, counts=None, claim="sub", ci=(0.5, 1.5)):
@@ -23,10 +23,10 @@ def row(paper_claim, supports, value=1.0, counts=None, claim="sub", ci=(0.5, 1.5
 @pytest.fixture
 def fake_module(monkeypatch):
     """A stand-in experiment module whose claims() returns the rows the test sets."""
-    mod = types.ModuleType("dance.experiments._fake")
+    mod = types.ModuleType("dance_book.experiments._fake")
     mod.rows = []
     mod.claims = lambda settings: list(mod.rows)
-    monkeypatch.setitem(sys.modules, "dance.experiments._fake", mod)
+    monkeypatch.setitem(sys.modules, "dance_book.experiments._fake", mod)
     return mod
 
 
@@ -125,5 +125,5 @@ def test_collect_rejects_bad_rows(fake_module):
 def test_every_module_is_known():
     import importlib
     for name in Cl.MODULES:
-        assert callable(importlib.import_module(f"dance.experiments.{name}").claims)
+        assert callable(importlib.import_module(f"dance_book.experiments.{name}").claims)
     assert isinstance(Cl.summary(pd.DataFrame(columns=["paper_claim"])), pd.DataFrame)

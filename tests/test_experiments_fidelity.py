@@ -1,6 +1,6 @@
 """Fidelity, layer, architecture and control experiments on a tiny configuration (2 images, tiny budgets).
 
-These check shapes, bookkeeping and invariants of dance.experiments.fidelity / control, never the
+These check shapes, bookkeeping and invariants of dance_book.experiments.fidelity / control, never the
 paper's claims.
 """
 from __future__ import annotations
@@ -12,11 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
-import dance.experiments as E
+import dance_book.experiments as E
 from dance.enhanced import aggregate_maps
-from dance.experiments import claims as Cl
-from dance.experiments import control as C
-from dance.experiments import fidelity as F
+from dance_book.experiments import claims as Cl
+from dance_book.experiments import control as C
+from dance_book.experiments import architectures as Ar
+from dance_book.experiments import fidelity as F
+from dance_book.experiments import layers as La
+from dance_book.experiments import scores as Sc
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +49,23 @@ def test_fidelity_table_shape_and_ranges(S, fid):
 
 def test_scores_bookkeeping(S, fid):
     layer = S.layer(S.main_model)
-    r = F.scores(S, S.main_model, layer, "gradient", "decoys", S.n_fidelity)
+    r = Sc.scores(S, S.main_model, layer, "gradient", "decoys", S.n_fidelity)
     decoys = E.shared_decoys(S, S.main_model, S.n_fidelity)
     assert r["n_decoys"].tolist() == [len(d) for d in decoys]
-    assert set(r["sf"]) == set(F.AGGREGATES)
+    assert set(r["sf"]) == set(Sc.AGGREGATES)
     assert r["heat"]["range"].shape == (min(S.n_fidelity, F.N_SHOW), 64, 64)
     assert float(r["heat"]["range"].min()) >= 0 and float(r["heat"]["range"].max()) <= 1
     # replacement populations have one member per mask (no direction), decoys two
-    b = F.scores(S, S.main_model, layer, "gradient", "blur", S.n_fidelity)
+    b = Sc.scores(S, S.main_model, layer, "gradient", "blur", S.n_fidelity)
     assert (2 * b["n_decoys"] >= r["n_decoys"]).all()
 
 
 def test_smaller_n_slices_the_shared_result(S, fid):
     layer = S.layer(S.main_model)
-    full = F.scores(S, S.main_model, layer, "smoothgrad", "decoys", S.n_fidelity)
-    one = F.scores(S, S.main_model, layer, "smoothgrad", "decoys", 1)
+    full = Sc.scores(S, S.main_model, layer, "smoothgrad", "decoys", S.n_fidelity)
+    one = Sc.scores(S, S.main_model, layer, "smoothgrad", "decoys", 1)
     assert one["n"] == 1
-    for agg in F.AGGREGATES:
+    for agg in Sc.AGGREGATES:
         assert torch.equal(one["sf"][agg], full["sf"][agg][:1])
 
 
@@ -71,8 +74,8 @@ def test_population_maps_match_decoy_enhanced(S):
     model = E.load_model(S.main_model)
     x = E.load_images(S, 2).images
     target = E.predicted(model, x)
-    pops = F.population(S, S.main_model, S.layer(S.main_model), "blur", 2, x)
-    maps = F.population_maps(model, x, target, "gradient", S, pops)
+    pops = Sc.population(S, S.main_model, S.layer(S.main_model), "blur", 2, x)
+    maps = Sc.population_maps(model, x, target, "gradient", S, pops)
     assert [m.shape[0] for m in maps] == [1 + len(p) for p in pops]
     ours = torch.stack([aggregate_maps(m, "range") for m in maps])
     ref = E.enhanced_maps(model, x, target, "gradient", S, pops)
@@ -88,7 +91,7 @@ def test_global_rng_and_model_untouched(S):
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     state = torch.get_rng_state()
     x = E.load_images(S, 1).images
-    F.population_maps(model, x, E.predicted(model, x), "smoothgrad", S, None, seed=3)
+    Sc.population_maps(model, x, E.predicted(model, x), "smoothgrad", S, None, seed=3)
     assert torch.equal(state, torch.get_rng_state())
     assert flags == [m.training for m in model.modules()]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
@@ -96,38 +99,38 @@ def test_global_rng_and_model_untouched(S):
 
 def test_layer_sweep_uses_the_main_masks(S):
     layers = ["features.conv1_1", S.layer(S.main_model)]
-    ldf = F.layer_scores(S, layers=layers)
-    n = F.layer_sweep_size(S)
+    ldf = La.layer_scores(S, layers=layers)
+    n = La.layer_sweep_size(S)
     assert n == 2
     assert len(ldf) == len(E.METHODS) * (1 + len(layers)) * n
-    other = F.decoy_population(S, S.main_model, "features.conv1_1", n)
-    main = F.decoy_population(S, S.main_model, S.layer(S.main_model), n)
+    other = Sc.decoy_population(S, S.main_model, "features.conv1_1", n)
+    main = Sc.decoy_population(S, S.main_model, S.layer(S.main_model), n)
     # same mask family at both layers: only the preserved representation differs
     key = lambda d: sorted(tuple(m.flatten().nonzero().flatten().tolist()) for m in d.masks)
     assert key(other[0]) == key(main[0])
     assert all((d.deviation <= d.epsilon).all() for d in other)
-    s = F.layer_spread(ldf, "gradient")
+    s = La.layer_spread(ldf, "gradient")
     assert s["k"] == len(layers) and s["n"] == n
 
 
 def test_architectures_and_bad_input(S):
-    adf = F.architecture_scores(S, methods=["gradient"])
+    adf = Ar.architecture_scores(S, methods=["gradient"])
     assert set(adf.model) == set(S.architectures)
     assert len(adf) == len(S.architectures) * 2 * S.n_small
     with pytest.raises(ValueError, match="method"):
-        F.scores(S, S.main_model, S.layer(S.main_model), "occlusion", "none", 2)
+        Sc.scores(S, S.main_model, S.layer(S.main_model), "occlusion", "none", 2)
     with pytest.raises(ValueError, match="kind"):
-        F.scores(S, S.main_model, S.layer(S.main_model), "gradient", "gan", 2)
+        Sc.scores(S, S.main_model, S.layer(S.main_model), "gradient", "gan", 2)
     with pytest.raises(ValueError, match="n must"):
-        F.scores(S, S.main_model, S.layer(S.main_model), "gradient", "none", 0)
+        Sc.scores(S, S.main_model, S.layer(S.main_model), "gradient", "none", 0)
 
 
 def test_control_combinations(S, fid):
     cdf = C.control_scores(S, methods=["gradient"])
     combos = cdf[["population", "aggregate"]].drop_duplicates()
-    assert len(combos) == 1 + len(C.CONTROL_KINDS) * len(F.AGGREGATES)
+    assert len(combos) == 1 + len(C.CONTROL_KINDS) * len(Sc.AGGREGATES)
     vs = C.versus_reference(cdf[cdf.population != "none"])
-    assert len(vs) == len(C.CONTROL_KINDS) * len(F.AGGREGATES) - 1
+    assert len(vs) == len(C.CONTROL_KINDS) * len(Sc.AGGREGATES) - 1
     # the control reuses the fidelity chapter's decoy scores
     a = cdf[(cdf.population == "decoys") & (cdf["aggregate"] == "range")].sf.to_numpy()
     b = fid[(fid.method == "gradient") & (fid.population == "decoys")].sf.to_numpy()
@@ -141,24 +144,24 @@ def test_compare_and_layer_spread_by_hand():
                        "layer": ["a"] * 3 + ["b"] * 3, "sf": np.concatenate([a, a + 1])})
     d = F.compare(df, {"layer": "b"}, {"layer": "a"}).iloc[0]
     assert d["mean_diff"] == pytest.approx(1.0) and d["frac_positive"] == 1.0
-    s = F.layer_spread(df, "gradient", n_boot=50)
+    s = La.layer_spread(df, "gradient", n_boot=50)
     assert s["range_means"] == pytest.approx(1.0)
     assert s["between_sd"] == pytest.approx(2.0)          # sd of (0, 2, 4)
     assert s["ratio"] == pytest.approx(0.5)
     assert s["within_sd"] == pytest.approx(np.std([0, 1], ddof=1))
     assert np.isnan(s["friedman_p"])                        # Friedman needs three layers
     df3 = pd.concat([df, df[df.layer == "b"].assign(layer="c", sf=a + 5)])
-    s3 = F.layer_spread(df3, "gradient", n_boot=50)
+    s3 = La.layer_spread(df3, "gradient", n_boot=50)
     assert s3["kendall_w"] == pytest.approx(1.0)            # every image ranks a < b < c
-    t = F.LAYER_RATIO_THRESHOLD
-    assert F.layer_insensitive({"ratio_ci_low": 0.1 * t, "ratio_ci_high": 0.9 * t}) is True
-    assert F.layer_insensitive({"ratio_ci_low": 1.1 * t, "ratio_ci_high": 3 * t}) is False
-    assert F.layer_insensitive({"ratio_ci_low": 0.5 * t, "ratio_ci_high": 2 * t}) is None
+    t = La.LAYER_RATIO_THRESHOLD
+    assert La.layer_insensitive({"ratio_ci_low": 0.1 * t, "ratio_ci_high": 0.9 * t}) is True
+    assert La.layer_insensitive({"ratio_ci_low": 1.1 * t, "ratio_ci_high": 3 * t}) is False
+    assert La.layer_insensitive({"ratio_ci_low": 0.5 * t, "ratio_ci_high": 2 * t}) is None
 
 
 def test_claims_structure(S, monkeypatch):
-    monkeypatch.setattr(F.zoo, "layers", lambda name: ["features.conv1_1", S.layer(S.main_model)])
-    out = F.claims(S) + C.claims(S)
+    monkeypatch.setattr(La.zoo, "layers", lambda name: ["features.conv1_1", S.layer(S.main_model)])
+    out = F.claims(S) + La.claims(S) + Ar.claims(S) + C.claims(S)
     assert all(set(c) == Cl.ROW_KEYS and c["paper_claim"] in Cl.PAPER_CLAIMS for c in out)
     assert {c["chapter"] for c in out} == {"fidelity.md", "layers.md", "architectures.md", "control.md"}
     for c in out:

@@ -13,12 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-import dance.experiments as E
-import dance.zoo
-from dance.experiments import claims as Cl
-from dance.experiments import hyper as H
-from dance.experiments import representation as Rp
-from dance.experiments import runtime as Rt
+import dance_book.experiments as E
+import dance_book.zoo
+from dance_book.experiments import claims as Cl
+from dance_book.experiments import hyperparameters as H
+from dance_book.experiments import representation as Rp
+from dance_book.experiments import runtime as Rt
 
 N = 2
 
@@ -131,7 +131,7 @@ def test_representation_study(tiny):
     result = Rp.representation_study(tiny, sigmas=(2.0, 4.0))
     t = result["table"]
     layers = result["layers"]
-    assert layers[:10] == dance.zoo.layers("vgg-shapes")
+    assert layers[:10] == dance_book.zoo.layers("vgg-shapes")
     assert result["layer"] in layers and layers[-1] == "classifier.fc2"
     decoys = E.shared_decoys(tiny, tiny.main_model, N)
     masks = E.mask_family(E.load_model(tiny.main_model), E.load_images(tiny, 1).images, result["layer"], tiny)

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-import dance.experiments as E
-from dance.experiments import claims as Cl
-from dance.experiments import localization as Lc
-from dance.experiments import robustness as R
-from dance.metrics.sanity import _randomize_, parameter_layers
+import dance_book.experiments as E
+from dance_book.experiments import claims as Cl
+from dance_book.experiments import localization as Lc
+from dance_book.experiments import attacks as R
+from dance_book.experiments import sanity as Sa
+from dance.metrics.sanity import randomize_, parameter_layers
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_attack_run_is_cached(tiny, study, monkeypatch):
         raise AssertionError("recomputed a cached result")
 
     monkeypatch.setattr(R._attacks, "attack", boom)
-    monkeypatch.setattr(R, "_optimised_quietly", boom)
+    monkeypatch.setattr(R, "optimised_quietly", boom)
     r = R.attack_run(tiny, "topk", "gradient")
     assert np.array_equal(r["ss_raw"], study[0][("topk", "gradient")]["ss_raw"])
 
@@ -102,22 +103,22 @@ def test_decoy_fingerprint_sees_exactly_the_layers_up_to_the_decoy_layer(tiny):
     layer = tiny.layer(tiny.main_model)
     top, bottom = parameter_layers(model)[0], parameter_layers(model)[-1]
     above, below = copy.deepcopy(model), copy.deepcopy(model)
-    _randomize_(dict(above.named_modules())[top], 1)
-    _randomize_(dict(below.named_modules())[bottom], 1)
-    assert R._fingerprint(above, layer) == R._fingerprint(model, layer)
-    assert R._fingerprint(below, layer) != R._fingerprint(model, layer)
-    memo = R.DecoyMemo(tiny, layer)
+    randomize_(dict(above.named_modules())[top], 1)
+    randomize_(dict(below.named_modules())[bottom], 1)
+    assert Sa._fingerprint(above, layer) == Sa._fingerprint(model, layer)
+    assert Sa._fingerprint(below, layer) != Sa._fingerprint(model, layer)
+    memo = Sa.DecoyMemo(tiny, layer)
     x = E.load_images(tiny, 1).images
     first = memo(model, x)
     assert memo(above, x) is first and memo.optimisations == 1
     memo(below, x)
     assert memo.optimisations == 2
-    assert R.check_decoy_memo(tiny) == 0.0
+    assert Sa.check_decoy_memo(tiny) == 0.0
 
 
 def test_sanity_run_shapes_and_reuse(tiny):
-    raw = R.sanity_run(tiny, "gradient", 2, enhanced=False)
-    enh = R.sanity_run(tiny, "gradient", 2, enhanced=True)
+    raw = Sa.sanity_run(tiny, "gradient", 2, enhanced=False)
+    enh = Sa.sanity_run(tiny, "gradient", 2, enhanced=True)
     model = E.load_model(tiny.main_model)
     steps = len(parameter_layers(model))
     for r in (raw, enh):
@@ -128,7 +129,7 @@ def test_sanity_run_shapes_and_reuse(tiny):
     assert raw["optimisations"] == 0
     # vgg-shapes: only randomising conv2_1 (the decoy layer) and conv1_1 changes the decoys
     assert enh["optimisations"] == 2
-    _, frame = R.sanity_study(tiny, 2, ("gradient",))
+    _, frame = Sa.sanity_study(tiny, 2, ("gradient",))
     assert len(frame) == 2 * (steps + 1) * 2
 
 
@@ -155,10 +156,10 @@ def test_localization_run(tiny):
 
 
 def test_claims_have_the_agreed_keys(tiny, monkeypatch):
-    monkeypatch.setitem(R.SANITY_N, "ci", 2)
+    monkeypatch.setitem(Sa.SANITY_N, "ci", 2)
     keys = Cl.ROW_KEYS
     # localization: cached above; robustness: the tiny attack study for all methods and attacks
-    for c in Lc.claims(tiny) + R.claims(tiny):
+    for c in Lc.claims(tiny) + R.claims(tiny) + Sa.claims(tiny):
         assert set(c) == keys
         assert c["supports"] in (True, False, None)
         assert isinstance(c["value"], float)

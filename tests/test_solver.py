@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import dance
-from dance._layers import LayerProbe
+from dance.layers import LayerProbe
 from dance.decoys import _FEASIBILITY_MARGIN
 from dance.masks import group_footprints, lattice_masks, mask_groups, patch_starts
 

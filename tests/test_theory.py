@@ -1,4 +1,4 @@
-"""Tests of dance.theory: closed forms against torch autograd (float64), the theorems of the
+"""Tests of dance_book.theory: closed forms against torch autograd (float64), the theorems of the
 theory chapters asserted on random instances, and the counterexamples asserted as facts."""
 import math
 
@@ -8,7 +8,9 @@ import torch
 from scipy.optimize import linprog
 
 import dance
-from dance import theory as T
+from dance_book import theory as T
+from dance_book import yeh as Y
+from dance_book.theory import proposition1 as T1
 from dance.metrics import sampled_sensitivities
 
 DT = torch.float64
@@ -116,7 +118,7 @@ def test_printed_eq17_18_are_wrong_and_why():
     scale = H.abs().amax()
     assert (T.toy_hessian_eq17(params, x, c, paper_sign=True) - H).abs().amax() > 1e-3 * scale
     assert (T.toy_hessian_eq17(params, x, c, paper_index=True) - H).abs().amax() > 1e-3 * scale
-    sym = T.ToyParams((params.g + T._flip(params.g)) / 2, params.W, params.b)
+    sym = T.ToyParams((params.g + T1._flip(params.g)) / 2, params.W, params.b)
     Hs = T.toy_hessian(sym, x, c)
     assert torch.allclose(T.toy_hessian_eq17(sym, x, c, paper_index=True), Hs, atol=1e-14)
 
@@ -132,10 +134,10 @@ def test_kappa_lemma():
         c = torch.randint(0, C, (20000,), generator=gen)
         S = T.softmax_hessian(torch.softmax(o, -1), c)
         lhs = torch.einsum("za,zab,zb->z", u, S, v).abs()
-        rhs = T.KAPPA * T._range(u) * T._range(v)
+        rhs = T.KAPPA * T1._range(u) * T1._range(v)
         assert bool((lhs <= rhs + 1e-15).all())
         # u = v: the sharper 1/4 of the chapter's Lemma
-        assert bool((torch.einsum("za,zab,zb->z", u, S, u).abs() <= T._range(u) ** 2 / 4 + 1e-15).all())
+        assert bool((torch.einsum("za,zab,zb->z", u, S, u).abs() <= T1._range(u) ** 2 / 4 + 1e-15).all())
 
 
 # --------------------------------------------------------------------------------- decoys of the toy
@@ -380,7 +382,7 @@ def test_maxpool_intervals_match_grid(H, k, pool, relu):
 
 
 def test_softplus_gradient_and_lipschitz_bound():
-    net = T.SoftplusMLP.random(d=16, hidden=12, n_out=2, seed=0, scale=3.0)
+    net = Y.SoftplusMLP.random(d=16, hidden=12, n_out=2, seed=0, scale=3.0)
     x = torch.rand(6, 1, 4, 4, dtype=DT, generator=torch.Generator().manual_seed(1))
     xr = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(net(xr)[:, 1].sum(), xr)
@@ -399,8 +401,8 @@ def test_softplus_gradient_and_lipschitz_bound():
 def test_yeh_corollary21_constant_is_too_small_for_two_layers():
     W1 = torch.tensor([[1.0]], dtype=DT)
     w2 = torch.tensor([0.1], dtype=DT)
-    f, grad, lip = T.two_layer_softplus(W1, w2)
-    yeh = T.yeh_corollary21_constant([W1, w2[None]])
+    f, grad, lip = Y.two_layer_softplus(W1, w2)
+    yeh = Y.yeh_corollary21_constant([W1, w2[None]])
     assert abs(yeh - 0.01 / 4) < 1e-15
     r = 0.01
     x0 = torch.zeros(1, 1, dtype=DT)
@@ -413,7 +415,7 @@ def test_yeh_corollary21_constant_is_too_small_for_two_layers():
 
 
 def test_relu_mlp_gradient_and_exact_smoothgrad():
-    net = T.ReLUMLP.random(d=9, hidden=20, seed=2)
+    net = Y.ReLUMLP.random(d=9, hidden=20, seed=2)
     x = torch.rand(4, 1, 3, 3, dtype=DT, generator=torch.Generator().manual_seed(0))
     xr = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(net(xr)[:, 0].sum(), xr)
@@ -428,7 +430,7 @@ def test_relu_mlp_gradient_and_exact_smoothgrad():
 
 
 def test_kink_free_balls_have_constant_gradient():
-    net = T.ReLUMLP.random(d=9, hidden=6, seed=1)
+    net = Y.ReLUMLP.random(d=9, hidden=6, seed=1)
     x = torch.rand(200, 1, 3, 3, dtype=DT, generator=torch.Generator().manual_seed(3))
     free = net.kink_free(x, 0.1)
     assert 0 < int(free.sum()) < 200
@@ -439,7 +441,7 @@ def test_kink_free_balls_have_constant_gradient():
 
 
 def test_prop24_holds_exactly_for_a_finite_kernel():
-    net = T.ReLUMLP.random(d=9, hidden=40, seed=3, scale=2.0)
+    net = Y.ReLUMLP.random(d=9, hidden=40, seed=3, scale=2.0)
     gen = torch.Generator().manual_seed(5)
     noise = 0.3 * torch.randn(16, 1, 3, 3, generator=gen, dtype=DT)
 
@@ -448,14 +450,14 @@ def test_prop24_holds_exactly_for_a_finite_kernel():
 
     for i in range(3):
         x = torch.rand(1, 1, 3, 3, generator=gen, dtype=DT)
-        lhs, rhs, per = T.smoothing_terms(sg, lambda z, t: net.gradient(z), x, noise, radius=0.2, n_samples=30, seed=i)
+        lhs, rhs, per = Y.smoothing_terms(sg, lambda z, t: net.gradient(z), x, noise, radius=0.2, n_samples=30, seed=i)
         assert bool((lhs <= rhs * (1 + 1e-5) + 1e-7).all())
         assert float(lhs.max()) <= float(per.amax(1).mean()) * (1 + 1e-5) + 1e-7  # S_MAX form
         assert float(lhs.mean()) <= float(per.mean()) * (1 + 1e-5) + 1e-7  # S_AVG form
 
 
 def test_prop23_elementwise_product_bound():
-    net = T.SoftplusMLP.random(d=16, hidden=10, seed=4, scale=4.0)
+    net = Y.SoftplusMLP.random(d=16, hidden=10, seed=4, scale=4.0)
     x = torch.rand(5, 1, 4, 4, dtype=DT, generator=torch.Generator().manual_seed(2))
     r = 0.1
     phi = lambda z, t: net.gradient(z)
@@ -464,7 +466,7 @@ def test_prop23_elementwise_product_bound():
     d_prod = sampled_sensitivities(prod, x, None, radius=r, n_samples=40, normalize=None, clamp=None, seed=1)
     from dance.metrics import linf_ball_samples
     u = (linf_ball_samples(x, r, 40, seed=1, clamp=None) - x[None]).flatten(2).norm(dim=2).t()
-    rhs = T.product_bound(x, net.gradient(x), d_phi, u)
+    rhs = Y.product_bound(x, net.gradient(x), d_phi, u)
     assert bool((d_prod <= rhs * (1 + 1e-5) + 1e-7).all())
     # the estimator-level statement of Prop. 2.3 with d(r) = √d r for the L∞ ball
     dx = x.flatten(1).norm(dim=1)
@@ -475,12 +477,12 @@ def test_prop23_elementwise_product_bound():
 
 def test_prop31_median_and_mean_are_optimal():
     gen = torch.Generator().manual_seed(0)
-    net = T.ReLUMLP.random(d=6, hidden=15, seed=6, scale=3.0)
+    net = Y.ReLUMLP.random(d=6, hidden=15, seed=6, scale=3.0)
     x = torch.rand(1, 6, dtype=DT, generator=gen)
     samples = net.gradient(x + 0.5 * (2 * torch.rand(51, 6, generator=gen, dtype=DT) - 1))
     med = samples.median(0).values
     mean = samples.mean(0)
-    J = T.smoothing_objectives(samples, torch.stack([med, mean]))
+    J = Y.smoothing_objectives(samples, torch.stack([med, mean]))
     # L1 objective as a linear program: min mean_t Σ_i s_ti, s_ti >= ±(φ_i - Φ_ti)
     n, d = samples.shape
     S = samples.numpy()
@@ -493,15 +495,15 @@ def test_prop31_median_and_mean_are_optimal():
     lp = linprog(c, A_ub=np.array(A), b_ub=np.array(b), bounds=[(None, None)] * d + [(0, None)] * (n * d), method="highs")
     assert abs(lp.fun - float(J["J1"][0])) < 1e-8
     pert = med + 0.05 * torch.randn(200, d, generator=gen, dtype=DT)
-    assert bool((T.smoothing_objectives(samples, pert)["J1"] >= J["J1"][0] - 1e-12).all())
+    assert bool((Y.smoothing_objectives(samples, pert)["J1"] >= J["J1"][0] - 1e-12).all())
     # L2², the mean: J2(φ) = J2(mean) + ||φ - mean||² exactly
     pert2 = mean + 0.05 * torch.randn(200, d, generator=gen, dtype=DT)
-    J2 = T.smoothing_objectives(samples, pert2)["J2"]
+    J2 = Y.smoothing_objectives(samples, pert2)["J2"]
     assert torch.allclose(J2, J["J2"][1] + (pert2 - mean).pow(2).sum(1), atol=1e-12)
     assert float(J["J2"][1]) <= float(J["J2"][0])
     # L2 with α = 1 is minimised by the geometric median, not the mean
-    gm = T.geometric_median(samples)
-    assert float(T.smoothing_objectives(samples, gm)["J21"][0]) <= float(J["J21"][1]) + 1e-12
+    gm = Y.geometric_median(samples)
+    assert float(Y.smoothing_objectives(samples, gm)["J21"][0]) <= float(J["J21"][1]) + 1e-12
 
 
 # ----------------------------------------------------------------------------------- input checks

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 import dance
-from dance import data, zoo
+import dance_book.imagenet
+from dance_book import data, zoo
 
 SHAPES_MODELS = ["vgg-shapes", "alexnet-shapes", "resnet-shapes"]
 ALL_MODELS = SHAPES_MODELS + ["vgg-digits"]
@@ -41,7 +42,7 @@ def test_shipped_weights_accuracy(name, shapes_heldout):
 def test_shipped_weights_record(name):
     path = zoo.WEIGHTS_DIR / f"{name}.pt"
     rec = zoo.record(name)
-    assert zoo._sha256(path) == rec["sha256"]
+    assert zoo.file_sha256(path) == rec["sha256"]
     assert path.stat().st_size <= 2 * 1024 * 1024 and rec["file_bytes"] == path.stat().st_size
     assert rec["heldout_accuracy"] >= 0.95
     assert rec["layers"] == zoo.layers(name)
@@ -66,11 +67,11 @@ def test_layers_are_conv_and_pool_in_forward_order(name):
     model = zoo.build(name).eval()
     names = zoo.layers(name)
     modules = dict(model.named_modules())
-    assert names and all(isinstance(modules[n], zoo._LAYER_TYPES) for n in names)
+    assert names and all(isinstance(modules[n], zoo.LAYER_TYPES) for n in names)
     assert all(not m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
     fired = []
     hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: fired.append(n)) for n in names]
-    channels, size = zoo._dataset_info(zoo.ZOO[name]["dataset"])[1:]
+    channels, size = zoo.dataset_info(zoo.ZOO[name]["dataset"])[1:]
     model(torch.rand(2, channels, size, size))
     for h in hooks:
         h.remove()
@@ -102,7 +103,7 @@ def test_model_leaves_its_input_alone():
 def test_training_command_learns(tmp_path):
     # The documented command, on a tiny budget: 2 epochs of Digits (about 40 steps).
     result = subprocess.run(
-        [sys.executable, "-m", "dance.zoo", "train", "vgg-digits", "--out", str(tmp_path), "--epochs", "2", "--threads", "1"],
+        [sys.executable, "-m", "dance_book.zoo", "train", "vgg-digits", "--out", str(tmp_path), "--epochs", "2", "--threads", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -141,8 +142,8 @@ def test_imagenet_missing_weights_fail_fast_with_a_clear_message(empty_torch_hom
     assert time.perf_counter() - start < 10  # no network attempt, no hanging
     message = str(err.value)
     assert "resnet18-f37072fd.pth" in message and str(empty_torch_home) in message
-    assert zoo.imagenet.__module__ == "dance.imagenet"
-    assert dance.imagenet.weights_file("vgg16") == empty_torch_home / "vgg16-397923af.pth"
+    assert zoo.imagenet.__module__ == "dance_book.imagenet"
+    assert dance_book.imagenet.weights_file("vgg16") == empty_torch_home / "vgg16-397923af.pth"
 
 
 def test_imagenet_random_weights_offline(empty_torch_home):
@@ -242,7 +243,7 @@ def test_image_folder_labels_and_errors(fixture_folder, tmp_path, monkeypatch):
         zoo.image_folder(tmp_path / "empty")
     monkeypatch.delenv("DANCE_IMAGENET_DIR", raising=False)
     with pytest.raises(FileNotFoundError, match="DANCE_IMAGENET_DIR"):
-        dance.imagenet.paper_images()
+        dance_book.imagenet.paper_images()
     monkeypatch.setenv("DANCE_IMAGENET_DIR", str(root))
     monkeypatch.setenv("DANCE_IMAGENET_BOXES", str(boxes))
-    assert len(dance.imagenet.paper_images().boxes) == 2
+    assert len(dance_book.imagenet.paper_images().boxes) == 2

@@ -62,7 +62,7 @@ def parameter_layers(model: nn.Module) -> List[str]:
     return names[::-1]
 
 
-def _randomize_(module: nn.Module, seed: int) -> None:
+def randomize_(module: nn.Module, seed: int) -> None:
     """Re-initialise ``module``'s own parameters in place, identically on every device.
 
     PyTorch's default initialisation (``reset_parameters``) is used where the module has one;
@@ -164,7 +164,7 @@ def cascading_randomization(model: nn.Module, explainer: Callable, inputs: torch
     base = heatmaps(explain(x, t).detach(), "attributions", percentile)
     maps = [base]
     for s, name in enumerate(names, start=1):
-        _randomize_(net_modules[name], seed + s)
+        randomize_(net_modules[name], seed + s)
         maps.append(heatmaps(explain(x, t).detach(), "attributions", percentile).to(base.device))
     stacked = torch.stack(maps)  # [S+1, B, H, W]
     ssims = torch.stack([ssim(base, m, win_size=win_size) for m in maps])

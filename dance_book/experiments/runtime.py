@@ -31,7 +31,6 @@ import platform
 import time
 from typing import Callable, Dict, List, Optional
 
-import numpy as np
 import pandas as pd
 import torch
 

@@ -17,13 +17,13 @@ import re
 import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from .data import ImageSet
-from .normalize import IMAGENET_MEAN, IMAGENET_STD, Normalized
+from dance.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalized
 
 #: The torchvision models the paper's experiments use (plus ResNet-18, a cheaper ResNet).
 IMAGENET_MODELS: Tuple[str, ...] = ("vgg16", "alexnet", "resnet50", "resnet18")
@@ -96,12 +96,12 @@ def imagenet(
         download: allow downloading missing weights (with a 60 s network timeout). ``None``
             (default) reads the environment variable ``DANCE_DOWNLOAD`` (``1`` allows).
             Without it a missing file raises :class:`FileNotFoundError` at once.
-        device: where to put the model (default :func:`dance.scale.default_device`).
+        device: where to put the model (default :func:`dance_book.scale.default_device`).
         frozen: turn off gradients for the parameters.
 
     Returns:
         :class:`dance.Normalized` wrapping the network with ImageNet's mean and std, so
-        the layer names gain the prefix ``model.`` (see :func:`dance.zoo.layers`). It
+        the layer names gain the prefix ``model.`` (see :func:`dance_book.zoo.layers`). It
         carries ``.categories`` (the 1,000 class names from the weights' metadata) and
         ``.name``. All ReLUs are made out-of-place, so forward hooks see raw conv outputs.
 
@@ -110,8 +110,8 @@ def imagenet(
             allowed; the message names the file, its URL and the folder.
 
     Example:
-        >>> import torch, dance.zoo
-        >>> model = dance.zoo.imagenet("resnet18", weights=None)  # random weights, offline
+        >>> import torch, dance_book.zoo
+        >>> model = dance_book.zoo.imagenet("resnet18", weights=None)  # random weights, offline
         >>> model(torch.rand(1, 3, 224, 224)).shape
         torch.Size([1, 1000])
     """
@@ -131,7 +131,7 @@ def imagenet(
                     f"ImageNet weights {w} for {name} are not in the torch cache. Place the file "
                     f"{path.name} (from {w.url}) in the folder {path.parent} "
                     f"(set TORCH_HOME to use another cache), or allow the download with "
-                    f"dance.zoo.imagenet({name!r}, download=True) or {DOWNLOAD_ENV}=1."
+                    f"dance_book.zoo.imagenet({name!r}, download=True) or {DOWNLOAD_ENV}=1."
                 )
             previous = socket.getdefaulttimeout()
             socket.setdefaulttimeout(60)  # a dead network fails instead of hanging
@@ -225,14 +225,14 @@ def image_folder(
         resize, crop: preprocessing sizes.
 
     Returns:
-        :class:`dance.data.ImageSet` with ``images [N, 3, crop, crop]``, ``labels [N]``,
+        :class:`dance_book.data.ImageSet` with ``images [N, 3, crop, crop]``, ``labels [N]``,
         ``classes`` (the 1,000 ImageNet names), ``names`` (relative paths), and, when any XML
         was found, ``boxes`` (list of ``[K_i, 4]`` tensors, ``(x_min, y_min, x_max, y_max)``)
         and ``masks [N, 1, crop, crop]`` (the union of each image's boxes).
 
     Example:
-        >>> import dance.zoo
-        >>> val = dance.zoo.image_folder("/data/imagenet/val", annotations="/data/imagenet/bbox", limit=100)  # doctest: +SKIP
+        >>> import dance_book.zoo
+        >>> val = dance_book.zoo.image_folder("/data/imagenet/val", annotations="/data/imagenet/bbox", limit=100)  # doctest: +SKIP
     """
     from PIL import Image
     from torchvision.transforms.functional import pil_to_tensor, resize as tv_resize

@@ -282,8 +282,8 @@ def shapes(n: int = 1000, *, seed: int = SHAPES_TEST_SEED, distractors: bool = T
         (max exclusive) and ``classes`` = :data:`SHAPE_CLASSES`.
 
     Example:
-        >>> import dance.data
-        >>> data = dance.data.shapes(8, seed=0)
+        >>> import dance_book.data
+        >>> data = dance_book.data.shapes(8, seed=0)
         >>> data.images.shape, data.masks.shape, data.boxes.shape
         (torch.Size([8, 3, 64, 64]), torch.Size([8, 1, 64, 64]), torch.Size([8, 4]))
     """
@@ -325,8 +325,8 @@ def digits(split: str = "test", *, size: int = DIGITS_SIZE) -> ImageSet:
         450 test).
 
     Example:
-        >>> import dance.data
-        >>> test = dance.data.digits("test")
+        >>> import dance_book.data
+        >>> test = dance_book.data.digits("test")
         >>> test.images.shape
         torch.Size([450, 1, 32, 32])
     """

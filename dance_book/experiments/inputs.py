@@ -4,11 +4,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import List, Optional
 
-import torch
 from torch import nn
 
 from ..data import ImageSet
-from ..decoys import Decoys
+from dance.decoys import Decoys
 from .cache import cached
 from .maps import optimised_decoys
 from .settings import Settings
@@ -72,3 +71,10 @@ def shared_decoys(settings: Settings, model_name: str, n: int, layer: Optional[s
         return [d.to("cpu") for d in optimised_decoys(model, x, layer, settings, **overrides)]
 
     return cached("decoys", config, compute)[:n]
+
+
+def clean_decoys(settings: Settings, n: int):
+    """DANCE decoys of the first ``n`` experiment images, from the cache shared between chapters."""
+    if n <= settings.n_fidelity:
+        return shared_decoys(settings, settings.main_model, settings.n_fidelity)[:n]
+    return shared_decoys(settings, settings.main_model, n)

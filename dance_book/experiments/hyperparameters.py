@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..heatmap import to_heatmap
-from ..metrics import fidelity, spearman, ssim
+from dance.heatmap import to_heatmap
+from dance.metrics import fidelity, spearman, ssim
 from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import METHODS, base_maps, enhanced_maps, predicted
@@ -70,7 +70,7 @@ def c_sweep(settings: Settings, n: Optional[int] = None, c_values: Optional[Sequ
     """Decoys and decoy-enhanced maps for every initial ``c`` (cached on disk).
 
     Args:
-        settings: the frozen experiment settings (:func:`dance.experiments.settings`).
+        settings: the frozen experiment settings (:func:`dance_book.experiments.settings`).
         n: number of images (default :func:`sweep_size`).
         c_values: initial penalty weights (default :data:`C_VALUES`); must contain
             ``settings.decoys.c`` (the reference).

@@ -3,13 +3,13 @@
 DANCE makes a population of images around ``x`` (step 1: decoys optimised to keep the layer's
 representation) and reduces their maps pixelwise by the range (step 2). The control replaces
 either step: the population by the same masks filled with Gaussian noise, a blur or the image's
-mean colour (:func:`dance.experiments.replacement_populations`), and the range by the mean. Every
+mean colour (:func:`dance_book.experiments.replacement_populations`), and the range by the mean. Every
 combination is scored on the same images with S_F (:func:`dance.metrics.fidelity`, lower = more
 faithful by the paper's definition) and, as a second reading based on the benchmark's ground
 truth, the share of saliency mass on the object (:func:`dance.metrics.mass_in_mask`, higher =
 better).
 
-Every population is computed once for both aggregates by :func:`dance.experiments.fidelity.scores`;
+Every population is computed once for both aggregates by :func:`dance_book.experiments.fidelity.scores`;
 the optimised decoys and the blur populations are those of the fidelity chapter (same images,
 same masks), so only noise and constant patches are new here.
 """
@@ -19,9 +19,8 @@ from typing import List, Optional, Sequence
 
 import pandas as pd
 
-from .fidelity import AGGREGATES, _frame, compare
+from .scores import AGGREGATES, compare, frame
 from .maps import METHODS
-from .claims import direction
 from .settings import Settings
 
 #: Populations of the control study, DANCE's first.
@@ -35,13 +34,13 @@ def control_scores(settings: Settings, n: Optional[int] = None,
     """S_F and mass on the object for {optimised, noise, blur, constant} x {range, mean}, plus the raw maps.
 
     ``n`` defaults to ``settings.n_fidelity`` (the fidelity chapter's images, whose decoys and blur
-    populations are reused). Returns the long table of :func:`dance.experiments.fidelity.fidelity_scores`
+    populations are reused). Returns the long table of :func:`dance_book.experiments.fidelity.fidelity_scores`
     (the raw maps have population ``"none"`` and aggregate ``"none"``).
     """
     n = settings.n_fidelity if n is None else n
     model_name = settings.main_model
     layer = settings.layer(model_name)
-    return _frame(settings, model_name, layer, methods, ("none",) + CONTROL_KINDS, n, aggregates=AGGREGATES)
+    return frame(settings, model_name, layer, methods, ("none",) + CONTROL_KINDS, n, aggregates=AGGREGATES)
 
 
 def versus_reference(df: pd.DataFrame, value: str = "sf") -> pd.DataFrame:

@@ -11,18 +11,18 @@ threshold are added: the share of saliency mass on the object
 (:func:`dance.metrics.mass_in_mask`) and the pointing game (:func:`dance.metrics.pointing_game`).
 
 The optimised decoys are the main model's shared decoys of the first ``settings.n_fidelity``
-images (:func:`dance.experiments.shared_decoys`), computed once for the whole book.
+images (:func:`dance_book.experiments.shared_decoys`), computed once for the whole book.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 import torch
 
-from ..heatmap import to_heatmap
-from ..metrics.localization import METHODS as THRESHOLDS
-from ..metrics.localization import box_iou, mass_in_mask, pointing_game, saliency_box
+from dance.heatmap import to_heatmap
+from dance.metrics.localization import METHODS as THRESHOLDS
+from dance.metrics.localization import box_iou, mass_in_mask, pointing_game, saliency_box
 from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import base_maps, enhanced_maps, predicted, replacement_populations
@@ -138,7 +138,7 @@ def comparisons(run: dict, projection: str = "paper"):
 
     Localization success is 0/1 per image, so its mean difference is the difference of
     accuracies; the t-interval and Wilcoxon's p (here a sign test on the discordant images) come
-    from :func:`dance.experiments.paired_difference`. Returns a :class:`pandas.DataFrame`.
+    from :func:`dance_book.experiments.paired_difference`. Returns a :class:`pandas.DataFrame`.
     """
     import pandas as pd
 

@@ -1,7 +1,7 @@
 """Cache experiment results by configuration and code, so chapters don't recompute each other's work.
 
 A result is stored under a key made of its name, its configuration and a hash of the ``dance``
-source code: change either and it is recomputed. The default location is ``_build/.dance-cache``
+and ``dance_book`` source code: change either and it is recomputed. The default location is ``_build/.dance-cache``
 in the book's checkout (a fresh clone starts empty, so CI computes everything once, in its first
 pass, and the book build reuses it); ``DANCE_CACHE_DIR`` overrides it and ``DANCE_CACHE=off``
 disables it.
@@ -18,17 +18,20 @@ from typing import Any, Callable
 
 import torch
 
-_PACKAGE = Path(__file__).resolve().parents[1]
+_BOOK = Path(__file__).resolve().parents[1]
+#: The packages whose sources make a result: the library and the book's code.
+_PACKAGES = (Path(__import__("dance").__file__).resolve().parent, _BOOK)
 
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """sha256 over the ``dance`` package's Python sources (weights included via their files)."""
+    """sha256 over the ``dance`` and ``dance_book`` packages' Python sources (weights included via their files)."""
     h = hashlib.sha256()
-    for path in sorted(_PACKAGE.rglob("*")):
-        if path.suffix in (".py", ".pt", ".json") and "__pycache__" not in path.parts:
-            h.update(str(path.relative_to(_PACKAGE)).encode())
-            h.update(path.read_bytes())
+    for package in _PACKAGES:
+        for path in sorted(package.rglob("*")):
+            if path.suffix in (".py", ".pt", ".json") and "__pycache__" not in path.parts:
+                h.update(str(path.relative_to(package.parent)).encode())
+                h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -36,7 +39,7 @@ def cache_dir() -> Path:
     env = os.environ.get("DANCE_CACHE_DIR")
     if env:
         return Path(env)
-    root = _PACKAGE.parent
+    root = _BOOK.parent
     if (root / "_config.yml").exists():
         return root / "_build" / ".dance-cache"
     return Path.home() / ".cache" / "dance"
@@ -92,4 +95,8 @@ def cached(name: str, config: Any, compute: Callable[[], Any]) -> Any:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         torch.save(value, tmp)
         os.replace(tmp, path)
+        # What the entry holds, readable without the code that keyed it (for comparing results
+        # across code versions, e.g. before and after a refactoring).
+        path.with_suffix(".json").write_text(json.dumps({"name": name, "config": config}, sort_keys=True,
+                                                        default=repr))
     return value

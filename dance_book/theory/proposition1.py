@@ -1,28 +1,18 @@
-"""Closed-form theory behind DANCE's Proposition 1 and Yeh et al.'s sensitivity calculus.
+"""The single-layer CNN of the paper's Eq. 4/9 and Proposition 1 (the theory chapter, part 1).
 
-Three parts, each used by a book chapter (``book/theory.md`` and ``book/yeh.md``) and
-checked against torch autograd in ``tests/test_theory.py``:
+:class:`ToyParams`, :class:`ToyCNN` and the closed forms of the Jacobian ``B`` (Eq. 14-15), the
+input gradient ``∇x p_c = B W P̂_c`` (Eq. 16) and the Hessian (Eq. 17-18), all batched over many
+random networks (leading dimension ``N``) and over populations of images (any further
+dimensions). Decoys of this toy with 1×1 patches have an exact feasible set per pixel
+(:func:`feasible_shifts`), from which random feasible decoy populations are drawn
+(:func:`decoy_population`). :func:`proposition1_terms` computes the decoy-enhanced score ``Z_j``,
+the bound of Proposition 1 with ``C1, C2`` as in Eq. 22 (as printed and with its index and sign
+slips fixed), the quantities of each proof step, and a corrected bound that is a theorem.
+Checked against torch autograd in ``tests/test_theory.py``.
 
-1. **The single-layer CNN of the paper's Eq. 4/9** (:class:`ToyParams`, :class:`ToyCNN`)
-   with the closed forms of its Jacobian ``B`` (Eq. 14-15), input gradient
-   ``∇x p_c = B W P̂_c`` (Eq. 16) and Hessian (Eq. 17-18), all batched over many random
-   networks (leading dimension ``N``) and over populations of images (any further dimensions).
-   Decoys of this toy with 1×1 patches have an exact feasible set per pixel
-   (:func:`feasible_shifts`), from which random feasible decoy populations are drawn
-   (:func:`decoy_population`). :func:`proposition1_terms` computes the decoy-enhanced score
-   ``Z_j``, the bound of Proposition 1 with ``C1, C2`` as in Eq. 22 (as printed and with its
-   index and sign slips fixed), the quantities of each proof step, and a corrected bound
-   that is a theorem.
-2. **Figure A7** (:func:`maxpool_exact_decoys`): conv + ReLU + max-pool, where a decoy shares
-   the intermediate representation *exactly*; the set of such single-pixel decoys is computed
-   analytically and can be checked on a grid.
-3. **Yeh et al. (2019)**: small networks with closed-form gradients, Lipschitz constants and
-   Gaussian-smoothed gradients (:class:`SoftplusMLP`, :class:`ReLUMLP`), plus the bound terms of
-   their Propositions 2.2, 2.3, 2.4 / Corollary 2.2 and 3.1.
-
-Conventions for part 1: an image is unrolled row-major, ``x ∈ R^d`` with ``d = side²``; the
-convolution is a zero-padded "same" cross-correlation (``torch.nn.functional.conv2d`` with
-``padding=1``), so ``(g * x)_i = Σ_k g_k x_{i+k}`` over the neighbours ``i+k`` inside the image;
+Conventions: an image is unrolled row-major, ``x ∈ R^d`` with ``d = side²``; the convolution is a
+zero-padded "same" cross-correlation (``torch.nn.functional.conv2d`` with ``padding=1``), so
+``(g * x)_i = Σ_k g_k x_{i+k}`` over the neighbours ``i+k`` inside the image;
 ``a_j = 1{(g * x)_j ≥ 0}``; ``W ∈ R^{d×C}``; ``F^c = p_c`` (the softmax probability); the
 saliency map is ``E(x)_j = ∂p_c/∂x_j``.
 """
@@ -57,16 +47,6 @@ __all__ = [
     "proposition1_sweep",
     "population_from_decoys",
     "counterexample_proposition1",
-    "ConvPoolToy",
-    "maxpool_exact_decoys",
-    "two_layer_softplus",
-    "SoftplusMLP",
-    "ReLUMLP",
-    "yeh_corollary21_constant",
-    "product_bound",
-    "smoothing_terms",
-    "smoothing_objectives",
-    "geometric_median",
 ]
 
 #: ``max_{p ∈ [0,1]} p(1-p)(2-p) = 2/(3√3)``: the constant of Lemma 2 in the theory chapter,
@@ -93,7 +73,7 @@ class ToyParams:
         b: ``[N, C]`` biases.
 
     Example:
-        >>> from dance.theory import ToyParams
+        >>> from dance_book.theory import ToyParams
         >>> params = ToyParams.random(4, side=5, n_classes=3, seed=0)
         >>> params.n, params.side, params.d, params.n_classes
         (4, 5, 25, 3)
@@ -187,7 +167,7 @@ class ToyCNN(nn.Module):
 
     Example:
         >>> import torch
-        >>> from dance.theory import ToyParams
+        >>> from dance_book.theory import ToyParams
         >>> net = ToyParams.random(1, side=4, n_classes=3, seed=0).module(0)
         >>> p = net(torch.rand(2, 1, 4, 4, dtype=torch.float64))
         >>> p.shape, bool(torch.allclose(p.sum(1), torch.ones(2, dtype=torch.float64)))
@@ -346,7 +326,7 @@ def toy_jacobian(params: ToyParams, x: Tensor) -> Tensor:
 
     Example:
         >>> import torch
-        >>> from dance.theory import ToyParams, toy_jacobian
+        >>> from dance_book.theory import ToyParams, toy_jacobian
         >>> params = ToyParams.random(2, side=3, n_classes=2, seed=0)
         >>> toy_jacobian(params, torch.rand(2, 9, dtype=torch.float64)).shape
         torch.Size([2, 9, 9])
@@ -392,7 +372,7 @@ def toy_gradient(params: ToyParams, x: Tensor, target) -> Tensor:
 
     Example:
         >>> import torch
-        >>> from dance.theory import ToyParams, toy_gradient
+        >>> from dance_book.theory import ToyParams, toy_gradient
         >>> params = ToyParams.random(3, side=4, n_classes=5, seed=1)
         >>> toy_gradient(params, torch.rand(3, 7, 16, dtype=torch.float64), target=2).shape
         torch.Size([3, 7, 16])
@@ -907,419 +887,3 @@ def counterexample_proposition1(scale: float = 1.0, epsilon: float = 0.05) -> di
     masks[0, 1, 4] = True
     terms = proposition1_terms(params, x, dec, target=0, masks=masks)
     return {"params": params, "x": x, "decoys": dec, "terms": terms, "hi": hi}
-
-
-# ---------------------------------------------------------------------------------------------
-# Part 2: Figure A7 — conv + ReLU + max-pool, exact decoys
-# ---------------------------------------------------------------------------------------------
-
-
-class ConvPoolToy(nn.Module):
-    """Figure A7's network: one ``k×k`` "valid" convolution, ReLU, ``pool×pool`` max-pooling.
-
-    The representation ``F_ℓ`` is the output of the submodule ``"pool"``.
-
-    Example:
-        >>> import torch
-        >>> from dance.theory import ConvPoolToy
-        >>> net = ConvPoolToy(torch.ones(2, 2) / 4, pool=2)
-        >>> net(torch.rand(1, 1, 5, 5)).shape
-        torch.Size([1, 1, 2, 2])
-    """
-
-    def __init__(self, weight: Tensor, pool: int = 2, relu: bool = True):
-        super().__init__()
-        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-            raise ValueError("weight must be a 2-d tensor [k, k]")
-        k = weight.shape[0]
-        self.conv = nn.Conv2d(1, 1, k, bias=False).to(weight.dtype)
-        with torch.no_grad():
-            self.conv.weight.copy_(weight.reshape(1, 1, *weight.shape))
-        self.act = nn.ReLU() if relu else nn.Identity()
-        self.pool = nn.MaxPool2d(pool)
-        self.use_relu = relu
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.pool(self.act(self.conv(x)))
-
-
-def _conv_matrix(weight: Tensor, height: int, width: int) -> Tensor:
-    """Dense matrix ``A [U, d]`` of the valid convolution (``U`` output units, row-major)."""
-    d = height * width
-    eye = torch.eye(d, dtype=weight.dtype).reshape(d, 1, height, width)
-    cols = F.conv2d(eye, weight.reshape(1, 1, *weight.shape))  # [d, 1, Ho, Wo]
-    return cols.reshape(d, -1).t().contiguous()
-
-
-def maxpool_exact_decoys(model: ConvPoolToy, x: Tensor, *, grid: int = 0, n_mc: int = 0, seed: int = 0) -> dict:
-    """The exact single-pixel decoys of Figure A7: every ``δ`` with ``F_ℓ(x + δ e_j) = F_ℓ(x)``.
-
-    For pixel ``j`` each pooling window ``w`` requires ``max_{u∈w} φ(c_u + A_{uj} δ) = r_w``
-    (``c`` the conv outputs, ``φ`` ReLU or identity, ``r`` the pooled representation). The
-    units must stay ``≤ r_w`` (an interval ``I_j`` in ``δ``) and one of them must still equal
-    ``r_w``. If the window's maximiser does not see ``j`` (``A_{u*j} = 0``), or ``r_w = 0``
-    under ReLU, the second condition is automatic: the pixel is *free* and its exact-decoy set
-    is the whole interval ``I_j``. Otherwise only finitely many ``δ`` qualify (``δ = 0`` and
-    possibly points where another unit takes over the maximum exactly).
-
-    Args:
-        model: a :class:`ConvPoolToy`. x: one image ``[H, W]`` (or ``[1, 1, H, W]``) in ``[0, 1]``.
-        grid: if > 0, also check each pixel on ``grid`` equally spaced values of ``[0, 1]``
-            (counting values whose representation equals ``r`` to 1e-12).
-        n_mc: if > 0, estimate the volume fraction of the joint exact-decoy set over the free
-            pixels (others fixed) from ``n_mc`` uniform samples of ``[0, 1]^free``.
-
-    Returns:
-        dict with ``lo``, ``hi`` (``[H, W]``, the interval ``I_j`` as pixel values),
-        ``free`` (``[H, W]`` bool), ``length`` (``[H, W]``, Lebesgue measure of the exact-decoy
-        set of ``x_j``), ``n_points`` (isolated exact decoys found for non-free pixels,
-        ``δ = 0`` included), ``local_dim`` (dimension of the exact-decoy set near ``x`` in
-        ``R^d``: ``d`` minus the rank of the maximising units' weights in windows with
-        ``r_w > 0``), ``rep``; with ``grid``: ``grid_fraction``; with ``n_mc``:
-        ``volume_fraction`` and ``volume_se``. The free-pixel and ``local_dim`` analysis assumes
-        each window has a unique maximiser; ties (exactly equal conv outputs) are detected with a
-        1e-12 tolerance, and the grid and Monte Carlo checks compare representations directly.
-    """
-    if not isinstance(model, ConvPoolToy):
-        raise TypeError(f"model must be a ConvPoolToy, got {type(model).__name__}")
-    x = x.detach().reshape(x.shape[-2], x.shape[-1]).to(model.conv.weight.dtype)
-    H, Wd = x.shape
-    d = H * Wd
-    weight = model.conv.weight.detach()[0, 0]
-    pool = model.pool.kernel_size if isinstance(model.pool.kernel_size, int) else model.pool.kernel_size[0]
-    A = _conv_matrix(weight, H, Wd)  # [U, d]
-    k = weight.shape[0]
-    Ho, Wo = H - k + 1, Wd - k + 1
-    c = (A @ x.reshape(-1))  # [U]
-    phi = torch.relu if model.use_relu else (lambda t: t)
-    Hp, Wp = Ho // pool, Wo // pool
-    uu = torch.arange(Ho * Wo)
-    ur, uc = uu // Wo, uu % Wo
-    win = torch.where((ur < Hp * pool) & (uc < Wp * pool), (ur // pool) * Wp + (uc // pool), -1)  # unit -> window
-    used = win >= 0
-    n_win = Hp * Wp
-    # r from the same arithmetic as c (the module's conv2d may round differently by ~1e-16)
-    rep = torch.full((n_win,), -float("inf"), dtype=x.dtype).scatter_reduce(
-        0, win[used], phi(c)[used], reduce="amax")
-    with torch.no_grad():
-        rep_model = model(x[None, None]).reshape(-1)
-    r_u = torch.where(used, rep[win.clamp_min(0)], torch.full_like(c, float("inf")))
-    # Interval I_j: c_u + A_uj δ ≤ r_w(u) for all used units (relu(z) ≤ r ⟺ z ≤ r as r ≥ 0).
-    inf = torch.tensor(float("inf"), dtype=x.dtype)
-    Au = A[used]  # [U', d]
-    slack = (r_u - c)[used][:, None]  # ≥ 0
-    safe = torch.where(Au != 0, Au, torch.ones_like(Au))
-    bound = slack / safe
-    hi_d = torch.where(Au > 0, bound, inf).amin(0)
-    lo_d = torch.where(Au < 0, bound, -inf).amax(0)
-    lo = torch.maximum(lo_d, -x.reshape(-1))
-    hi = torch.minimum(hi_d, 1 - x.reshape(-1))
-    # Free pixel: every window it touches keeps a maximiser that does not see it (or r_w = 0 with ReLU).
-    # maximisers, ties included (round images give exact ties that float sums may break by 1e-17)
-    is_max = used & (phi(c) >= r_u - 1e-12 * (1 + r_u.abs()))
-    W_of = F.one_hot(win.clamp_min(0), n_win).to(torch.bool) & used[:, None]  # [U, n_win]
-    touches = (W_of[:, :, None] & (A != 0)[:, None, :]).any(0)  # [n_win, d]
-    keeps = (W_of[:, :, None] & (is_max[:, None] & (A == 0))[:, None, :]).any(0)  # [n_win, d]
-    zero_win = (rep == 0)[:, None] if model.use_relu else torch.zeros(n_win, 1, dtype=torch.bool)
-    free = (~touches | keeps | zero_win).all(0)
-    length = torch.where(free, hi - lo, torch.zeros_like(hi))
-    # Isolated exact decoys of non-free pixels: candidates δ = (r_w - c_u)/A_uj, checked directly.
-    cand = torch.where(Au != 0, bound, torch.zeros_like(bound))  # [U', d]
-    xs = x.reshape(-1)
-    pix = torch.arange(d).repeat(cand.shape[0])
-    dl = cand.reshape(-1)
-    okbox = (xs[pix] + dl >= 0) & (xs[pix] + dl <= 1)
-    pix, dl = pix[okbox], dl[okbox]
-    imgs = xs.repeat(pix.numel(), 1)
-    imgs[torch.arange(pix.numel()), pix] += dl
-    with torch.no_grad():
-        reps = model(imgs.reshape(-1, 1, H, Wd)).reshape(pix.numel(), -1)
-    hit = (reps - rep_model).abs().amax(1) <= 1e-12
-    pts = torch.unique(torch.stack([pix[hit].to(x.dtype), torch.round(dl[hit] * 1e9) / 1e9], 1), dim=0)
-    n_points = torch.bincount(pts[:, 0].long(), minlength=d)
-    n_points = torch.where(free, torch.zeros_like(n_points), torch.clamp_min(n_points, 1))
-    # Local dimension: maximisers of windows with r_w > 0 give one linear equation each.
-    eq_rows = [int(torch.nonzero(is_max & (win == w))[0]) for w in range(n_win) if float(rep[w]) > 0 or not model.use_relu]
-    rank = int(torch.linalg.matrix_rank(A[eq_rows])) if eq_rows else 0
-    out = {
-        "lo": (xs + lo).reshape(H, Wd), "hi": (xs + hi).reshape(H, Wd), "free": free.reshape(H, Wd),
-        "length": length.reshape(H, Wd), "n_points": n_points.reshape(H, Wd), "local_dim": d - rank,
-        "rep": rep, "A": A, "conv": c,
-    }
-    if grid:
-        vals = torch.linspace(0, 1, int(grid), dtype=x.dtype)
-        imgs = xs.repeat(d * vals.numel(), 1)
-        rows = torch.arange(d * vals.numel())
-        imgs[rows, rows // vals.numel()] = vals.repeat(d)
-        with torch.no_grad():
-            reps = model(imgs.reshape(-1, 1, H, Wd)).reshape(d, vals.numel(), -1)
-        out["grid_fraction"] = ((reps - rep_model).abs().amax(-1) <= 1e-12).to(x.dtype).mean(1).reshape(H, Wd)
-    if n_mc:
-        fidx = torch.nonzero(free.reshape(-1))[:, 0]
-        gen = torch.Generator().manual_seed(int(seed))
-        u = torch.rand(int(n_mc), fidx.numel(), generator=gen, dtype=x.dtype)
-        imgs = xs.repeat(int(n_mc), 1)
-        imgs[:, fidx] = u
-        with torch.no_grad():
-            reps = model(imgs.reshape(-1, 1, H, Wd)).reshape(int(n_mc), -1)
-        inside = ((reps - rep_model).abs().amax(1) <= 1e-12).to(x.dtype)
-        out["volume_fraction"] = float(inside.mean())
-        out["volume_se"] = float(inside.std() / math.sqrt(int(n_mc)))
-        out["n_free"] = int(fidx.numel())
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Part 3: Yeh et al. (2019) — small networks with closed-form explanations
-# ---------------------------------------------------------------------------------------------
-
-
-def _images_to_flat(x: Tensor, d: int, name: str = "inputs") -> Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor [B, 1, h, w] or [B, d], got {type(x).__name__}")
-    flat = x.reshape(x.shape[0], -1)
-    if flat.shape[1] != d:
-        raise ValueError(f"{name} must hold d={d} features per row, got shape {tuple(x.shape)}")
-    return flat
-
-
-class SoftplusMLP(nn.Module):
-    """``f(x) = V softplus(W x + c)`` (one hidden layer, ``K`` outputs) with its closed-form
-    gradient and a global Lipschitz constant of that gradient (Yeh et al.'s Proposition 2.2).
-
-    Inputs are ``[B, 1, h, w]`` images (flattened inside) or ``[B, d]``.
-
-    Args:
-        W: ``[H, d]``, c: ``[H]``, V: ``[K, H]``.
-
-    Example:
-        >>> import torch
-        >>> from dance.theory import SoftplusMLP
-        >>> net = SoftplusMLP.random(d=16, hidden=8, n_out=2, seed=0)
-        >>> net.gradient(torch.rand(3, 1, 4, 4, dtype=torch.float64), 1).shape
-        torch.Size([3, 1, 4, 4])
-    """
-
-    def __init__(self, W: Tensor, c: Tensor, V: Tensor):
-        super().__init__()
-        if W.dim() != 2 or c.shape != (W.shape[0],) or V.dim() != 2 or V.shape[1] != W.shape[0]:
-            raise ValueError(f"need W [H, d], c [H], V [K, H]; got {tuple(W.shape)}, {tuple(c.shape)}, {tuple(V.shape)}")
-        self.register_buffer("W", W.detach().clone())
-        self.register_buffer("c", c.detach().clone())
-        self.register_buffer("V", V.detach().clone())
-
-    @classmethod
-    def random(cls, d: int, hidden: int, n_out: int = 1, *, seed: int = 0, scale: float = 1.0,
-               dtype: torch.dtype = torch.float64) -> "SoftplusMLP":
-        gen = torch.Generator().manual_seed(int(seed))
-        W = torch.randn(hidden, d, generator=gen, dtype=dtype) * scale / math.sqrt(d)
-        c = torch.randn(hidden, generator=gen, dtype=dtype)
-        V = torch.randn(n_out, hidden, generator=gen, dtype=dtype) * scale / math.sqrt(hidden)
-        return cls(W, c, V)
-
-    def forward(self, x: Tensor) -> Tensor:
-        z = _images_to_flat(x, self.W.shape[1]) @ self.W.t() + self.c
-        return F.softplus(z) @ self.V.t()
-
-    def gradient(self, x: Tensor, target=0) -> Tensor:
-        """``∇x f_target = Wᵀ (σ(z) ⊙ V_target)`` (``σ`` the logistic sigmoid), shaped like ``x``."""
-        flat = _images_to_flat(x, self.W.shape[1])
-        z = flat @ self.W.t() + self.c
-        v = self.V[torch.as_tensor(target, device=x.device).long()]
-        v = v.expand(flat.shape[0], -1) if v.dim() == 1 else v
-        return ((torch.sigmoid(z) * v) @ self.W).reshape(x.shape)
-
-    def lipschitz(self, target=0) -> float:
-        """``‖W‖₂² · max_i |V_{target,i}| / 4`` ≥ ``sup ‖∇²f‖₂`` (``softplus'' ≤ 1/4``): a global
-        Lipschitz constant of the gradient explanation for ``D = ρ = L2``."""
-        return float(torch.linalg.matrix_norm(self.W, 2) ** 2 * self.V[int(target)].abs().max() / 4)
-
-
-class ReLUMLP(nn.Module):
-    """``f(x) = V relu(W x + c)`` with closed-form gradient and *exact* Gaussian-smoothed gradient.
-
-    The SmoothGrad explanation with noise ``N(0, σ² I)`` is the gradient of ``f`` convolved with
-    the Gaussian, here in closed form: ``E[1{w_iᵀ(x+n)+c_i > 0}] = Φ((w_iᵀx + c_i)/(σ‖w_i‖))``.
-
-    Example:
-        >>> import torch
-        >>> from dance.theory import ReLUMLP
-        >>> net = ReLUMLP.random(d=16, hidden=32, seed=0)
-        >>> x = torch.rand(2, 1, 4, 4, dtype=torch.float64)
-        >>> exact = net.smoothgrad(x, 0, sigma=0.3)
-        >>> mc = net.smoothgrad_mc(x, 0, sigma=0.3, n=20000, seed=0)
-        >>> bool((exact - mc).abs().max() < 0.05)
-        True
-    """
-
-    def __init__(self, W: Tensor, c: Tensor, V: Tensor):
-        super().__init__()
-        if W.dim() != 2 or c.shape != (W.shape[0],) or V.dim() != 2 or V.shape[1] != W.shape[0]:
-            raise ValueError(f"need W [H, d], c [H], V [K, H]; got {tuple(W.shape)}, {tuple(c.shape)}, {tuple(V.shape)}")
-        self.register_buffer("W", W.detach().clone())
-        self.register_buffer("c", c.detach().clone())
-        self.register_buffer("V", V.detach().clone())
-        self._independent = torch.Generator()
-
-    @classmethod
-    def random(cls, d: int, hidden: int, n_out: int = 1, *, seed: int = 0, scale: float = 1.0,
-               dtype: torch.dtype = torch.float64) -> "ReLUMLP":
-        gen = torch.Generator().manual_seed(int(seed))
-        W = torch.randn(hidden, d, generator=gen, dtype=dtype) * scale / math.sqrt(d)
-        c = torch.randn(hidden, generator=gen, dtype=dtype) * 0.5
-        V = torch.randn(n_out, hidden, generator=gen, dtype=dtype) / math.sqrt(hidden)
-        return cls(W, c, V)
-
-    def forward(self, x: Tensor) -> Tensor:
-        z = _images_to_flat(x, self.W.shape[1]) @ self.W.t() + self.c
-        return torch.relu(z) @ self.V.t()
-
-    def _v(self, target, n: int, device) -> Tensor:
-        v = self.V[torch.as_tensor(target, device=device).long()]
-        return v.expand(n, -1) if v.dim() == 1 else v
-
-    def gradient(self, x: Tensor, target=0) -> Tensor:
-        """``∇x f = Wᵀ (1{z > 0} ⊙ V_target)``, shaped like ``x``."""
-        flat = _images_to_flat(x, self.W.shape[1])
-        z = flat @ self.W.t() + self.c
-        return (((z > 0).to(flat.dtype) * self._v(target, flat.shape[0], x.device)) @ self.W).reshape(x.shape)
-
-    def kink_free(self, x: Tensor, radius: float) -> Tensor:
-        """``[B]`` bool: no ReLU kink ``w_iᵀy + c_i = 0`` meets the ``L∞`` ball of ``radius`` around
-        ``x`` (``|w_iᵀx + c_i| > radius · ‖w_i‖₁`` for all ``i``), so the gradient is exactly
-        constant on the ball and its true max-sensitivity is 0."""
-        flat = _images_to_flat(x, self.W.shape[1])
-        z = flat @ self.W.t() + self.c
-        return (z.abs() > float(radius) * self.W.abs().sum(1)).all(1)
-
-    def smoothgrad(self, x: Tensor, target=0, *, sigma: float) -> Tensor:
-        """Exact SmoothGrad ``E_{n~N(0,σ²I)} ∇f(x + n)`` (Yeh et al.'s ``Φ_k`` with a Gaussian kernel)."""
-        flat = _images_to_flat(x, self.W.shape[1])
-        z = flat @ self.W.t() + self.c
-        prob = torch.special.ndtr(z / (float(sigma) * self.W.norm(dim=1)))
-        return ((prob * self._v(target, flat.shape[0], x.device)) @ self.W).reshape(x.shape)
-
-    def smoothgrad_mc(self, x: Tensor, target=0, *, sigma: float, n: int, seed: Optional[int] = 0) -> Tensor:
-        """Monte Carlo SmoothGrad with ``n`` noise draws.
-
-        ``seed`` an int: *common random numbers* — every row and every call uses the same ``n``
-        noise vectors (a fixed finite kernel, for which Proposition 2.4 holds exactly).
-        ``seed=None``: fresh independent noise for every row and call (SmoothGrad as used), drawn
-        from the network's own generator, so a whole run is still reproducible.
-        """
-        flat = _images_to_flat(x, self.W.shape[1])
-        B, d = flat.shape
-        if seed is None:
-            noise = torch.randn(B, n, d, generator=self._independent, dtype=flat.dtype).to(flat.device)
-        else:
-            gen = torch.Generator().manual_seed(int(seed))
-            noise = torch.randn(1, n, d, generator=gen, dtype=flat.dtype).to(flat.device).expand(B, n, d)
-        z = (flat[:, None, :] + float(sigma) * noise) @ self.W.t() + self.c  # [B, n, H]
-        act = (z > 0).to(flat.dtype).mean(1)
-        return ((act * self._v(target, B, x.device)) @ self.W).reshape(x.shape)
-
-
-def yeh_corollary21_constant(weights: Sequence[Tensor]) -> float:
-    """Yeh et al.'s Corollary 2.1 Lipschitz constant ``Π_i ‖W_i‖₂² / 4`` for
-    ``f = σ(W_l σ(… σ(W_1 x)))`` with softplus ``σ``."""
-    out = 1.0
-    for w in weights:
-        out *= float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1) if w.dim() > 1 else w[None], 2)) ** 2
-    return out / 4
-
-
-def two_layer_softplus(W1: Tensor, w2: Tensor):
-    """``f(x) = σ(w2ᵀ σ(W1 x))`` (softplus ``σ``, no biases; Corollary 2.1 with ``l = 2``).
-
-    Returns:
-        ``(f, grad, lipschitz)``: callables on ``[B, d]`` and a correct global Lipschitz constant
-        of ``∇f`` for L2, ``‖W1‖₂² (‖w2‖₂² + ‖w2‖_∞) / 4`` (from
-        ``∇²f = σ''(s) J w2 w2ᵀ Jᵀ + σ'(s) W1ᵀ diag(σ''(z) ⊙ w2) W1`` with ``J = W1ᵀ diag(σ'(z))``).
-    """
-    def f(x):
-        return F.softplus(F.softplus(x @ W1.t()) @ w2)
-
-    def grad(x):
-        z = x @ W1.t()
-        s = F.softplus(z) @ w2
-        return torch.sigmoid(s)[:, None] * ((torch.sigmoid(z) * w2) @ W1)
-
-    n1 = float(torch.linalg.matrix_norm(W1, 2)) ** 2
-    lip = n1 * (float(w2.norm()) ** 2 + float(w2.abs().max())) / 4
-    return f, grad, lip
-
-
-def product_bound(x: Tensor, phi_x: Tensor, dist_phi: Tensor, step_norm: Tensor) -> Tensor:
-    """Right-hand side of Yeh et al.'s Proposition 2.3 for one perturbation ``y = x + u``:
-
-    ``D(y ⊙ Φ(y), x ⊙ Φ(x)) ≤ (d(x) + d(u)) · D(Φ(y), Φ(x)) + d(u) · d(Φ(x))`` with ``d = ‖·‖₂``.
-
-    Args:
-        x, phi_x: ``[B, ...]``; dist_phi: ``[B, n]`` distances ``D(Φ(y_t), Φ(x))``;
-        step_norm: ``[B, n]`` the ``‖u_t‖₂``.
-
-    Returns:
-        ``[B, n]``.
-    """
-    dx = x.reshape(x.shape[0], -1).norm(dim=1)[:, None]
-    dphi = phi_x.reshape(phi_x.shape[0], -1).norm(dim=1)[:, None]
-    return (dx + step_norm) * dist_phi + step_norm * dphi
-
-
-def smoothing_terms(explain_smooth, explain, x: Tensor, noise: Tensor, *, radius: float, n_samples: int, seed: int = 0):
-    """Both sides of Yeh et al.'s Proposition 2.4 for a finite kernel (common random numbers).
-
-    ``Φ_k(y) = mean_s Φ(y + noise_s)``. For each perturbation ``u_t`` of the ``L∞`` ball (drawn by
-    :func:`dance.metrics.sampled_sensitivities` with ``seed``, so both sides see the same ``u_t``):
-
-    ``lhs[t] = ‖Φ_k(x + u_t) - Φ_k(x)‖₂`` and ``rhs[t] = mean_s ‖Φ(x + noise_s + u_t) - Φ(x + noise_s)‖₂``.
-
-    Args:
-        explain_smooth: ``Φ_k`` as ``f(inputs, target) -> maps``; explain: ``Φ`` likewise.
-        x: ``[1, C, H, W]`` one input. noise: ``[n_noise, C, H, W]``, the kernel's support points.
-
-    Returns:
-        ``(lhs [n_samples], rhs [n_samples], per_noise [n_noise, n_samples])``.
-    """
-    from .metrics import sampled_sensitivities
-
-    if x.dim() != 4 or x.shape[0] != 1:
-        raise ValueError(f"x must be one input [1, C, H, W], got {tuple(x.shape)}")
-    lhs = sampled_sensitivities(explain_smooth, x, None, radius=radius, n_samples=n_samples,
-                                normalize=None, clamp=None, seed=seed)[0]
-    per = torch.stack([
-        sampled_sensitivities(explain, x + z[None], None, radius=radius, n_samples=n_samples,
-                              normalize=None, clamp=None, seed=seed)[0]
-        for z in noise  # one call per kernel point (each batched over the n_samples perturbations)
-    ])
-    return lhs, per.mean(0), per
-
-
-def smoothing_objectives(samples: Tensor, phi: Tensor) -> dict:
-    """Yeh et al.'s surrogate objectives (Eq. 3, ``AVG`` version) of a candidate ``φ``:
-
-    ``J1 = mean_t ‖φ - Φ_t‖₁`` (``D = L1, α = 1``), ``J2 = mean_t ‖φ - Φ_t‖₂²`` (``D = L2, α = 2``)
-    and ``J21 = mean_t ‖φ - Φ_t‖₂`` (``D = L2, α = 1``).
-
-    Args:
-        samples: ``[n, d]`` explanations ``Φ(x + u_t)``; phi: ``[d]`` or ``[m, d]`` candidates.
-    """
-    phi = phi[None] if phi.dim() == 1 else phi
-    diff = phi[:, None, :] - samples[None]
-    return {
-        "J1": diff.abs().sum(-1).mean(1),
-        "J2": diff.pow(2).sum(-1).mean(1),
-        "J21": diff.norm(dim=-1).mean(1),
-    }
-
-
-def geometric_median(samples: Tensor, iters: int = 500, tol: float = 1e-12) -> Tensor:
-    """Minimiser of ``mean_t ‖φ - Φ_t‖₂`` (Weiszfeld's iteration, started at the mean)."""
-    phi = samples.mean(0)
-    for _ in range(iters):  # iterations of a fixed-point map, not a loop over data
-        w = 1.0 / (samples - phi).norm(dim=1).clamp_min(1e-15)
-        new = (w[:, None] * samples).sum(0) / w.sum()
-        if (new - phi).norm() < tol:
-            return new
-        phi = new
-    return phi

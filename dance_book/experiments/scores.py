@@ -1,4 +1,4 @@
-r"""Saliency fidelity :math:`S_F` of raw and decoy-enhanced maps (paper Fig. 3 / A13, Fig. 5 / A16, Fig. 6 / A15).
+r"""The unit shared by the fidelity, layers, architectures and control chapters: :math:`S_F` of a population's maps.
 
 Every experiment here reduces to one cached unit, :func:`scores`: for a model, a decoy layer, a
 base method and a *population kind*, the maps of the first ``n`` experiment images and their
@@ -40,39 +40,39 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
-from .. import zoo
-from .._layers import LayerProbe, eval_mode, resolve_layer
-from ..decoys import Decoys
-from ..enhanced import aggregate_maps
-from ..heatmap import to_heatmap
-from ..masks import interaction_spacing
-from ..metrics import fidelity, mass_in_mask
+from dance.decoys import Decoys
+from dance.enhanced import aggregate_maps
+from dance.heatmap import to_heatmap
+from dance.layers import LayerProbe, eval_mode, resolve_layer
+from dance.masks import interaction_spacing
+from dance.metrics import fidelity, mass_in_mask
+
 from .cache import cached
+from .claims import direction
 from .inputs import load_images, load_model, shared_decoys
 from .maps import METHODS, base_method, predicted, replacement_populations
-from .claims import direction
 from .settings import Settings
 from .stats import mean_sd, paired_difference
+
 
 #: Population kinds and their display names.
 KINDS = {"none": "none", "decoys": "decoys", "blur": "blur", "inpaint": "inpaint", "noise": "noise",
          "constant": "constant"}
+
+
 #: Aggregates computed for every population (the range is DANCE's; the mean serves the control study).
 AGGREGATES = ("range", "mean")
+
+
 #: Images whose heatmaps are kept in the cache for the figures.
 N_SHOW = 4
-#: Fidelity chapter: populations compared (paper Fig. 3).
-FIDELITY_KINDS = ("none", "decoys", "blur", "inpaint")
+
+
 #: Images per forward/backward pass of the base methods: small batches run fastest on CPU
 #: (measured: ~0.55 ms per image at 64 against ~0.85 ms at 256, VGG-style model, one thread).
 _PASS_BATCH = 64
 
-
-# ----------------------------------------------------------------------------------------------
-# Populations
-# ----------------------------------------------------------------------------------------------
 
 def _is_main(settings: Settings, model_name: str, layer: str) -> bool:
     return model_name == settings.main_model and layer == settings.layer(settings.main_model)
@@ -127,10 +127,6 @@ def population(settings: Settings, model_name: str, layer: str, kind: str, n: in
     return replacement_populations(model, x, layer, settings, kind)
 
 
-# ----------------------------------------------------------------------------------------------
-# Maps
-# ----------------------------------------------------------------------------------------------
-
 def population_maps(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, method: str,
                     settings: Settings, populations: Optional[List[Decoys]], seed: int = 0) -> List[torch.Tensor]:
     """Signed maps of every image and its decoys, in small batches (the fastest on CPU).
@@ -167,10 +163,6 @@ def population_maps(model: torch.nn.Module, x: torch.Tensor, target: torch.Tenso
             out.append(a.detach())
     return list(torch.cat(out).split(sizes))
 
-
-# ----------------------------------------------------------------------------------------------
-# The cached unit
-# ----------------------------------------------------------------------------------------------
 
 def _slice(result: dict, n: int) -> dict:
     out = {k: v for k, v in result.items() if k not in ("sf", "mass", "n_decoys", "dropped")}
@@ -239,7 +231,7 @@ def scores(settings: Settings, model_name: str, layer: str, method: str, kind: s
     return cached("fidelity-scores", config, compute)
 
 
-def _frame(settings: Settings, model_name: str, layer: str, methods: Iterable[str], kinds: Iterable[str],
+def frame(settings: Settings, model_name: str, layer: str, methods: Iterable[str], kinds: Iterable[str],
            n: int, aggregates: Sequence[str] = ("range",)) -> pd.DataFrame:
     rows = []
     for method in methods:
@@ -252,74 +244,12 @@ def _frame(settings: Settings, model_name: str, layer: str, methods: Iterable[st
     return pd.concat(rows, ignore_index=True)
 
 
-# ----------------------------------------------------------------------------------------------
-# The chapters' experiments
-# ----------------------------------------------------------------------------------------------
-
-def fidelity_scores(settings: Settings, n: Optional[int] = None,
-                    methods: Sequence[str] = tuple(METHODS)) -> pd.DataFrame:
-    """Paper Fig. 3 / A13: S_F per image for each method with no decoys, decoys, blur and inpainting.
-
-    Returns a long table with columns ``model, layer, method, population, aggregate, image, sf, mass``
-    (``n`` defaults to ``settings.n_fidelity``).
-    """
-    n = settings.n_fidelity if n is None else n
-    model_name = settings.main_model
-    return _frame(settings, model_name, settings.layer(model_name), methods, FIDELITY_KINDS, n)
-
-
-#: Images of the layer sweep, per scale. At CI scale the minimum of 8 (below ``n_small``): each of
-#: the ten layers re-optimises every decoy with the paper's Adam solver, and at the deep layers it
-#: runs its full step budget (measured: ~20 s of CPU per image for the nine non-main layers).
-LAYER_SWEEP_N = {"ci": 8}
-
-
-def layer_sweep_size(settings: Settings) -> int:
-    """Number of images of :func:`layer_scores` (``settings.n_small``, capped by :data:`LAYER_SWEEP_N`)."""
-    return min(settings.n_small, LAYER_SWEEP_N.get(settings.scale, settings.n_small))
-
-
-def layer_scores(settings: Settings, n: Optional[int] = None, layers: Optional[Sequence[str]] = None,
-                 methods: Sequence[str] = tuple(METHODS)) -> pd.DataFrame:
-    """Paper Fig. 5 / A16: S_F of decoy-enhanced maps with decoys at every conv and pool layer of the main model.
-
-    Rows with ``layer`` = the decoy layer and ``population`` = ``"decoys"``, plus the raw maps
-    (``population`` = ``"none"``, ``layer`` = the main layer). ``n`` defaults to
-    :func:`layer_sweep_size`.
-    """
-    n = layer_sweep_size(settings) if n is None else n
-    model_name = settings.main_model
-    layers = zoo.layers(model_name) if layers is None else list(layers)
-    main = settings.layer(model_name)
-    parts = [_frame(settings, model_name, main, methods, ("none",), n)]
-    for i, layer in enumerate(layers):
-        print(f"layer {i + 1}/{len(layers)}: {layer}", flush=True)
-        parts.append(_frame(settings, model_name, layer, methods, ("decoys",), n))
-    return pd.concat(parts, ignore_index=True)
-
-
-def architecture_scores(settings: Settings, n: Optional[int] = None, models: Optional[Sequence[str]] = None,
-                        methods: Sequence[str] = tuple(METHODS)) -> pd.DataFrame:
-    """Paper Fig. 6 / A15: S_F with and without decoys for each architecture at its Table-A2-position layer."""
-    n = settings.n_small if n is None else n
-    models = settings.architectures if models is None else list(models)
-    parts = []
-    for name in models:
-        print(f"model {name} @ {settings.layer(name)}", flush=True)
-        parts.append(_frame(settings, name, settings.layer(name), methods, ("none", "decoys"), n))
-    return pd.concat(parts, ignore_index=True)
-
-
 def example_heatmaps(settings: Settings, model_name: str, layer: str, method: str, kind: str, n: int,
                      aggregate: str = "range") -> torch.Tensor:
     """Heatmaps ``[min(n, N_SHOW), H, W]`` of the first images, read from :func:`scores`' cache."""
     r = scores(settings, model_name, layer, method, kind, n)
     return r["heat"]["none" if kind == "none" else aggregate]
 
-
-# ----------------------------------------------------------------------------------------------
-# Statistics
-# ----------------------------------------------------------------------------------------------
 
 def summary(df: pd.DataFrame, by: Sequence[str], value: str = "sf") -> pd.DataFrame:
     """Mean, sd and n of ``value`` per group."""
@@ -344,120 +274,16 @@ def compare(df: pd.DataFrame, a: dict, b: dict, by: Sequence[str] = ("method",),
     return pd.DataFrame(rows)
 
 
-def layer_spread(df: pd.DataFrame, method: str, value: str = "sf", n_boot: int = 2000, seed: int = 0) -> dict:
-    """How much S_F of decoy-enhanced maps depends on the decoy layer, for one method.
-
-    Returns a dict: per-layer means; ``range_means`` (max - min of the per-layer means);
-    ``between_sd`` (sd across images at a fixed layer, averaged over layers); ``within_sd``
-    (sd across layers for a fixed image, averaged over images: the paper's reading of its
-    0.01-0.02); ``ratio`` = range_means / between_sd with a bootstrap 95% CI over images;
-    Friedman's chi-square test across layers (blocks = images) and Kendall's W
-    (= chi2 / (n (k - 1)), 0 = layers indistinguishable, 1 = every image ranks the layers alike).
-    """
-    d = df[(df.method == method) & (df.population == "decoys")]
-    table = d.pivot(index="image", columns="layer", values=value)
-    table = table[[c for c in d.layer.unique()]].dropna()
-    v = table.to_numpy()  # [n images, k layers]
-    n, k = v.shape
-
-    def ratio(a):
-        sd = a.std(axis=0, ddof=1).mean()
-        return float(np.ptp(a.mean(axis=0)) / sd) if sd > 0 else float("nan")
-
-    rng = np.random.default_rng(seed)
-    boot = np.array([ratio(v[rng.integers(0, n, n)]) for _ in range(n_boot)])
-    boot = boot[np.isfinite(boot)]  # resamples of one repeated image have no spread
-    if boot.size == 0:
-        boot = np.array([float("nan")])
-    fr = stats.friedmanchisquare(*v.T) if k >= 3 else None
-    chi2 = float(fr.statistic) if fr is not None else float("nan")
-    return {"method": method, "n": n, "k": k, "layer_means": dict(zip(table.columns, v.mean(axis=0))),
-            "grand_mean": float(v.mean()), "range_means": float(np.ptp(v.mean(axis=0))),
-            "between_sd": float(v.std(axis=0, ddof=1).mean()), "within_sd": float(v.std(axis=1, ddof=1).mean()),
-            "ratio": ratio(v), "ratio_ci_low": float(np.quantile(boot, 0.025)),
-            "ratio_ci_high": float(np.quantile(boot, 0.975)), "friedman_chi2": chi2,
-            "friedman_p": float(fr.pvalue) if fr is not None else float("nan"),
-            "kendall_w": chi2 / (n * (k - 1)) if fr is not None else float("nan")}
+SF_NOTE = "S_F as printed (lower = more faithful); the paper's results section reads higher S_F as better."
 
 
-#: A priori threshold for "not sensitive to the layer": the spread of per-layer means is below
-#: half a between-image standard deviation (a "medium" standardized effect, Cohen 1988), with the
-#: upper end of its 95% bootstrap interval.
-LAYER_RATIO_THRESHOLD = 0.5
-
-#: The paper's reported S_F (mean, sd) over its layer sweep on VGG16 (§4.4).
-PAPER_LAYER_SF = {"gradient": (-0.11, 0.02), "integrated_gradients": (-0.18, 0.02), "smoothgrad": (-0.21, 0.01)}
-
-_SF_NOTE = "S_F as printed (lower = more faithful); the paper's results section reads higher S_F as better."
-
-
-def _claim(paper_claim, claim, chapter, measure, d: dict, supports, note) -> dict:
+def sf_claim(paper_claim, claim, chapter, measure, d: dict, supports, note) -> dict:
     return dict(paper_claim=paper_claim, claim=claim, chapter=chapter, measure=measure, value=float(d["mean_diff"]),
                 ci_low=float(d["ci_low"]), ci_high=float(d["ci_high"]), n=int(d["n"]), supports=supports,
                 note=note)
 
 
-def _lower(d: dict) -> Optional[bool]:
+def lower_sf(d: dict) -> Optional[bool]:
     """A paired difference (setting - reference) of S_F: lower with the CI below 0 (True), higher
     with the CI above 0 (False), or no demonstrable difference (None)."""
     return direction(d["ci_low"], d["ci_high"], "below")
-
-
-def layer_insensitive(spread) -> Optional[bool]:
-    """Read a :func:`layer_spread` row: insensitive to the layer (True) when the 95% interval of its
-    ratio lies below :data:`LAYER_RATIO_THRESHOLD`, sensitive (False) when it lies above, None when
-    it straddles the threshold."""
-    return direction(spread["ratio_ci_low"], spread["ratio_ci_high"], "below", at=LAYER_RATIO_THRESHOLD)
-
-
-def claims(settings: Settings) -> List[dict]:
-    """The paper's claims covered by the fidelity, layer and architecture chapters, from the cached results.
-
-    ``supports`` reads S_F as the paper defines it (lower = more faithful): True when the paired
-    difference (decoys - reference) has its whole 95% CI below zero, False when it lies above zero,
-    None when it contains zero. The paper's results section
-    says S_F is "higher with decoys" and reads that as better; the note of each entry says so.
-    """
-    out = []
-    df = fidelity_scores(settings)
-    n = settings.n_fidelity
-    for method, name in METHODS.items():
-        d = compare(df[df.method == method], {"population": "decoys"}, {"population": "none"}).iloc[0]
-        out.append(_claim("fidelity", f"{name}: fidelity better with decoys (Fig. 3)", "fidelity.md",
-                          f"mean paired difference of S_F, decoys - none, {name}, N={n}", d, _lower(d),
-                          f"{_SF_NOTE} Higher-is-better reading: "
-                          f"{'supported' if d['ci_low'] > 0 else 'not supported'}."))
-        for other in ("blur", "inpaint"):
-            d = compare(df[df.method == method], {"population": "decoys"}, {"population": other}).iloc[0]
-            out.append(_claim("replacement", f"{name}: optimised decoys beat {'blurring' if other == 'blur' else 'inpainting'} "
-                              f"(Fig. 3)", "fidelity.md",
-                              f"mean paired difference of S_F, decoys - {other}, {name}, N={n}", d, _lower(d),
-                              f"{_SF_NOTE} Higher-is-better reading: "
-                              f"{'supported' if d['ci_low'] > 0 else 'not supported'}."
-                              + (" Inpainting is scikit-image's biharmonic method, not Yu et al.'s model."
-                                 if other == "inpaint" else "")))
-    ldf = layer_scores(settings)
-    for method, name in METHODS.items():
-        s = layer_spread(ldf, method)
-        supports = layer_insensitive(s)
-        verdict = {True: "insensitive", False: "sensitive", None: "undecided at this N"}[supports]
-        out.append(dict(paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5)", chapter="layers.md",
-                        measure=f"range of per-layer mean S_F / between-image sd, {name}, {s['k']} layers, "
-                                f"N={s['n']} (bootstrap 95% CI)",
-                        value=s["ratio"], ci_low=s["ratio_ci_low"], ci_high=s["ratio_ci_high"], n=s["n"],
-                        supports=supports,
-                        note=f"Insensitive if the CI lies below {LAYER_RATIO_THRESHOLD} between-image sd (fixed in "
-                             f"advance): {verdict}; Friedman p = {s['friedman_p']:.3g}, Kendall's W = "
-                             f"{s['kendall_w']:.2f}; S_F pooled over layers {s['grand_mean']:+.3f} (paper on ImageNet: "
-                             f"{PAPER_LAYER_SF[method][0]:+.2f} +- {PAPER_LAYER_SF[method][1]:.2f})."))
-    adf = architecture_scores(settings)
-    for model_name in settings.architectures:
-        for method, name in METHODS.items():
-            g = adf[(adf.model == model_name) & (adf.method == method)]
-            d = compare(g, {"population": "decoys"}, {"population": "none"}).iloc[0]
-            out.append(_claim("architectures", f"{name}: fidelity better with decoys on {model_name} (Fig. 6)", "architectures.md",
-                              f"mean paired difference of S_F, decoys - none, {name}, {model_name} at "
-                              f"{settings.layer(model_name)}, N={int(d['n'])}", d, _lower(d),
-                              f"{_SF_NOTE} Higher-is-better reading: "
-                              f"{'supported' if d['ci_low'] > 0 else 'not supported'}."))
-    return out

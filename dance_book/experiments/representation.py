@@ -9,10 +9,10 @@ for decoys and for blurred images: large for blur and tiny for decoys at the fir
 (0.307 vs 0.006 on average), both small at the last fully connected layer (0.034 vs 0.002).
 
 Here the decoys are the book's own (optimised at the main model's decoy layer, shared with the
-other chapters through :func:`dance.experiments.shared_decoys`) and the blurred images put a
+other chapters through :func:`dance_book.experiments.shared_decoys`) and the blurred images put a
 Gaussian blur of the image into exactly the same masks (:func:`dance.baselines.replacement_decoys`;
 the default width sigma = 2 pixels, plus wider blurs). ``r_l`` is measured for every decoy at every
-conv and pool layer of the model (:func:`dance.zoo.layers`) and at its fully connected layers, the
+conv and pool layer of the model (:func:`dance_book.zoo.layers`) and at its fully connected layers, the
 last of which gives the logits. The layers *before* the decoy layer are not constrained by the
 decoys' construction, so the decoys may differ there as much as blur does; the constraint
 ``r_l <= epsilon`` (relative) holds at the decoy layer itself by construction.
@@ -21,14 +21,13 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from .. import zoo
-from .._layers import eval_mode
-from ..baselines import replacement_decoys
+from dance.layers import eval_mode
+from dance.baselines import replacement_decoys
 from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import mask_family
@@ -43,7 +42,7 @@ SIGMAS = (2.0, 4.0, 8.0)
 
 
 def measured_layers(model: nn.Module) -> List[str]:
-    """Conv and pool layers (:func:`dance.zoo.layers`) and then the linear layers, in forward order."""
+    """Conv and pool layers (:func:`dance_book.zoo.layers`) and then the linear layers, in forward order."""
     convpool = zoo.layers(model)
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     return convpool + linear

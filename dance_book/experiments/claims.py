@@ -40,7 +40,8 @@ ROW_KEYS = frozenset({"paper_claim", "claim", "chapter", "measure", "value", "ci
                       "note"})
 
 #: The experiment modules that report claims.
-MODULES = ["fidelity", "control", "robustness", "localization", "hyper", "runtime", "representation"]
+MODULES = ["fidelity", "layers", "architectures", "control", "attacks", "sanity", "localization", "hyperparameters",
+           "runtime", "representation"]
 
 VERDICTS = ("reproduced", "partly reproduced", "not reproduced")
 
@@ -94,7 +95,7 @@ def collect(settings: Settings, modules: Optional[List[str]] = None) -> pd.DataF
     rows = []
     for name in modules or MODULES:
         module = importlib.import_module(f"{__package__}.{name}")
-        print(f"collecting claims from dance.experiments.{name} ...", flush=True)
+        print(f"collecting claims from dance_book.experiments.{name} ...", flush=True)
         rows += module.claims(settings)
     for row in rows:
         if set(row) - {"counts"} != ROW_KEYS:

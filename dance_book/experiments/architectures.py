@@ -1,0 +1,43 @@
+r"""The architectures chapter (paper Fig. 6 / A15): S_F with and without decoys on each architecture.
+
+Each model's decoys use the main layer's mask family at its Table-A2-position layer; see
+:mod:`dance_book.experiments.scores`.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import pandas as pd
+
+from .maps import METHODS
+from .scores import N_SHOW, SF_NOTE, compare, example_heatmaps, frame, lower_sf, mask_spacing, sf_claim, summary
+from .settings import Settings
+
+__all__ = ["architecture_scores", "claims", "N_SHOW", "compare", "example_heatmaps", "mask_spacing", "summary"]
+
+def architecture_scores(settings: Settings, n: Optional[int] = None, models: Optional[Sequence[str]] = None,
+                        methods: Sequence[str] = tuple(METHODS)) -> pd.DataFrame:
+    """Paper Fig. 6 / A15: S_F with and without decoys for each architecture at its Table-A2-position layer."""
+    n = settings.n_small if n is None else n
+    models = settings.architectures if models is None else list(models)
+    parts = []
+    for name in models:
+        print(f"model {name} @ {settings.layer(name)}", flush=True)
+        parts.append(frame(settings, name, settings.layer(name), methods, ("none", "decoys"), n))
+    return pd.concat(parts, ignore_index=True)
+
+
+def claims(settings: Settings) -> List[dict]:
+    """The paper's claim that decoys improve fidelity on every architecture, from the cached results."""
+    out = []
+    adf = architecture_scores(settings)
+    for model_name in settings.architectures:
+        for method, name in METHODS.items():
+            g = adf[(adf.model == model_name) & (adf.method == method)]
+            d = compare(g, {"population": "decoys"}, {"population": "none"}).iloc[0]
+            out.append(sf_claim("architectures", f"{name}: fidelity better with decoys on {model_name} (Fig. 6)", "architectures.md",
+                              f"mean paired difference of S_F, decoys - none, {name}, {model_name} at "
+                              f"{settings.layer(model_name)}, N={int(d['n'])}", d, lower_sf(d),
+                              f"{SF_NOTE} Higher-is-better reading: "
+                              f"{'supported' if d['ci_low'] > 0 else 'not supported'}."))
+    return out

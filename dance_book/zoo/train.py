@@ -1,0 +1,169 @@
+"""Training the zoo's models with their fixed configuration (``python -m dance_book.zoo train ...``)."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+
+from .. import data as _data
+from .registry import WEIGHTS_DIR, ZOO, build, check_name, dataset_info, evaluate, file_sha256, heldout, layers
+
+
+def _random_shift(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+    # Translate each image by up to `shift` pixels (zero fill), all images at once.
+    if shift == 0:
+        return x
+    b, _, h, w = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift))
+    dx = torch.randint(0, 2 * shift + 1, (b,), generator=gen)
+    dy = torch.randint(0, 2 * shift + 1, (b,), generator=gen)
+    rows = (dy.view(b, 1) + torch.arange(h)).view(b, 1, h, 1).expand(b, x.shape[1], h, w + 2 * shift)
+    out = padded.gather(2, rows)
+    cols = (dx.view(b, 1) + torch.arange(w)).view(b, 1, 1, w).expand(b, x.shape[1], h, w)
+    return out.gather(3, cols)
+
+
+def train(
+    name: str,
+    *,
+    out: Union[str, Path, None] = None,
+    epochs: Optional[int] = None,
+    n_train: Optional[int] = None,
+    n_heldout: Optional[int] = None,
+    seed: Optional[int] = None,
+    threads: Optional[int] = 1,
+    log=None,
+) -> dict:
+    """Train zoo model ``name`` with its fixed configuration (:data:`ZOO`), save the weights
+    to ``out/<name>.pt`` and the record to ``out/<name>.json``, and return the record.
+
+    Args:
+        name: zoo model name.
+        out: output folder (default: the package's ``weights`` folder, i.e. overwrite the
+            shipped weights).
+        epochs, n_train, seed: override the configuration (for quick runs and tests);
+            ``n_train`` is images per epoch for Shapes, a prefix of the train split for Digits.
+        n_heldout: size of the held-out set for the recorded accuracy.
+        threads: ``torch.set_num_threads`` during training (restored afterwards); None keeps it.
+        log: where progress lines go (default: printed).
+    """
+    cfg = dict(ZOO[check_name(name)])
+    for key, value in (("epochs", epochs), ("n_train", n_train), ("seed", seed)):
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "seed" else 1):
+                raise ValueError(f"{key} must be a {'non-negative' if key == 'seed' else 'positive'} int, got {value!r}")
+            cfg[key] = value
+    out = Path(out or WEIGHTS_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    log = log or (lambda line: print(line, flush=True))
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _train(name, cfg, out, n_heldout, log)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train(name: str, cfg: dict, out: Path, n_heldout: Optional[int], log) -> dict:
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg["seed"])
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    model = build(name)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    if cfg["dataset"] == "digits":
+        train_set = _data.digits("train")
+        if cfg["n_train"]:
+            train_set = train_set.subset(slice(0, cfg["n_train"]))
+        n_per_epoch = len(train_set)
+    else:
+        n_per_epoch = cfg["n_train"]
+    steps_per_epoch = math.ceil(n_per_epoch / cfg["batch_size"])
+    total = cfg["epochs"] * steps_per_epoch
+    # one-cycle: warm up, then cosine decay; robust without tuning per model
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg["lr"], total_steps=total, pct_start=0.15)
+    model.train()
+    for epoch in range(cfg["epochs"]):
+        t_epoch = time.perf_counter()
+        if cfg["dataset"] == "shapes":
+            # fresh images every epoch: a stream the held-out seed never shares
+            train_set = _data.shapes(n_per_epoch, seed=_data.SHAPES_TRAIN_SEED + epoch)
+        order = torch.randperm(len(train_set), generator=gen)
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(order), cfg["batch_size"]):
+            idx = order[start : start + cfg["batch_size"]]
+            x = _random_shift(train_set.images[idx], cfg["shift"], gen)
+            y = train_set.labels[idx]
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+        log(
+            f"{name} epoch {epoch + 1}/{cfg['epochs']}: loss {total_loss / len(order):.4f}, "
+            f"train accuracy {correct / len(order):.4f} ({time.perf_counter() - t_epoch:.1f} s)"
+        )
+    train_seconds = time.perf_counter() - t_start
+    model.eval()
+    test = heldout(name, n_heldout)
+    accuracy, _ = evaluate(model, test)
+    log(f"{name}: held-out accuracy {accuracy:.4f} on {len(test)} images ({train_seconds:.0f} s of training)")
+
+    # Save a plain, contiguous state_dict: the file's bytes then depend only on the values.
+    state = OrderedDict((k, v.detach().contiguous().clone()) for k, v in model.state_dict().items())
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    weights_path = out / f"{name}.pt"
+    weights_path.write_bytes(buffer.getvalue())
+    classes, channels, size = dataset_info(cfg["dataset"])
+    rec = {
+        "name": name,
+        "architecture": cfg["arch"],
+        "classes": list(classes),
+        "input": {"channels": channels, "size": size, "range": [0.0, 1.0]},
+        "layers": layers(model),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "data": (
+            {
+                "dataset": "dance_book.data.shapes",
+                "train": f"{n_per_epoch} fresh images per epoch, seed SHAPES_TRAIN_SEED + epoch "
+                f"({_data.SHAPES_TRAIN_SEED} .. {_data.SHAPES_TRAIN_SEED + cfg['epochs'] - 1})",
+                "heldout": f"first {len(test)} images of seed SHAPES_TEST_SEED ({_data.SHAPES_TEST_SEED})",
+            }
+            if cfg["dataset"] == "shapes"
+            else {
+                "dataset": "dance_book.data.digits (sklearn load_digits, upsampled to 32x32, 1 channel)",
+                "train": f"train split, {n_per_epoch} images, random shifts of up to {cfg['shift']} px",
+                "heldout": f"test split, {len(test)} images",
+            }
+        ),
+        "training": {
+            "epochs": cfg["epochs"],
+            "batch_size": cfg["batch_size"],
+            "optimizer": "AdamW",
+            "lr": cfg["lr"],
+            "schedule": "OneCycleLR(pct_start=0.15)",
+            "weight_decay": cfg["weight_decay"],
+            "seed": cfg["seed"],
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "seconds": round(train_seconds, 1),
+        },
+        "heldout_accuracy": accuracy,
+        "heldout_n": len(test),
+        "file_bytes": weights_path.stat().st_size,
+        "sha256": file_sha256(weights_path),
+        "command": f"python -m dance_book.zoo train {name}",
+    }
+    (out / f"{name}.json").write_text(json.dumps(rec, indent=2) + "\n")
+    return rec
