@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 import dance  # noqa: E402
-import dance.decoys as _decoys  # noqa: E402
+import dance.decoys  # noqa: E402
 from dance_book.experiments.runtime import time_call  # noqa: E402
 import dance_book.data  # noqa: E402
 from dance_book import zoo  # noqa: E402
@@ -130,9 +130,22 @@ def quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
+def decoy_kwargs(options: dict) -> dict:
+    """The recorded flat options of a run (e.g. ``{"solver": "linesearch", "rtol": 0.05}``) as
+    :func:`dance.generate_decoys` keywords, solver settings folded into their solver object."""
+    kw = dict(options)
+    solver = kw.pop("solver", "adam")
+    adam = {k: kw.pop(k) for k in list(kw) if k in dance.Adam.__dataclass_fields__}
+    if solver == "linesearch":
+        kw["solver"] = dance.LineSearch(**({"rtol": kw.pop("rtol")} if "rtol" in kw else {}))
+    else:
+        kw["solver"] = dance.Adam(**adam)
+    return kw
+
+
 def forget_caches(model) -> None:
     """Drop the cached mask family and footprint analysis of ``model`` (to time a first call)."""
-    _decoys._SPACING_CACHE.pop(model, None)
+    dance.decoys.forget_mask_cache(model)
 
 
 # ------------------------------------------------------------------------------------------
@@ -200,7 +213,7 @@ def target1(setup, device, rounds: int, solvers: Dict[str, dict]) -> List[dict]:
     saliency = Saliency(model)
     rows = []
     for solver, opts in solvers.items():
-        kw = {**DECOY, **opts}
+        kw = decoy_kwargs({**DECOY, **opts})
         forget_caches(model)
         start = time.perf_counter()
         d = quiet(dance.generate_decoys, model, x, layer, **kw)
@@ -233,7 +246,7 @@ def target2(setup, device, rounds: int, solvers: Dict[str, dict]) -> List[dict]:
     model, x, target, layer = setup["model"], setup["x"], setup["target"], setup["layer"]
     rows = []
     for solver, opts in solvers.items():
-        explainer = dance.DecoyEnhanced(Saliency(model), layer=layer, **DECOY, **opts)
+        explainer = dance.DecoyEnhanced(Saliency(model), layer=layer, **decoy_kwargs({**DECOY, **opts}))
         _, decoys = quiet(explainer.attribute, x, target, return_decoys=True)
         n = len(decoys[0])
         smooth = NoiseTunnel(Saliency(model))
@@ -260,7 +273,7 @@ def target3(setup, device, rounds: int, solvers: Dict[str, dict]) -> List[dict]:
     model, x, layer = setup["model"], setup["x"], setup["layer"]
     rows = []
     for solver, opts in solvers.items():
-        kw = {**DECOY, **opts}
+        kw = decoy_kwargs({**DECOY, **opts})
         batched = quiet(dance.generate_decoys, model, x, layer, **kw)
         alone = quiet(dance.generate_decoys, model, x, layer, batch_size=1, **kw)
         same_set = torch.equal(batched.masks, alone.masks) and torch.equal(batched.signs, alone.signs)
@@ -336,7 +349,7 @@ def memory_worker(spec: Dict[str, object]) -> Dict[str, object]:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         method = "ru_maxrss growth"
     start = time.perf_counter()
-    d = quiet(dance.generate_decoys, model, x, layer, **DECOY, **opts)
+    d = quiet(dance.generate_decoys, model, x, layer, **decoy_kwargs({**DECOY, **opts}))
     _sync(device)
     seconds_first = time.perf_counter() - start
     if device.type == "cuda":
@@ -346,7 +359,7 @@ def memory_worker(spec: Dict[str, object]) -> Dict[str, object]:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     start = time.perf_counter()
-    quiet(dance.generate_decoys, model, x, layer, **DECOY, **opts)
+    quiet(dance.generate_decoys, model, x, layer, **decoy_kwargs({**DECOY, **opts}))
     _sync(device)
     return {"peak_mb": max(0, peak) / 2 ** 20, "seconds_first_call": seconds_first, "method": method,
             "seconds": time.perf_counter() - start, "n_decoys": len(d) + d.dropped, "passes": d.steps_run}
@@ -399,7 +412,7 @@ def curve_size(device, rounds: int, sizes: List[int], solvers: Dict[str, dict], 
         for solver, opts in solvers.items():
             if solver == "adam" and size > adam_max_size and device.type == "cpu":
                 continue  # about a minute per call at 224x224 on a CPU core
-            kw = {**DECOY, **opts}
+            kw = decoy_kwargs({**DECOY, **opts})
             d = quiet(dance.generate_decoys, model, x, layer, **kw)
             t = interleaved({"decoys": lambda: quiet(dance.generate_decoys, model, x, layer, **kw),
                              "saliency": lambda: quiet(saliency.attribute, x, target=0, abs=False)}, device, rounds)
@@ -432,7 +445,7 @@ def curve_depth(device, rounds: int, layers: Optional[List[str]], solvers: Dict[
         for solver, opts in sorted(solvers.items(), key=lambda kv: kv[0] != "linesearch"):
             if solver == "adam" and n_rows is not None and n_rows > adam_max_decoys:
                 continue  # Adam on hundreds of decoys at deep layers takes minutes per call
-            kw = {**DECOY, **opts}
+            kw = decoy_kwargs({**DECOY, **opts})
             forget_caches(model)
             start = time.perf_counter()
             d = quiet(dance.generate_decoys, model, x, layer, **kw)

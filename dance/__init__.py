@@ -6,15 +6,19 @@ The two entry points:
 - :class:`DecoyEnhanced` wraps any attribution method (Captum or a callable) and returns the
   pixelwise range of its maps over the image and its decoys (paper §3.2, Eq. 3).
 """
-from .decoys import Decoys, generate_decoys
+from .decoys import Adam, DecoyConfig, Decoys, LineSearch, generate_decoys, generate_decoys_batch
 from .enhanced import AGGREGATES, DecoyEnhanced, aggregate_maps
 from .heatmap import to_heatmap
 from .masks import default_masks, lattice_masks
 from .normalize import IMAGENET_MEAN, IMAGENET_STD, Normalized
-from . import attacks, metrics
+from . import attacks, layers, metrics
 
 __all__ = [
     "generate_decoys",
+    "generate_decoys_batch",
+    "DecoyConfig",
+    "Adam",
+    "LineSearch",
     "Decoys",
     "DecoyEnhanced",
     "aggregate_maps",
@@ -26,6 +30,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "attacks",
+    "layers",
     "metrics",
 ]
 __version__ = "0.1.0"

@@ -18,7 +18,7 @@ from torch import nn
 
 from ._checks import check_images, check_positive
 from .layers import LayerProbe, eval_mode, resolve_layer
-from .decoys import Decoys, _check_masks
+from .decoys import Decoys, check_masks
 
 KINDS = ("blur", "inpaint", "noise", "constant")
 
@@ -72,7 +72,7 @@ def replacement_decoys(x: torch.Tensor, masks: torch.Tensor, kind: str = "blur",
         x = check_images(x, model, name="x", single=True)
     else:
         x = x.detach().unsqueeze(0) if x.dim() == 3 else x.detach()
-    masks = _check_masks(masks, x.shape[-2], x.shape[-1]).to(x.device)
+    masks = check_masks(masks, x.shape[-2], x.shape[-1]).to(x.device)
     M = masks.shape[0]
     if kind == "blur":
         fill = _gaussian_blur(x, sigma).expand(M, -1, -1, -1)

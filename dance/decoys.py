@@ -26,6 +26,7 @@ those of the returned images, measured, never predicted.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -54,6 +55,158 @@ _LS_PROBE = 1e-2
 _LS_MAX_EVALS = 4
 # Family analyses (pieces of each mask, their footprints) are cached only below this many pixels.
 _ANALYSIS_CACHE_LIMIT = 1 << 24
+
+
+@dataclass(frozen=True)
+class Adam:
+    """The paper's solver (§3.4): Adam on the penalty of Eq. 8, with the ``tau`` schedule and ``c`` doubling.
+
+    Args:
+        c: initial penalty weight (paper Table A2: 1e4); doubled for decoys that found no
+            feasible point, at most ``max_doublings`` times.
+        tau: initial hinge threshold of Eq. 8 as a fraction of epsilon; shrunk by ``tau_decay``
+            (paper: 0.95) after each step whose penalty is zero.
+        steps: Adam steps per round; ``lr``: Adam step size in tanh space.
+        patience: a decoy whose best feasible movement has not improved for this many steps is frozen.
+
+    Example:
+        >>> import dance
+        >>> dance.Adam(c=1e3).steps
+        200
+    """
+
+    c: float = 1e4
+    tau: float = 1.0
+    tau_decay: float = 0.95
+    steps: int = 200
+    lr: float = 0.03
+    max_doublings: int = 4
+    patience: int = 20
+
+    def __post_init__(self):
+        for name in ("c", "tau", "lr", "tau_decay"):
+            object.__setattr__(self, name, check_positive(getattr(self, name), name))
+        if self.tau_decay > 1.0:
+            raise ValueError(f"tau_decay must be in (0, 1], got {self.tau_decay}")
+        for name in ("steps", "patience"):
+            object.__setattr__(self, name, check_int(getattr(self, name), name))
+        object.__setattr__(self, "max_doublings", check_int(self.max_doublings, "max_doublings", minimum=0))
+
+
+@dataclass(frozen=True)
+class LineSearch:
+    """A forward-only solver (not the paper's): the largest feasible uniform step of every patch.
+
+    The patches of a mask have disjoint footprints at the layer, so Eq. 2 separates into one
+    scalar problem per patch, solved by a safeguarded root search in a few batched forward
+    passes (a shared slope probe plus at most 4; see ``benchmarks/README.md`` for its speed and
+    the movement it reaches next to Adam's).
+
+    Args:
+        rtol: a patch's search stops once its deviation lies within ``rtol * epsilon`` below
+            epsilon, a decoy's once its patches do on average (smaller: a little more movement,
+            more passes).
+
+    Example:
+        >>> import dance
+        >>> dance.LineSearch(rtol=0.1).rtol
+        0.1
+    """
+
+    rtol: float = 0.2
+
+    def __post_init__(self):
+        rtol = check_positive(self.rtol, "rtol")
+        if rtol >= 1.0:
+            raise ValueError(f"rtol must be in (0, 1), got {rtol}")
+        object.__setattr__(self, "rtol", rtol)
+
+
+#: A decoy solver's settings: :class:`Adam` (the paper's) or :class:`LineSearch`.
+Solver = Union[Adam, LineSearch]
+
+
+def as_solver(solver: Union[str, Solver]) -> Solver:
+    """``"adam"`` / ``"linesearch"`` (their default settings) or a solver object, as a solver object."""
+    if isinstance(solver, (Adam, LineSearch)):
+        return solver
+    if isinstance(solver, str):
+        if solver == "adam":
+            return Adam()
+        if solver == "linesearch":
+            return LineSearch()
+        raise ValueError(f"solver must be one of {SOLVERS} or a dance.Adam / dance.LineSearch, got {solver!r}")
+    raise TypeError(f"solver must be 'adam', 'linesearch', dance.Adam(...) or dance.LineSearch(...), "
+                    f"got {type(solver).__name__}")
+
+
+@dataclass(frozen=True)
+class DecoyConfig:
+    """Everything that defines a decoy population except the image: one validated, frozen object.
+
+    Args:
+        epsilon: tolerance on ``||F_l(decoy) - F_l(x)||_inf`` in the layer's activation units.
+        relative: if True, ``epsilon`` is a fraction of ``max|F_l(x)|`` (activation scales differ
+            a lot between models and layers; 0.1 is a reasonable start).
+        patch_size: side of each square patch (paper: 3).
+        stride: step of the patch grid; default ``patch_size`` (patches tile the image); paper: 1.
+            At most ``patch_size``, so that every pixel lies in a patch.
+        spacing: how patches share masks. ``"auto"`` (default): patches far enough apart that
+            their footprints at ``l`` are disjoint share one mask, measured for the model and
+            layer; an int ``k``: patches ``k`` grid steps apart share a mask; ``None``: one patch
+            per mask (the paper's construction; many more decoys).
+        n_masks: keep only a seeded random subset of this many masks (fewer decoys; some pixels
+            may then be left without decoys).
+        directions: which of s = +1 (up) and s = -1 (down) to optimise; both by default.
+        seed: seeds the mask subset; the optimisation itself is deterministic.
+        batch_size: decoys optimised at once (bounds memory); default all.
+        solver: :class:`Adam` (default, the paper's method) or :class:`LineSearch`; the strings
+            ``"adam"`` and ``"linesearch"`` stand for their default settings.
+        progress: show a progress bar (tqdm, on stderr) while optimising; ``None`` (default)
+            shows one only for long optimisations (see :func:`generate_decoys`).
+
+    Example:
+        >>> import dance
+        >>> cfg = dance.DecoyConfig(epsilon=0.1, relative=True, solver="linesearch")
+        >>> cfg.solver
+        LineSearch(rtol=0.2)
+    """
+
+    epsilon: float
+    relative: bool = False
+    patch_size: int = 3
+    stride: Optional[int] = None
+    spacing: Union[str, int, None] = "auto"
+    n_masks: Optional[int] = None
+    directions: Sequence[int] = (1, -1)
+    seed: int = 0
+    batch_size: Optional[int] = None
+    solver: Union[str, Solver] = "adam"
+    progress: Optional[bool] = None
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen)
+        set_("epsilon", check_positive(self.epsilon, "epsilon"))
+        if not isinstance(self.relative, bool):
+            raise TypeError(f"relative must be True or False, got {self.relative!r}")
+        set_("patch_size", check_int(self.patch_size, "patch_size"))
+        stride = self.patch_size if self.stride is None else check_int(self.stride, "stride")
+        if stride > self.patch_size:
+            raise ValueError(f"stride={stride} is larger than patch_size={self.patch_size}: pixels between "
+                             f"patches would lie in no mask; use stride <= patch_size")
+        set_("stride", stride)
+        if self.spacing is not None and self.spacing != "auto":
+            set_("spacing", check_int(self.spacing, "spacing"))
+        if self.n_masks is not None:
+            set_("n_masks", check_int(self.n_masks, "n_masks"))
+        set_("directions", tuple(_check_directions(self.directions)))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an int, got {self.seed!r}")
+        if self.batch_size is not None:
+            set_("batch_size", check_int(self.batch_size, "batch_size"))
+        set_("solver", as_solver(self.solver))
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise TypeError(f"progress must be True, False or None, got {self.progress!r}")
 
 
 def _cell_max(diff: torch.Tensor) -> torch.Tensor:
@@ -116,6 +269,15 @@ class Decoys:
 _SPACING_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
+def forget_mask_cache(model: nn.Module) -> None:
+    """Forget the mask families and footprint analyses cached for ``model``.
+
+    They depend only on the architecture, so they are kept per model (weakly) and reused by
+    later calls; forgetting them makes the next call measure them again (e.g. to time a first call).
+    """
+    _SPACING_CACHE.pop(model, None)
+
+
 def _mask_family(model, probe, name, image, patch_size, stride, spacing):
     """The default mask family and its cache key (None when it is not cached)."""
     key = (name, tuple(image.shape[1:]), patch_size, stride, spacing, image.device.type)
@@ -166,7 +328,8 @@ class _FamilyAnalysis:
         return pieces, counts, cells
 
 
-def _check_masks(masks, height: int, width: int) -> torch.Tensor:
+def check_masks(masks, height: int, width: int) -> torch.Tensor:
+    """``masks`` as a bool ``[N, 1, height, width]`` family whose union covers every pixel (else a clear error)."""
     if not isinstance(masks, torch.Tensor):
         raise TypeError(f"masks must be a tensor of shape [N, 1, H, W], got {type(masks).__name__}")
     if masks.dim() == 3:
@@ -207,7 +370,7 @@ def _rowwise(t: torch.Tensor, how: str) -> torch.Tensor:
 
 def _optimise(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor, masks: torch.Tensor,
               signs: torch.Tensor, eps: torch.Tensor, *, c: float, tau: float, tau_decay: float,
-              steps: int, lr: float, max_doublings: int, patience: int):
+              steps: int, lr: float, max_doublings: int, patience: int, tick=None):
     """Optimise decoys for rows ``x [R,C,H,W]`` against ``ref = F_l(x)`` in one batched loop.
 
     ``x`` and ``ref`` may also be a single image (batch 1) shared by all rows. While every row is
@@ -249,6 +412,8 @@ def _optimise(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor, masks: torc
             if idx.numel() == 0:
                 break
             steps_run += 1
+            if tick is not None:
+                tick()
             full = idx.numel() == R
             if full:
                 wi, mi, si, am, av = w.detach(), mb, s, adam_m, adam_v
@@ -457,38 +622,76 @@ def _linesearch(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor,
     return images, row_dev, movement, feasible, evaluations, exact
 
 
-def _generate(model: nn.Module, images: torch.Tensor, layer, *, epsilon, relative=False, patch_size=3,
-              stride=None, spacing="auto", n_masks=None, masks=None, directions=(1, -1), seed=0,
-              c=1e4, tau=1.0, tau_decay=0.95, steps=200, lr=0.03, max_doublings=4, patience=20,
-              batch_size=None, solver="adam", rtol=0.2) -> List[Decoys]:
+#: Optimisations above this much work (rows x pixels per row x solver passes) show a progress bar
+#: by default (``progress=None``): the paper's solver on one 224x224 image is about 1e10.
+PROGRESS_WORK = 5e9
+
+
+def _progress_bar(config: DecoyConfig, rows: int, images: torch.Tensor, solver: str):
+    """A tqdm bar on stderr for a long optimisation (see ``DecoyConfig.progress``), or None."""
+    passes = config.solver.steps * (config.solver.max_doublings + 1) if solver == "adam" else 1 + _LS_MAX_EVALS
+    work = rows * images[0].numel() * passes
+    show = work > PROGRESS_WORK if config.progress is None else config.progress
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    chunks = -(-rows // (config.batch_size or rows))
+    unit = "Adam steps" if solver == "adam" else "passes"
+    hint = " (dance.LineSearch() is a much faster solver)" if solver == "adam" else ""
+    tqdm.write(f"dance: optimising {rows} decoys of {images.shape[0]} image(s) of {tuple(images.shape[1:])} in "
+               f"{chunks} batch(es), up to {passes} {unit} each{hint}", file=sys.stderr)
+    return tqdm(total=None, desc="decoys", unit=unit.split()[-1], file=sys.stderr, leave=False)
+
+
+def generate_decoys_batch(model: nn.Module, images: torch.Tensor, layer: Union[str, nn.Module],
+                          config: DecoyConfig, *, masks: Optional[torch.Tensor] = None) -> List[Decoys]:
+    """The decoys of every image of a batch, optimised together in one batched loop.
+
+    The batched form of :func:`generate_decoys`, for callers that explain many images at once
+    (e.g. :class:`dance.DecoyEnhanced`): the same solver, the same guarantees, one
+    :class:`Decoys` per image.
+
+    Args:
+        model: the network; evaluated in eval mode (its train/eval flags are restored), never changed.
+        images: ``[B, C, H, W]`` float images in [0, 1].
+        layer: the decoy layer: a name from ``model.named_modules()`` or the module itself.
+        config: the :class:`DecoyConfig` (epsilon, masks, solver, ...).
+        masks: explicit masks ``[N, 1, H, W]`` (bool or 0/1) overriding the default family; their
+            union must cover every pixel.
+
+    Returns:
+        list of ``B`` :class:`Decoys`, one per image, in order.
+
+    Example:
+        >>> import torch, dance
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.Flatten(), torch.nn.Linear(4 * 16 * 16, 2))
+        >>> cfg = dance.DecoyConfig(epsilon=0.05, solver="linesearch")
+        >>> [len(d) > 0 for d in dance.generate_decoys_batch(net, torch.rand(2, 3, 16, 16), "1", cfg)]
+        [True, True]
+    """
+    model = check_model(model)
+    images = check_images(images, model, name="images")
+    if not isinstance(config, DecoyConfig):
+        raise TypeError(f"config must be a dance.DecoyConfig, got {type(config).__name__}")
+    return _generate(model, images, layer, config, masks)
+
+
+def _generate(model: nn.Module, images: torch.Tensor, layer, config: DecoyConfig,
+              masks: Optional[torch.Tensor] = None) -> List[Decoys]:
     """Decoys for every image of a checked batch ``images [B, C, H, W]``, optimised together."""
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    rtol = check_positive(rtol, "rtol")
-    if rtol >= 1.0:
-        raise ValueError(f"rtol must be in (0, 1), got {rtol}")
-    epsilon = check_positive(epsilon, "epsilon")
-    if not isinstance(relative, bool):
-        raise TypeError(f"relative must be True or False, got {relative!r}")
-    patch_size = check_int(patch_size, "patch_size")
-    stride = patch_size if stride is None else check_int(stride, "stride")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    steps = check_int(steps, "steps")
-    patience = check_int(patience, "patience")
-    max_doublings = check_int(max_doublings, "max_doublings", minimum=0)
-    c = check_positive(c, "c")
-    tau = check_positive(tau, "tau")
-    lr = check_positive(lr, "lr")
-    tau_decay = check_positive(tau_decay, "tau_decay")
-    if tau_decay > 1.0:
-        raise ValueError(f"tau_decay must be in (0, 1], got {tau_decay}")
-    if batch_size is not None:
-        batch_size = check_int(batch_size, "batch_size")
-    if spacing is not None and spacing != "auto":
-        spacing = check_int(spacing, "spacing")
-    dirs = _check_directions(directions)
+    epsilon, relative, seed = config.epsilon, config.relative, config.seed
+    patch_size, stride, spacing, n_masks = config.patch_size, config.stride, config.spacing, config.n_masks
+    batch_size, dirs, solver_cfg = config.batch_size, list(config.directions), config.solver
+    solver = "adam" if isinstance(solver_cfg, Adam) else "linesearch"
     B, C, H, W = images.shape
+    if solver == "adam" and images.dtype in (torch.bfloat16, torch.float16):
+        # Adam's steps in tanh space are below the resolution of 16-bit floats near the pixels'
+        # values: the decoys barely move (measured: 0.3% of the float32 movement in bfloat16).
+        warnings.warn(f"images are {images.dtype}: the Adam solver stalls in 16-bit floats and the decoys barely "
+                      f"move; run the model and images in float32 (model.float(), images.float()) or use "
+                      f"solver='linesearch'", RuntimeWarning, stacklevel=3)
     if patch_size > min(H, W):
         raise ValueError(f"patch_size={patch_size} is larger than the image ({H}x{W})")
     name, module = resolve_layer(model, layer)
@@ -510,12 +713,11 @@ def _generate(model: nn.Module, images: torch.Tensor, layer, *, epsilon, relativ
 
         family_key = None
         if masks is not None:
-            family = _check_masks(masks, H, W).to(device)
+            family = check_masks(masks, H, W).to(device)
         else:
             family, family_key = _mask_family(model, probe, name, images[:1], patch_size, stride, spacing)
         subset = None
         if n_masks is not None:
-            n_masks = check_int(n_masks, "n_masks")
             if n_masks < family.shape[0]:
                 # A seeded random subset: fewer decoys, at the price of pixels left uncovered.
                 g = torch.Generator().manual_seed(seed)
@@ -542,6 +744,8 @@ def _generate(model: nn.Module, images: torch.Tensor, layer, *, epsilon, relativ
         steps_run = 0
         # Nothing here draws random numbers: the solvers are deterministic, and the caller's global
         # RNG is left alone.
+        bar = _progress_bar(config, R, images, solver)
+        tick = None if bar is None else (lambda: bar.update(1))
         with torch.enable_grad() if solver == "adam" else torch.no_grad():
             for lo in range(0, R, chunk):
                 sl = slice(lo, min(R, lo + chunk))
@@ -550,8 +754,10 @@ def _generate(model: nn.Module, images: torch.Tensor, layer, *, epsilon, relativ
                     one = B == 1  # every row decoys the same image: pass it once, broadcast
                     res = _optimise(probe, images[:1] if one else images[ri], ref[:1] if one else ref[ri],
                                     family[rm], row_sign[sl], eps_img[ri],
-                                    c=c, tau=tau, tau_decay=tau_decay, steps=steps, lr=lr,
-                                    max_doublings=max_doublings, patience=patience)
+                                    c=solver_cfg.c, tau=solver_cfg.tau, tau_decay=solver_cfg.tau_decay,
+                                    steps=solver_cfg.steps, lr=solver_cfg.lr,
+                                    max_doublings=solver_cfg.max_doublings, patience=solver_cfg.patience,
+                                    tick=tick)
                     out_img[sl], out_dev[sl], out_mov[sl], out_ok[sl], n = res
                 else:
                     pieces, n_groups, cells = analysis.rows(rm)
@@ -562,10 +768,15 @@ def _generate(model: nn.Module, images: torch.Tensor, layer, *, epsilon, relativ
                     one = B == 1  # every row decoys the same image: pass it once, broadcast
                     res = _linesearch(probe, images[:1] if one else images[ri], ref[:1] if one else ref[ri],
                                       row_sign[sl], eps_img[ri],
-                                      pieces, n_groups, cells, first[pair_id], rtol=rtol, max_evals=_LS_MAX_EVALS)
+                                      pieces, n_groups, cells, first[pair_id], rtol=solver_cfg.rtol,
+                                      max_evals=_LS_MAX_EVALS)
                     out_img[sl], out_dev[sl], out_mov[sl], out_ok[sl], n, out_exact[sl] = res
                     n += 1  # the slope probe
                 steps_run += n
+                if bar is not None and solver != "adam":
+                    bar.update(n)
+            if bar is not None:
+                bar.close()
             # The reported deviation is that of the returned images themselves: recomputed here
             # unless the solver measured exactly these images.
             with torch.no_grad():
@@ -603,9 +814,8 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
                     relative: bool = False, patch_size: int = 3, stride: Optional[int] = None,
                     spacing: Union[str, int, None] = "auto", n_masks: Optional[int] = None,
                     masks: Optional[torch.Tensor] = None, directions: Sequence[int] = (1, -1),
-                    seed: int = 0, c: float = 1e4, tau: float = 1.0, tau_decay: float = 0.95,
-                    steps: int = 200, lr: float = 0.03, max_doublings: int = 4, patience: int = 20,
-                    batch_size: Optional[int] = None, solver: str = "adam", rtol: float = 0.2) -> Decoys:
+                    seed: int = 0, batch_size: Optional[int] = None, solver: Union[str, Solver] = "adam",
+                    progress: Optional[bool] = None) -> Decoys:
     """Optimise the decoys of one image at one layer (paper Eq. 2, solved as in §3.4).
 
     Args:
@@ -628,24 +838,13 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
             union must cover every pixel.
         directions: which of s = +1 (up) and s = -1 (down) to optimise; both by default.
         seed: seeds the mask subset; the optimisation itself is deterministic.
-        c: initial penalty weight (paper Table A2: 1e4); doubled for decoys that found no
-            feasible point, at most ``max_doublings`` times.
-        tau: initial hinge threshold of Eq. 8 as a fraction of epsilon; shrunk by ``tau_decay``
-            (paper: 0.95) after each step whose penalty is zero.
-        steps: Adam steps per round; ``lr``: Adam step size in tanh space.
-        patience: a decoy whose best feasible movement has not improved for this many steps is frozen.
         batch_size: decoys optimised at once (bounds memory); default all.
-        solver: ``"adam"`` (default): the paper's method (§3.4), Adam on the penalty of Eq. 8
-            with the ``tau`` schedule and ``c`` doubling. ``"linesearch"``: a forward-only solver
-            that uses the masks' structure (their patches do not interact at the layer): for every
-            patch, the largest feasible uniform step in direction ``s``, found by a safeguarded
-            root search in a few batched forward passes (a shared probe plus at most 4; see
-            ``benchmarks/README.md`` for its speed and the movement it reaches next to Adam's).
-            ``c``, ``tau``, ``tau_decay``, ``steps``, ``lr``, ``max_doublings`` and ``patience``
-            apply to Adam only.
-        rtol: line search only: a patch's search stops once its deviation lies within
-            ``rtol * epsilon`` below epsilon, a decoy's once its patches do on average
-            (smaller: a little more movement, more passes; at most 4 search passes).
+        solver: ``"adam"`` (default): the paper's method (§3.4), or ``dance.Adam(c=..., steps=...)``
+            with other settings; ``"linesearch"`` / ``dance.LineSearch(rtol=...)``: a forward-only
+            solver that uses the masks' structure, much faster (see :class:`LineSearch`).
+        progress: a progress bar on stderr (tqdm); ``None`` (default) shows one, with the
+            estimated cost, only when the optimisation is long (over about a million pixel-rows
+            times steps, e.g. the paper's solver on a 224x224 image).
 
     Returns:
         :class:`Decoys` with ``images [N, C, H, W]``, ``masks [N, 1, H, W]``, ``signs [N]``,
@@ -665,8 +864,7 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
     """
     model = check_model(model)
     x = check_images(x, model, name="x", single=True)
-    return _generate(model, x, layer, epsilon=epsilon, relative=relative, patch_size=patch_size,
-                     stride=stride, spacing=spacing, n_masks=n_masks, masks=masks, directions=directions,
-                     seed=seed, c=c, tau=tau, tau_decay=tau_decay, steps=steps, lr=lr,
-                     max_doublings=max_doublings, patience=patience, batch_size=batch_size,
-                     solver=solver, rtol=rtol)[0]
+    config = DecoyConfig(epsilon=epsilon, relative=relative, patch_size=patch_size, stride=stride, spacing=spacing,
+                         n_masks=n_masks, directions=directions, seed=seed, batch_size=batch_size, solver=solver,
+                         progress=progress)
+    return _generate(model, x, layer, config, masks)[0]

@@ -1,33 +1,27 @@
 """DecoyEnhanced: wrap any attribution method so that it returns decoy-enhanced maps (paper §3.2)."""
 from __future__ import annotations
 
-import inspect
 from typing import Callable, List, Optional, Union
 
 import torch
+from captum.attr import Attribution, NoiseTunnel, Saliency
 from torch import nn
 
-from ._checks import check_images, check_int, check_model, check_positive, check_target
+from ._checks import check_images, check_int, check_model, check_target
+from .decoys import DecoyConfig, Decoys, generate_decoys_batch
 from .layers import eval_mode, resolve_layer
-from .decoys import Decoys, _generate, generate_decoys
 
 AGGREGATES = ("range", "mean", "std")
-_DECOY_OPTIONS = set(inspect.signature(generate_decoys).parameters) - {"model", "x", "layer", "epsilon"}
-
-
-def _captum_attribution_type():
-    try:
-        from captum.attr import Attribution
-    except ImportError:  # pragma: no cover - captum is a dependency
-        return None
-    return Attribution
+#: The keywords of :func:`dance.generate_decoys` that :class:`DecoyEnhanced` passes on (all of
+#: :class:`dance.DecoyConfig`'s fields but ``epsilon``).
+DECOY_OPTIONS = frozenset(DecoyConfig.__dataclass_fields__) - {"epsilon"}
 
 
 def _wants_signed_gradient(attribution) -> bool:
     """Captum's Saliency returns |gradient| unless told otherwise; DANCE needs signed maps."""
-    from captum.attr import NoiseTunnel, Saliency
-
-    inner = attribution.attribution_method if isinstance(attribution, NoiseTunnel) else attribution
+    inner = attribution
+    while isinstance(inner, NoiseTunnel):
+        inner = inner.attribution_method
     return isinstance(inner, Saliency)
 
 
@@ -36,6 +30,11 @@ def aggregate_maps(maps: torch.Tensor, how: str = "range") -> torch.Tensor:
 
     ``"range"`` is the paper's decoy-enhanced score (Eq. 3, max - min); ``"mean"`` and ``"std"``
     (population standard deviation) serve ablations.
+
+    Example:
+        >>> import torch, dance
+        >>> dance.aggregate_maps(torch.tensor([[[[1.0]]], [[[4.0]]], [[[2.0]]]])).item()
+        3.0
     """
     if how == "range":
         return maps.amax(dim=0) - maps.amin(dim=0)
@@ -46,7 +45,7 @@ def aggregate_maps(maps: torch.Tensor, how: str = "range") -> torch.Tensor:
     raise ValueError(f"aggregate must be one of {AGGREGATES}, got {how!r}")
 
 
-class DecoyEnhanced:
+class DecoyEnhanced(Attribution):
     """Decoy-enhanced saliency (DANCE) around any attribution method, in the style of Captum's NoiseTunnel.
 
     For each image ``x`` the decoys are optimised at ``layer`` (:func:`dance.generate_decoys`), the
@@ -59,16 +58,23 @@ class DecoyEnhanced:
             inputs' shape, called with gradients enabled. Captum's ``Saliency`` is called with
             ``abs=False`` unless ``abs`` is passed to :meth:`attribute`, because DANCE works on
             signed maps.
-        layer: the decoy layer, a name from ``model.named_modules()`` or the module.
+        layer: the decoy layer, a name from ``model.named_modules()`` or the module. May be left
+            out when every call passes its own ``decoys``.
         epsilon: the decoy tolerance (see :func:`dance.generate_decoys`; ``relative=True`` among
-            ``decoy_options`` makes it a fraction of ``max|F_l(x)|``).
+            ``decoy_options`` makes it a fraction of ``max|F_l(x)|``). May be left out when every
+            call passes its own ``decoys``.
         model: the network whose layer the decoys preserve; required with a plain callable, and
             taken from the Captum attribution's ``forward_func`` otherwise.
         aggregate: ``"range"`` (the paper), ``"mean"`` or ``"std"``.
-        **decoy_options: any keyword of :func:`dance.generate_decoys` (``patch_size``, ``stride``,
-            ``spacing``, ``c``, ``steps``, ``seed``, ...).
+        **decoy_options: any keyword of :func:`dance.generate_decoys` (``relative``,
+            ``patch_size``, ``stride``, ``spacing``, ``masks``, ``seed``, ``solver``, ...); all but
+            ``masks`` are validated here into :attr:`config`, a :class:`dance.DecoyConfig`.
 
-    The model is evaluated in eval mode and its train/eval flags are restored afterwards.
+    It is a Captum ``Attribution`` (``forward_func`` is the model), so Captum's wrappers compose
+    with it: ``NoiseTunnel(DecoyEnhanced(...))`` averages decoy-enhanced maps over noisy copies
+    (each copy gets its own decoys). :meth:`population_maps` returns the unreduced maps of the
+    image and each decoy. The model is evaluated in eval mode and its train/eval flags are
+    restored afterwards.
 
     Example:
         >>> import torch, dance
@@ -80,10 +86,9 @@ class DecoyEnhanced:
         torch.Size([2, 3, 16, 16])
     """
 
-    def __init__(self, attribution, *, layer, epsilon, model: Optional[nn.Module] = None,
+    def __init__(self, attribution, *, layer=None, epsilon: Optional[float] = None, model: Optional[nn.Module] = None,
                  aggregate: str = "range", **decoy_options):
-        Attribution = _captum_attribution_type()
-        if Attribution is not None and isinstance(attribution, Attribution):
+        if isinstance(attribution, Attribution):
             self._attribute_fn: Callable = attribution.attribute
             self._signed_default = _wants_signed_gradient(attribution)
             forward = attribution.forward_func
@@ -101,26 +106,55 @@ class DecoyEnhanced:
                 f"attribution must be a Captum Attribution or a callable f(inputs, target), "
                 f"got {type(attribution).__name__}"
             )
-        self.model = check_model(model)
+        super().__init__(check_model(model))
+        self.model = self.forward_func
         self.attribution = attribution
-        self.layer_name, _ = resolve_layer(self.model, layer)
-        self.layer = layer
-        self.epsilon = check_positive(epsilon, "epsilon")
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         self.aggregate = aggregate
-        unknown = set(decoy_options) - _DECOY_OPTIONS
+        #: Explicit masks ``[N, 1, H, W]`` for every image's decoys (None: the default family).
+        self.masks = decoy_options.pop("masks", None)
+        unknown = set(decoy_options) - DECOY_OPTIONS
         if unknown:
-            raise TypeError(f"unknown decoy option(s) {sorted(unknown)}; valid: {sorted(_DECOY_OPTIONS)}")
-        self.decoy_options = decoy_options
+            raise TypeError(f"unknown decoy option(s) {sorted(unknown)}; valid: {sorted(DECOY_OPTIONS)} (solver "
+                            f"settings such as c or steps go into solver=dance.Adam(...))")
+        self.layer = layer
+        self.layer_name = None if layer is None else resolve_layer(self.model, layer)[0]
+        #: The :class:`dance.DecoyConfig` of the decoys this explainer makes (None: decoys are passed per call).
+        self.config: Optional[DecoyConfig] = None
+        if (layer is None) != (epsilon is None):
+            raise TypeError(f"epsilon (the decoy tolerance) and layer go together: got layer={layer!r}, "
+                            f"epsilon={epsilon!r}; give both to make decoys, or neither and pass decoys= to each call")
+        if epsilon is not None:
+            self.config = DecoyConfig(epsilon=epsilon, **decoy_options)
+        elif decoy_options or self.masks is not None:
+            raise TypeError(f"decoy options {sorted(decoy_options)} need layer= and epsilon= (they make decoys)")
         self._n_classes = {}
+
+    @property
+    def epsilon(self) -> Optional[float]:
+        """The decoy tolerance (None when decoys are passed per call)."""
+        return None if self.config is None else self.config.epsilon
+
+    def has_convergence_delta(self) -> bool:
+        return False
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return bool(getattr(self.attribution, "multiplies_by_inputs", False))
 
     def decoys(self, inputs: torch.Tensor) -> List[Decoys]:
         """The decoys of every image of ``inputs [B, C, H, W]``, optimised in one batched loop."""
         x = check_images(inputs, self.model)
-        return _generate(self.model, x, self.layer_name, epsilon=self.epsilon, **self.decoy_options)
+        return self._make_decoys(x)
 
-    def attribute(self, inputs: torch.Tensor, target: Union[int, torch.Tensor], *,
+    def _make_decoys(self, x: torch.Tensor) -> List[Decoys]:
+        if self.config is None or self.layer_name is None:
+            raise ValueError("this DecoyEnhanced makes no decoys (it was built without layer= and epsilon=): "
+                             "pass decoys= to the call, or build it with layer=... and epsilon=...")
+        return generate_decoys_batch(self.model, x, self.layer_name, self.config, masks=self.masks)
+
+    def attribute(self, inputs: torch.Tensor, target: Union[None, int, torch.Tensor] = None, *,
                   batch_size: Optional[int] = None, return_decoys: bool = False,
                   decoys: Optional[List[Decoys]] = None, **attribution_kwargs):
         """Decoy-enhanced attributions of a batch.
@@ -131,13 +165,29 @@ class DecoyEnhanced:
             batch_size: at most this many images (originals and decoys) per call of the base
                 attribution, to bound memory; default: all at once.
             return_decoys: also return the list of :class:`Decoys`, one per image.
-            decoys: reuse decoys from an earlier call (one :class:`Decoys` per image), e.g. to
-                compare base methods on the same decoys.
+            decoys: the populations to use instead of optimising new ones (one :class:`Decoys`
+                per image, of these very images), e.g. to compare base methods on the same decoys.
             **attribution_kwargs: passed to the base method (``n_steps``, ``nt_samples``, ...).
 
         Returns:
             ``[B, C, H, W]`` decoy-enhanced maps (and the decoys if ``return_decoys``).
         """
+        x, maps, decoys = self._population_maps(inputs, target, batch_size, decoys, attribution_kwargs)
+        out = torch.stack([aggregate_maps(m, self.aggregate) for m in maps])
+        return (out, decoys) if return_decoys else out
+
+    def population_maps(self, inputs: torch.Tensor, target: Union[None, int, torch.Tensor] = None, *,
+                        batch_size: Optional[int] = None, decoys: Optional[List[Decoys]] = None,
+                        **attribution_kwargs) -> List[torch.Tensor]:
+        """The unreduced maps: for each image, the base method's map of the image and of each decoy.
+
+        Takes the arguments of :meth:`attribute`. Returns a list of ``B`` tensors
+        ``[1 + N_b, C, H, W]``, the image's map first; ``dance.aggregate_maps`` of entry ``b``
+        is the map :meth:`attribute` returns for image ``b``.
+        """
+        return self._population_maps(inputs, target, batch_size, decoys, attribution_kwargs)[1]
+
+    def _population_maps(self, inputs, target, batch_size, decoys, kwargs):
         x = check_images(inputs, self.model)
         B = x.shape[0]
         if batch_size is not None:
@@ -150,11 +200,11 @@ class DecoyEnhanced:
                     self._n_classes[key] = self.model(x[:1]).shape[-1]
             t = check_target(target, B, self._n_classes[key], x.device)
             if decoys is None:
-                decoys = _generate(self.model, x, self.layer_name, epsilon=self.epsilon, **self.decoy_options)
-            elif len(decoys) != B or not all(isinstance(d, Decoys) for d in decoys):
-                raise ValueError(f"decoys must be a list of {B} Decoys objects, one per image of inputs")
-            maps = self._maps_of_populations(x, decoys, t, batch_size, attribution_kwargs)
-        return (maps, decoys) if return_decoys else maps
+                decoys = self._make_decoys(x)
+            else:
+                _check_decoys_belong(decoys, x)
+            maps = self._maps_of_populations(x, decoys, t, batch_size, kwargs)
+        return x, maps, decoys
 
     def _maps_of_populations(self, x, decoys, target, batch_size, kwargs) -> torch.Tensor:
         # One flat batch of every original and decoy, so the base method runs in few, large calls.
@@ -179,5 +229,16 @@ class DecoyEnhanced:
                         f"got {getattr(a, 'shape', type(a).__name__)}"
                     )
                 out.append(a.detach())
-        maps = torch.cat(out).split(sizes)
-        return torch.stack([aggregate_maps(m, self.aggregate) for m in maps])
+        return list(torch.cat(out).split(sizes))
+
+
+def _check_decoys_belong(decoys, x: torch.Tensor) -> None:
+    """Decoys passed to a call must be one :class:`Decoys` per image, made from that very image."""
+    B = x.shape[0]
+    if not isinstance(decoys, (list, tuple)) or len(decoys) != B or not all(isinstance(d, Decoys) for d in decoys):
+        raise ValueError(f"decoys must be a list of {B} Decoys objects, one per image of inputs")
+    for b, d in enumerate(decoys):
+        original = d.original.to(x.device, x.dtype)
+        if original.shape != x[b:b + 1].shape or not torch.equal(original, x[b:b + 1]):
+            raise ValueError(f"decoys[{b}] were made for another image (Decoys.original differs from inputs[{b}]); "
+                             f"pass the decoys of these inputs, in the same order")

@@ -16,14 +16,13 @@ import torchvision
 from torch import nn
 
 import dance
+from helpers import FAST, IMAGE_SIZE, CallCounter, deviations_one_at_a_time, layer_output
 
 # The models here are tiny: intra-op threads only add synchronisation, and on a loaded 2-core CI
 # machine OpenMP spin-waiting made the suite ~50x slower (measured: 5.9 s vs 0.04 s for one
 # decoy batch). One thread keeps every test fast and its timing stable.
 torch.set_num_threads(1)
 
-# Decoy options for tests whose property does not need a converged optimisation.
-FAST = {"steps": 25, "patience": 10}
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +91,6 @@ _BUILDERS = {
 }
 
 # Input side used with each model: small, but the ResNet stem downsamples by 4.
-IMAGE_SIZE = {"vgg": 12, "bn": 12, "resnet": 32, "normalized": 12, "dropout_bn": 12}
 
 
 @pytest.fixture(scope="session")
@@ -111,42 +109,6 @@ def make_image():
         shape = (channels, size, size) if batch is None else (batch, channels, size, size)
         return torch.rand(*shape, generator=g)
     return make
-
-
-def identity_conv(channels: int = 3) -> nn.Conv2d:
-    """A 3x3 convolution that passes each channel through (plus 0.25): its feasible decoys are an
-    epsilon box around the image, so the optimal decoy is known in closed form."""
-    conv = nn.Conv2d(channels, channels, 3, padding=1)
-    with torch.no_grad():
-        conv.weight.zero_()
-        for c in range(channels):
-            conv.weight[c, c, 1, 1] = 1.0
-        conv.bias.fill_(0.25)
-    return conv
-
-
-def layer_output(model: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
-    """``F_l(x)`` by a plain forward hook on the full forward pass (independent of dance's probe).
-
-    The first call of the module is used (as documented by dance), and the output is cloned
-    because a later in-place op (torchvision's ReLU(inplace=True)) may overwrite it.
-    """
-    module = dict(model.named_modules())[name]
-    outs = []
-    handle = module.register_forward_hook(lambda _m, _i, out: outs.append(out.detach().clone()))
-    try:
-        with torch.no_grad():
-            model(x if x.dim() == 4 else x.unsqueeze(0))
-    finally:
-        handle.remove()
-    return outs[0]
-
-
-def deviations_one_at_a_time(model: nn.Module, name: str, x: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """``||F_l(d) - F_l(x)||_inf`` for each decoy ``d`` of ``images``, each in its own forward pass."""
-    ref = layer_output(model, name, x)
-    return torch.stack([(layer_output(model, name, d.unsqueeze(0)) - ref).abs().max() for d in images]) \
-        if images.shape[0] else torch.zeros(0)
 
 
 @pytest.fixture(scope="session")
@@ -168,34 +130,6 @@ def fast():
 @pytest.fixture(scope="session")
 def image_size():
     return dict(IMAGE_SIZE)
-
-
-class CallCounter:
-    """Counts forward calls (and records batch sizes) of modules via forward pre-hooks."""
-
-    def __init__(self, modules):
-        self.calls = {name: 0 for name, _ in modules}
-        self.batches = {name: [] for name, _ in modules}
-        self._handles = []
-        for name, module in modules:
-            self._handles.append(module.register_forward_pre_hook(self._hook(name)))
-
-    def _hook(self, name):
-        def hook(_module, inputs):
-            self.calls[name] += 1
-            if inputs and isinstance(inputs[0], torch.Tensor):
-                self.batches[name].append(int(inputs[0].shape[0]))
-        return hook
-
-    def remove(self):
-        for h in self._handles:
-            h.remove()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
 
 
 @pytest.fixture(scope="session")

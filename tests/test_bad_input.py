@@ -17,7 +17,7 @@ from torch import nn
 import dance
 
 LAYER = "3"
-OK = dict(epsilon=0.1, relative=True, steps=2)
+OK = dict(epsilon=0.1, relative=True, solver=dance.Adam(steps=2))
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_bad_epsilon(epsilon, exc, net, x):
 def test_tiny_positive_epsilon_is_accepted(net, x):
     # Not bad input: it only makes every decoy infeasible (reported, see test_decoys).
     with pytest.warns(RuntimeWarning, match="dropped"):
-        d = _decoys(net, x, epsilon=1e-12, relative=False, max_doublings=0)
+        d = _decoys(net, x, epsilon=1e-12, relative=False, solver=dance.Adam(steps=2, max_doublings=0))
     assert len(d) == 0 and d.dropped > 0
 
 
@@ -216,8 +216,12 @@ def test_model_not_a_module(x):
     ({"spacing": "far"}, TypeError, "spacing"),
 ])
 def test_bad_decoy_options(kwargs, exc, match, net, x):
+    adam = {k: v for k, v in kwargs.items() if k in dance.Adam.__dataclass_fields__}
     with pytest.raises(exc, match=match):
-        _decoys(net, x, **kwargs)
+        if adam:  # solver settings are validated by their solver object
+            _decoys(net, x, solver=dance.Adam(**adam))
+        else:
+            _decoys(net, x, **kwargs)
 
 
 def test_bad_batch_size_and_decoys_for_attribute(net):

@@ -19,13 +19,13 @@ import dance
 from dance.layers import LayerProbe
 from dance.masks import interaction_spacing, patch_starts
 
-from conftest import FAST, IMAGE_SIZE, deviations_one_at_a_time, identity_conv, layer_output
+from helpers import FAST, with_solver, IMAGE_SIZE, deviations_one_at_a_time, identity_conv, layer_output
 
 
 def _generate(model, x, layer, **kw):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        d = dance.generate_decoys(model, x, layer, **kw)
+        d = dance.generate_decoys(model, x, layer, **with_solver(**kw))
     return d, [w for w in caught if issubclass(w.category, RuntimeWarning)]
 
 
@@ -410,7 +410,7 @@ def test_same_seed_identical_decoys(kind, layer, extra, make_model, make_image):
 def test_seed_selects_the_mask_subset(make_model, make_image):
     model = make_model("vgg")
     x = make_image(12)
-    kw = dict(epsilon=0.1, relative=True, n_masks=3, steps=2)
+    kw = with_solver(epsilon=0.1, relative=True, n_masks=3, steps=2)
     a, _ = _generate(model, x, "3", seed=0, **kw)
     b, _ = _generate(model, x, "3", seed=1, **kw)
     assert torch.cat([a.masks, a.dropped_masks]).flatten(1).unique(dim=0).shape[0] == 3
@@ -428,7 +428,7 @@ def test_generate_decoys_leaves_the_global_rng_alone(make_model, make_image):
 def test_layer_by_module_and_batched_x_forms(make_model, make_image):
     model = make_model("vgg")
     x = make_image(8)
-    kw = dict(epsilon=0.1, relative=True, steps=5)
+    kw = with_solver(epsilon=0.1, relative=True, steps=5)
     by_name, _ = _generate(model, x, "3", **kw)
     by_module, _ = _generate(model, x.unsqueeze(0), model[3], **kw)
     assert by_module.layer == "3"

@@ -14,7 +14,7 @@ from torch import nn
 
 import dance
 
-from conftest import FAST
+from helpers import FAST
 
 LAYER = "3"  # the second conv block's ReLU of the conftest VGG-ish model
 DECOYS = dict(epsilon=0.1, relative=True, **FAST)
@@ -335,7 +335,7 @@ def test_decoys_do_not_alias_the_callers_tensor(make_model, make_image):
     """The returned Decoys own their tensors: changing x afterwards does not change them."""
     net = make_model("vgg")
     x = make_image(8)
-    d = dance.generate_decoys(net, x, "1", epsilon=0.1, relative=True, steps=3)
+    d = dance.generate_decoys(net, x, "1", epsilon=0.1, relative=True, solver=dance.Adam(steps=3))
     original, images = d.original.clone(), d.images.clone()
     x.mul_(0.5)
     assert torch.equal(d.original, original) and torch.equal(d.images, images)
@@ -349,7 +349,7 @@ def test_input_requiring_grad_raises_no_warning(make_model, make_image):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            dance.generate_decoys(net, x, "1", epsilon=0.1, relative=True, steps=2)
+            dance.generate_decoys(net, x, "1", epsilon=0.1, relative=True, solver=dance.Adam(steps=2))
     finally:
         torch.set_warn_always(always)
 

@@ -135,7 +135,7 @@ def test_normalized_works_with_decoys_by_prefixed_name_or_module():
     net = _net()
     wrapped = dance.Normalized(net, dance.IMAGENET_MEAN, dance.IMAGENET_STD)
     x = torch.rand(3, 6, 6)
-    kw = dict(epsilon=0.1, relative=True, steps=5)
+    kw = dict(epsilon=0.1, relative=True, solver=dance.Adam(steps=5))
     a = dance.generate_decoys(wrapped, x, "model.1", **kw)
     b = dance.generate_decoys(wrapped, x, net[1], **kw)
     assert a.layer == b.layer == "model.1"

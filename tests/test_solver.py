@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from captum.attr import Saliency
 from torch import nn
 
 import dance
@@ -18,7 +19,7 @@ from dance.layers import LayerProbe
 from dance.decoys import _FEASIBILITY_MARGIN
 from dance.masks import group_footprints, lattice_masks, mask_groups, patch_starts
 
-from conftest import IMAGE_SIZE, deviations_one_at_a_time, identity_conv
+from helpers import IMAGE_SIZE, deviations_one_at_a_time, identity_conv
 
 
 def _quiet(fn, *args, **kw):
@@ -42,7 +43,7 @@ def test_identity_layer_steps_land_in_the_tolerance_band(make_image, rtol):
     eps = 0.05
     net = _identity_net()
     x = make_image(8, seed=3)
-    d = dance.generate_decoys(net, x, "0", epsilon=eps, solver="linesearch", rtol=rtol)
+    d = dance.generate_decoys(net, x, "0", epsilon=eps, solver=dance.LineSearch(rtol=rtol))
     assert d.dropped == 0 and len(d) > 0
     delta = (d.images - d.original) * d.signs.view(-1, 1, 1, 1)
     room = torch.where(d.signs.view(-1, 1, 1, 1) > 0, 1 - d.original, d.original) * d.masks
@@ -209,11 +210,21 @@ def test_few_forward_passes(make_model, make_image, call_counter):
     assert d.steps_run <= 5 and d.extra["solver"] == "linesearch"
 
 
-@pytest.mark.parametrize("bad,err", [({"solver": "sgd"}, ValueError), ({"rtol": 0.0}, ValueError),
-                                     ({"rtol": 1.0}, ValueError), ({"rtol": "a"}, TypeError)])
+@pytest.mark.parametrize("bad,err", [({"solver": "sgd"}, ValueError), ({"solver": 3}, TypeError),
+                                     ({"rtol": 0.0}, ValueError), ({"rtol": 1.0}, ValueError),
+                                     ({"rtol": "a"}, TypeError)])
 def test_bad_solver_options(bad, err, make_model, make_image):
     with pytest.raises(err, match="solver|rtol"):
-        dance.generate_decoys(make_model("vgg"), make_image(12), "3", epsilon=0.1, **bad)
+        solver = dance.LineSearch(rtol=bad["rtol"]) if "rtol" in bad else bad["solver"]
+        dance.generate_decoys(make_model("vgg"), make_image(12), "3", epsilon=0.1, solver=solver)
+
+
+def test_flat_solver_settings_are_refused_with_a_pointer_to_the_solver_object(make_model, make_image):
+    # Solver settings live in their solver object, never as loose keywords.
+    with pytest.raises(TypeError, match="rtol"):
+        dance.generate_decoys(make_model("vgg"), make_image(12), "3", epsilon=0.1, rtol=0.1)
+    with pytest.raises(TypeError, match="dance.Adam"):
+        dance.DecoyEnhanced(Saliency(make_model("vgg")), layer="3", epsilon=0.1, steps=5)
 
 
 def test_linesearch_evaluates_only_up_to_the_layer(make_model, make_image, call_counter):

@@ -207,7 +207,7 @@ def test_generate_decoys_on_the_toy_lie_in_the_exact_feasible_set():
     eps = 0.1 * float(T.toy_forward(params, x).m.max())
     before = [p.detach().clone() for p in net.parameters()]
     d = dance.generate_decoys(net, x.reshape(1, 1, side, side), "relu", epsilon=eps, patch_size=1, spacing=None,
-                              steps=60)
+                              solver=dance.Adam(steps=60))
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
     lo, hi = T.feasible_shifts(params, x, eps)
     shift = (d.images - d.original).reshape(len(d), -1)
@@ -227,7 +227,7 @@ def test_decoy_enhanced_saliency_on_the_toy_equals_the_closed_form_Z():
     net = params.module(0)
     eps = 0.1 * float(T.toy_forward(params, x).m.max())
     c = int(T.toy_forward(params, x).p.argmax())
-    expl = dance.DecoyEnhanced(Saliency(net), layer="relu", epsilon=eps, patch_size=1, spacing=None, steps=40)
+    expl = dance.DecoyEnhanced(Saliency(net), layer="relu", epsilon=eps, patch_size=1, spacing=None, solver=dance.Adam(steps=40))
     Z_map, decoys = expl.attribute(x.reshape(1, 1, side, side), target=c, return_decoys=True)
     pop, masks = T.population_from_decoys(decoys[0])
     assert pop.shape == (1, len(decoys[0]) + 1, side * side) and torch.equal(pop[0, 0], x[0])

@@ -10,7 +10,7 @@ from torch import nn
 
 from dance.layers import LayerProbe, eval_mode, resolve_layer
 from dance.baselines import replacement_decoys
-from dance.decoys import Decoys, _generate
+from dance.decoys import Adam, DecoyConfig, Decoys, generate_decoys_batch
 from dance.enhanced import DecoyEnhanced
 from dance.masks import default_masks
 from .settings import Settings
@@ -40,15 +40,31 @@ def base_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: s
         return attribution.attribute(x.clone(), target=target, **kwargs).detach()
 
 
-def optimised_decoys(model: nn.Module, x: torch.Tensor, layer: str, settings: Settings, **overrides) -> List[Decoys]:
-    """DANCE decoys of every image of ``x`` at ``layer``, all optimised in one batched loop."""
+#: Adam's settings that :class:`~dance_book.experiments.settings.DecoySettings` and overrides may set.
+_ADAM_FIELDS = frozenset(Adam.__dataclass_fields__)
+
+
+def decoy_config(settings: Settings, **overrides) -> DecoyConfig:
+    """The :class:`dance.DecoyConfig` of the settings' decoys, with ``overrides`` (any keyword of
+    :func:`dance.generate_decoys`, or an Adam setting such as ``c``, which applies to the Adam solver)."""
     options = settings.decoys.options()
-    # Chunks of 256 decoys give bit-identical decoys (rows are independent) and stay in cache:
-    # measured 2.5x less CPU time than one huge batch on 2 cores.
-    options["batch_size"] = 256
+    options["batch_size"] = DECOY_BATCH
+    options["progress"] = False  # the chapters print their own progress
     options.update(overrides)
     epsilon = options.pop("epsilon", settings.decoys.epsilon)
-    return _generate(model, x, layer, epsilon=epsilon, **options)
+    adam = {k: options.pop(k) for k in list(options) if k in _ADAM_FIELDS}
+    solver = options.pop("solver", "adam")
+    if solver == "adam":
+        solver = Adam(**adam)
+    elif set(adam) & set(overrides):  # the settings' own Adam fields are moot for another solver
+        raise ValueError(f"{sorted(set(adam) & set(overrides))} apply to the Adam solver only, not to "
+                         f"solver={solver!r}")
+    return DecoyConfig(epsilon=epsilon, solver=solver, **options)
+
+
+def optimised_decoys(model: nn.Module, x: torch.Tensor, layer: str, settings: Settings, **overrides) -> List[Decoys]:
+    """DANCE decoys of every image of ``x`` at ``layer``, all optimised in one batched loop."""
+    return generate_decoys_batch(model, x, layer, decoy_config(settings, **overrides))
 
 
 def mask_family(model: nn.Module, x: torch.Tensor, layer: str, settings: Settings) -> torch.Tensor:
@@ -72,11 +88,7 @@ def enhanced_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, metho
                   batch_size: Optional[int] = 256) -> torch.Tensor:
     """Decoy-enhanced maps ``[B, C, H, W]`` of ``method`` over given decoy populations."""
     attribution, kwargs = base_method(model, method, settings)
-    layer = populations[0].layer
-    if not layer:
-        raise ValueError("populations must name their layer (build replacement decoys with model= and layer=)")
-    # epsilon is unused here: the populations are given, none are optimised.
-    explainer = DecoyEnhanced(attribution, layer=layer, epsilon=1.0, aggregate=aggregate)
+    explainer = DecoyEnhanced(attribution, aggregate=aggregate)  # the populations are given: no decoys made
     torch.manual_seed(seed)
     return explainer.attribute(x, target, decoys=populations, batch_size=batch_size, **kwargs)
 

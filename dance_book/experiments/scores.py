@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 
 from dance.decoys import Decoys
-from dance.enhanced import aggregate_maps
+from dance.enhanced import DecoyEnhanced, aggregate_maps
 from dance.heatmap import to_heatmap
 from dance.layers import LayerProbe, eval_mode, resolve_layer
 from dance.masks import interaction_spacing
@@ -144,24 +144,20 @@ def population_maps(model: torch.nn.Module, x: torch.Tensor, target: torch.Tenso
     """
     if populations is not None and len(populations) != x.shape[0]:
         raise ValueError(f"populations must hold one Decoys per image ({x.shape[0]}), got {len(populations)}")
-    groups = [x[b:b + 1] if populations is None else torch.cat([x[b:b + 1], populations[b].images.to(x)])
-              for b in range(x.shape[0])]
-    sizes = [g.shape[0] for g in groups]
-    rows = torch.cat(groups)
-    row_target = torch.cat([target[b:b + 1].expand(s) for b, s in enumerate(sizes)])
     attribution, kwargs = base_method(model, method, settings)
     if method == "integrated_gradients":
         kwargs["internal_batch_size"] = _PASS_BATCH  # measured ~35% faster than 256 on CPU
     passes = {"integrated_gradients": settings.ig_steps, "smoothgrad": settings.smoothgrad_samples}.get(method, 1)
     step = max(1, _PASS_BATCH // passes)  # rows per call, so that one call is about one pass batch
-    out = []
     with torch.random.fork_rng(devices=[]), eval_mode(model), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
         torch.manual_seed(seed)
-        for lo in range(0, rows.shape[0], step):
-            a = attribution.attribute(rows[lo:lo + step].clone(), target=row_target[lo:lo + step], **kwargs)
-            out.append(a.detach())
-    return list(torch.cat(out).split(sizes))
+        if populations is not None:
+            return DecoyEnhanced(attribution).population_maps(x, target, decoys=populations, batch_size=step,
+                                                              **kwargs)
+        out = [attribution.attribute(x[lo:lo + step].clone(), target=target[lo:lo + step], **kwargs).detach()
+               for lo in range(0, x.shape[0], step)]
+    return list(torch.cat(out).split(1))
 
 
 def _slice(result: dict, n: int) -> dict:
