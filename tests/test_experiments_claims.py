@@ -7,17 +7,16 @@ import sys
 import types
 
 import pandas as pd
+import dataclasses
+
 import pytest
 
 from dance_book.experiments import claims as Cl
 
 
-def row(paper_claim, supports, value=1.0, counts=None, claim="sub", ci=(0.5, 1.5)):
-    r = dict(paper_claim=paper_claim, claim=claim, chapter="x.md", measure=f"m{value}", value=value,
-             ci_low=ci[0], ci_high=ci[1], n=10, supports=supports, note="")
-    if counts is not None:
-        r["counts"] = counts
-    return r
+def row(paper_claim, supports, value=1.0, counts=True, claim="sub", ci=(0.5, 1.5)):
+    return Cl.Claim(paper_claim=paper_claim, claim=claim, chapter="x.md", measure=f"m{value}", value=value,
+                    ci_low=ci[0], ci_high=ci[1], n=10, supports=supports, note="", counts=counts)
 
 
 @pytest.fixture
@@ -115,10 +114,9 @@ def test_collect_rejects_bad_rows(fake_module):
     fake_module.rows = [row("no such claim", True)]
     with pytest.raises(ValueError, match="unknown paper claims"):
         Cl.collect(None, modules=["_fake"])
-    bad = row("fidelity", True)
-    del bad["note"]
+    bad = dataclasses.asdict(row("fidelity", True))  # a plain dict, not a Claim
     fake_module.rows = [bad]
-    with pytest.raises(ValueError, match="keys"):
+    with pytest.raises(TypeError, match="Claim"):
         Cl.collect(None, modules=["_fake"])
 
 

@@ -162,9 +162,9 @@ def test_compare_and_layer_spread_by_hand():
 def test_claims_structure(S, monkeypatch):
     monkeypatch.setattr(La.zoo, "layers", lambda name: ["features.conv1_1", S.layer(S.main_model)])
     out = F.claims(S) + La.claims(S) + Ar.claims(S) + C.claims(S)
-    assert all(set(c) == Cl.ROW_KEYS and c["paper_claim"] in Cl.PAPER_CLAIMS for c in out)
-    assert {c["chapter"] for c in out} == {"fidelity.md", "layers.md", "architectures.md", "control.md"}
+    assert all(isinstance(c, Cl.Claim) and c.paper_claim in Cl.PAPER_CLAIMS for c in out)
+    assert {c.chapter for c in out} == {"fidelity.md", "layers.md", "architectures.md", "control.md"}
     for c in out:
-        assert c["supports"] in (True, False, None)
-        if c["chapter"] != "layers.md":  # t-intervals contain their mean; bootstrap ones need not
-            assert c["ci_low"] <= c["value"] <= c["ci_high"]
+        assert c.supports in (True, False, None)
+        if c.chapter != "layers.md":  # t-intervals contain their mean; bootstrap ones need not
+            assert c.ci_low <= c.value <= c.ci_high

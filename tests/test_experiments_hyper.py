@@ -67,10 +67,9 @@ def test_c_sweep_shapes_and_identities(tiny, tmp_path):
 
     rows = H.claims(tiny)
     assert len(rows) == 2 * len(methods)
-    keys = Cl.ROW_KEYS
     for row in rows:
-        assert set(row) == keys and row["n"] == N and row["chapter"] == "hyperparameters.md"
-        assert row["supports"] in (True, False, None) and isinstance(row["value"], float)
+        assert isinstance(row, Cl.Claim) and row.n == N and row.chapter == "hyperparameters.md"
+        assert row.supports in (True, False, None) and isinstance(row.value, float)
 
 
 def test_c_sweep_needs_the_reference(tiny):

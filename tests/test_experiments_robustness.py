@@ -157,9 +157,43 @@ def test_localization_run(tiny):
 
 def test_claims_have_the_agreed_keys(tiny, monkeypatch):
     monkeypatch.setitem(Sa.SANITY_N, "ci", 2)
-    keys = Cl.ROW_KEYS
     # localization: cached above; robustness: the tiny attack study for all methods and attacks
     for c in Lc.claims(tiny) + R.claims(tiny) + Sa.claims(tiny):
-        assert set(c) == keys
-        assert c["supports"] in (True, False, None)
-        assert isinstance(c["value"], float)
+        assert isinstance(c, Cl.Claim) and c.paper_claim in Cl.PAPER_CLAIMS
+        assert c.supports in (True, False, None)
+        assert isinstance(c.value, float)
+
+
+def _study_table(ratios, ctrl_ratio=0.9, ci_high=-0.1):
+    """A hand-made attack-study table: every aimed case with the given decoys/raw ratio."""
+    import pandas as pd
+
+    rows = []
+    for kind in ("topk", "targeted", "mass_center", "random"):
+        for method in E.METHODS:
+            ratio = ctrl_ratio if kind == "random" else ratios[(kind, method)]
+            rows.append(dict(attack=kind, method=method, success=1.0, dropped=0, ratio_mean=ratio,
+                             diff_ci_high=ci_high if ratio < 1 else 0.2, ss_raw_mean=2.0 if kind != "random" else 1.0,
+                             topk_raw=0.3, topk_dance=0.6))
+    return pd.DataFrame(rows)
+
+
+def test_attack_summary_reads_verdicts_and_the_control_from_the_table():
+    import pandas as pd
+
+    cases = [(k, m) for k in ("topk", "targeted", "mass_center") for m in E.METHODS]
+    runs = {("topk", "gradient"): {"k": 7}}
+    excess = pd.DataFrame([dict(attack=k, method=m, excess_raw=1.0, excess_dance=0.5, diff_ci_low=-0.3,
+                                diff_ci_high=-0.1) for k, m in cases])
+    same = R.summarize(runs, _study_table({c: 0.8 for c in cases}), excess)
+    assert same.verdict == "all" and same.n_lower == same.n_cases == 9
+    assert same.control_similar and same.rel_min == pytest.approx(0.8 / 0.9)
+    assert same.strength_min == same.strength_max == 2.0 and same.k == 7
+    assert same.excess_share_min == same.excess_share_max == 0.5 and same.n_excess_lower == 9
+    # One case where decoys do not help, and reductions far from the control's
+    mixed = {c: 0.3 for c in cases}
+    mixed[("targeted", "smoothgrad")] = 1.2
+    some = R.summarize(runs, _study_table(mixed), excess)
+    assert some.verdict == "some" and some.n_lower == 8 and not some.control_similar
+    none = R.summarize(runs, _study_table({c: 1.1 for c in cases}), excess)
+    assert none.verdict == "none" and none.n_lower == 0

@@ -11,6 +11,7 @@ import pandas as pd
 
 from .maps import METHODS
 from .scores import N_SHOW, SF_NOTE, compare, example_heatmaps, frame, lower_sf, mask_spacing, sf_claim, summary
+from .claims import Claim
 from .settings import Settings
 
 __all__ = ["architecture_scores", "claims", "N_SHOW", "compare", "example_heatmaps", "mask_spacing", "summary"]
@@ -27,7 +28,7 @@ def architecture_scores(settings: Settings, n: Optional[int] = None, models: Opt
     return pd.concat(parts, ignore_index=True)
 
 
-def claims(settings: Settings) -> List[dict]:
+def claims(settings: Settings) -> List[Claim]:
     """The paper's claim that decoys improve fidelity on every architecture, from the cached results."""
     out = []
     adf = architecture_scores(settings)

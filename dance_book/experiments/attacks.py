@@ -26,7 +26,7 @@ from dance.metrics.sensitivity import sensitivity
 from dance.metrics.similarity import center_shift, spearman, topk_intersection
 
 from .cache import cached
-from .claims import direction
+from .claims import Claim, direction
 from .inputs import clean_decoys, load_images, load_model
 from .maps import (MAP_BATCH, METHODS, N_EXAMPLES, base_maps, check_methods, check_n, enhanced_maps, optimised_quietly,
                    predicted)
@@ -34,7 +34,8 @@ from .settings import Settings
 from .stats import mean_sd, paired_difference
 
 __all__ = ["ATTACKS", "N_EXAMPLES", "AttackSettings", "ATTACK_SETTINGS", "attack_settings", "clean_maps",
-           "attack_run", "attack_study", "excess_table", "attack_claims", "claims"]
+           "attack_run", "attack_study", "excess_table", "SAME_ORDER", "AttackSummary", "summarize",
+           "attack_claims", "claims"]
 
 #: The attacks, in the paper's order, then the control, with display names.
 ATTACKS = {"topk": "Top-k", "targeted": "Targeted", "mass_center": "Mass-center", "random": "Random sign (control)"}
@@ -249,7 +250,81 @@ def excess_table(runs: dict):
     return pd.DataFrame(rows)
 
 
-def attack_claims(settings: Settings) -> List[dict]:
+#: How close the decoys' reduction of S_S under an attack must be to their reduction under the
+#: random-sign control to count as "of the same order" (ratio of the two decoys/raw ratios).
+SAME_ORDER = (0.8, 1.25)
+
+
+@dataclass(frozen=True)
+class AttackSummary:
+    """What the attacks chapter reads off :func:`attack_study` and :func:`excess_table` (:func:`summarize`).
+
+    ``verdict`` is ``"all"``, ``"some"`` or ``"none"``: in how many attack x method cases the
+    paired difference of S_S (decoys - raw) has its 95% interval below zero. ``control_similar``
+    is True when the control also lowers S_S and, in every case, the decoys/raw ratio under the
+    attack lies within :data:`SAME_ORDER` of the ratio under the control.
+    """
+
+    success: float              #: share of images whose attack kept the label, in %
+    k: int                      #: pixels of the top-k attack
+    dropped: int                #: decoys of attacked images dropped (over epsilon)
+    n_cases: int                #: attack x method cases (the control not counted)
+    n_lower: int                #: cases with S_S lower with decoys (interval below 0)
+    verdict: str                #: "all", "some" or "none" of the cases
+    ratio_min: float            #: smallest / largest mean ratio S_S(decoys) / S_S(raw) under the attacks
+    ratio_max: float
+    ctrl_n_lower: int           #: methods whose S_S is lower with decoys under the control
+    ctrl_ratio_min: float
+    ctrl_ratio_max: float
+    rel_min: float              #: smallest / largest (ratio under an attack) / (ratio under the control)
+    rel_max: float
+    control_similar: bool
+    strength_min: float         #: raw S_S under an attack / raw S_S under the control
+    strength_max: float
+    topk_raw: float             #: top-k intersection after the top-k attack, gradient, raw / with decoys
+    topk_dance: float
+    topk_ctrl: float            #: the same for the raw gradient under the control
+    n_excess: int               #: cases of :func:`excess_table`, and those whose excess is lower / higher with decoys
+    n_excess_lower: int
+    n_excess_higher: int
+    excess_raw: float           #: top-k attack on the gradient: mean excess S_S, raw / with decoys
+    excess_dance: float
+    excess_share_min: float     #: smallest / largest excess with decoys / excess raw
+    excess_share_max: float
+
+
+def summarize(runs: dict, table, excess) -> AttackSummary:
+    """The chapter's reading of an attack study (``runs, table = attack_study(...)``,
+    ``excess = excess_table(runs)``): counts, ranges and the two verdicts, as an :class:`AttackSummary`."""
+    t = table.set_index(["attack", "method"])
+    aimed = table[table.attack != "random"]
+    ctrl = table[table.attack == "random"]
+    n_lower = int((aimed.diff_ci_high < 0).sum())
+    verdict = "all" if n_lower == len(aimed) else "some" if n_lower > 0 else "none"
+    pairs = [(k, m) for k, m in zip(aimed.attack, aimed.method)]
+    rel = np.array([t.loc[(k, m)].ratio_mean / t.loc[("random", m)].ratio_mean for k, m in pairs])
+    lo, hi = SAME_ORDER
+    strength = np.array([t.loc[(k, m)].ss_raw_mean / t.loc[("random", m)].ss_raw_mean for k, m in pairs])
+    ex = excess.set_index(["attack", "method"])
+    share = excess.excess_dance / excess.excess_raw
+    return AttackSummary(
+        success=100 * float(table.success.mean()), k=int(runs[("topk", "gradient")]["k"]),
+        dropped=int(table.dropped.sum()), n_cases=len(aimed), n_lower=n_lower, verdict=verdict,
+        ratio_min=float(aimed.ratio_mean.min()), ratio_max=float(aimed.ratio_mean.max()),
+        ctrl_n_lower=int((ctrl.diff_ci_high < 0).sum()), ctrl_ratio_min=float(ctrl.ratio_mean.min()),
+        ctrl_ratio_max=float(ctrl.ratio_mean.max()), rel_min=float(rel.min()), rel_max=float(rel.max()),
+        control_similar=bool(ctrl.ratio_mean.max() < 1 and np.all((rel > lo) & (rel < hi))),
+        strength_min=float(strength.min()), strength_max=float(strength.max()),
+        topk_raw=float(t.loc[("topk", "gradient")].topk_raw), topk_dance=float(t.loc[("topk", "gradient")].topk_dance),
+        topk_ctrl=float(t.loc[("random", "gradient")].topk_raw),
+        n_excess=len(excess), n_excess_lower=int((excess.diff_ci_high < 0).sum()),
+        n_excess_higher=int((excess.diff_ci_low > 0).sum()),
+        excess_raw=float(ex.loc[("topk", "gradient")].excess_raw),
+        excess_dance=float(ex.loc[("topk", "gradient")].excess_dance),
+        excess_share_min=float(share.min()), excess_share_max=float(share.max()))
+
+
+def attack_claims(settings: Settings) -> List[Claim]:
     """Lower :math:`S_S` with decoys, per attack and method (the attacks chapter's cached runs)."""
     out = []
     _, table = attack_study(settings)
@@ -259,23 +334,23 @@ def attack_claims(settings: Settings) -> List[dict]:
             continue
         ctrl = control.loc[row.method]
         supports = direction(row.diff_ci_low, row.diff_ci_high, "below")
-        out.append({
-            "paper_claim": "attacks",
-            "claim": f"decoys lower the sensitivity S_S under the {ATTACKS[row.attack].lower()} attack "
+        out.append(Claim(
+            paper_claim="attacks",
+            claim=f"decoys lower the sensitivity S_S under the {ATTACKS[row.attack].lower()} attack "
                      f"({METHODS[row.method]})",
-            "chapter": "attacks.md",
-            "measure": f"mean paired difference of S_S, decoys - raw, {METHODS[row.method]}, "
+            chapter="attacks.md",
+            measure=f"mean paired difference of S_S, decoys - raw, {METHODS[row.method]}, "
                        f"{ATTACKS[row.attack]} attack, N={row.n}",
-            "value": float(row.diff_mean), "ci_low": float(row.diff_ci_low), "ci_high": float(row.diff_ci_high),
-            "n": int(row.n), "supports": supports,
-            "note": (f"S_S {row.ss_raw_mean:.2f} raw vs {row.ss_dance_mean:.2f} with decoys; "
+            value=float(row.diff_mean), ci_low=float(row.diff_ci_low), ci_high=float(row.diff_ci_high),
+            n=int(row.n), supports=supports,
+            note=(f"S_S {row.ss_raw_mean:.2f} raw vs {row.ss_dance_mean:.2f} with decoys; "
                      f"decoys higher on {100 * row.frac_dance_higher:.0f}% of images (Wilcoxon p = {row.p_wilcoxon:.2g}). "
                      f"Caveat: decoys/raw = {row.ratio_mean:.2f} here and {ctrl.ratio_mean:.2f} under the random-sign "
                      f"control, which is not aimed at any map."),
-        })
+        ))
     return out
 
 
-def claims(settings: Settings) -> List[dict]:
+def claims(settings: Settings) -> List[Claim]:
     """The paper's attack claims with the numbers of the attacks chapter (reads its cached results)."""
     return attack_claims(settings)

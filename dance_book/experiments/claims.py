@@ -1,7 +1,7 @@
 """The paper's claims, the chapters' measures of them, and the rule that turns measures into a verdict.
 
 Every experiment module has a ``claims(settings)`` that reads its chapter's cached results and
-returns one row per *measure*: what was measured, the effect with its 95% interval, and whether it
+returns one :class:`Claim` per *measure*: what was measured, the effect with its 95% interval, and whether it
 ``supports`` the claim (True), contradicts it (False) or cannot tell (None), by the rule the
 chapter fixed in advance. Each row names the paper claim it bears on (``paper_claim``, a key of
 :data:`PAPER_CLAIMS`); a row with ``counts=False`` is shown for context but does not enter the
@@ -11,8 +11,10 @@ This module only collects and counts; it computes no measure of its own.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import pandas as pd
@@ -35,9 +37,38 @@ PAPER_CLAIMS: Dict[str, tuple] = {
     "control": ("Both steps are needed: optimised decoys and range aggregation", "poster control study"),
 }
 
-#: The keys of a measure row (``counts`` is optional and defaults to True).
-ROW_KEYS = frozenset({"paper_claim", "claim", "chapter", "measure", "value", "ci_low", "ci_high", "n", "supports",
-                      "note"})
+@dataclass(frozen=True)
+class Claim:
+    """One measure of one paper claim, as a chapter reports it to the claims chapter.
+
+    ``value`` is the effect with its 95% interval ``[ci_low, ci_high]`` (None when there is none)
+    over ``n`` images; ``supports`` is True / False / None (supports, contradicts, cannot tell) by
+    the chapter's rule fixed in advance; ``counts=False`` shows the measure for context only.
+    """
+
+    paper_claim: str            #: a key of :data:`PAPER_CLAIMS`
+    claim: str                  #: the sub-claim measured
+    chapter: str                #: the chapter's file, e.g. ``"fidelity.md"``
+    measure: str                #: what was measured, with N
+    value: float
+    ci_low: Optional[float]
+    ci_high: Optional[float]
+    n: int
+    supports: Optional[bool]
+    note: str
+    counts: bool = True
+
+    @classmethod
+    def from_difference(cls, paper_claim: str, claim: str, chapter: str, measure: str, d, supports: Optional[bool],
+                        note: str) -> "Claim":
+        """A measure that is a paired difference (a :func:`~dance_book.experiments.stats.paired_difference` row)."""
+        return cls(paper_claim=paper_claim, claim=claim, chapter=chapter, measure=measure,
+                   value=float(d["mean_diff"]), ci_low=float(d["ci_low"]), ci_high=float(d["ci_high"]),
+                   n=int(d["n"]), supports=supports, note=note)
+
+
+#: The fields of a measure row.
+ROW_KEYS = frozenset(Claim.__dataclass_fields__)
 
 #: The experiment modules that report claims.
 MODULES = ["fidelity", "layers", "architectures", "control", "attacks", "sanity", "localization", "hyperparameters",
@@ -97,17 +128,14 @@ def collect(settings: Settings, modules: Optional[List[str]] = None) -> pd.DataF
         module = importlib.import_module(f"{__package__}.{name}")
         print(f"collecting claims from dance_book.experiments.{name} ...", flush=True)
         rows += module.claims(settings)
-    for row in rows:
-        if set(row) - {"counts"} != ROW_KEYS:
-            raise ValueError(f"a claims row must have the keys {sorted(ROW_KEYS)} (and optionally 'counts'); "
-                             f"got {sorted(row)}")
-    table = pd.DataFrame(rows)
+    bad = [type(r).__name__ for r in rows if not isinstance(r, Claim)]
+    if bad:
+        raise TypeError(f"a chapter's claims() must return Claim objects; got {sorted(set(bad))}")
+    table = pd.DataFrame([dataclasses.asdict(r) for r in rows], columns=sorted(ROW_KEYS))
     unknown = set(table["paper_claim"]) - set(PAPER_CLAIMS)
     if unknown:
         raise ValueError(f"claims name unknown paper claims {sorted(unknown)}; add them to PAPER_CLAIMS")
-    if "counts" not in table:
-        table["counts"] = True
-    table["counts"] = table["counts"].fillna(True).astype(bool)
+    table["counts"] = table["counts"].astype(bool)
     table["reading"] = [reading(v) for v in table["supports"]]
     return table
 

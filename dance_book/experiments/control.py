@@ -21,6 +21,7 @@ import pandas as pd
 
 from .scores import AGGREGATES, compare, frame
 from .maps import METHODS
+from .claims import Claim
 from .settings import Settings
 
 #: Populations of the control study, DANCE's first.
@@ -57,7 +58,7 @@ def versus_reference(df: pd.DataFrame, value: str = "sf") -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def claims(settings: Settings) -> List[dict]:
+def claims(settings: Settings) -> List[Claim]:
     """The poster's claim that both steps are needed, per base method, from the cached results.
 
     For each method: ``value`` is the smallest paired difference (combination - optimised+range)
@@ -75,8 +76,8 @@ def claims(settings: Settings) -> List[dict]:
         m = mass[mass.method == method]
         best = s.loc[s.mean_diff.idxmin()]
         mass_ok = bool((m.ci_high < 0).all())
-        out.append(dict(
-            paper_claim="control",
+        out.append(Claim(
+paper_claim="control",
             claim=f"{name}: both steps needed, optimised decoys and range aggregation (poster control study)",
             chapter="control.md",
             measure=f"smallest paired difference of S_F, alternative - optimised+range, over "

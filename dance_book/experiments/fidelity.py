@@ -12,6 +12,7 @@ import pandas as pd
 from .maps import METHODS
 from .scores import (N_SHOW, SF_NOTE, compare, example_heatmaps, frame, lower_sf, population, sf_claim,
                      summary)
+from .claims import Claim
 from .settings import Settings
 
 __all__ = ["FIDELITY_KINDS", "fidelity_scores", "claims", "N_SHOW", "compare", "example_heatmaps", "population",
@@ -33,7 +34,7 @@ def fidelity_scores(settings: Settings, n: Optional[int] = None,
     return frame(settings, model_name, settings.layer(model_name), methods, FIDELITY_KINDS, n)
 
 
-def claims(settings: Settings) -> List[dict]:
+def claims(settings: Settings) -> List[Claim]:
     """The paper's fidelity and replacement claims (the fidelity chapter), from the cached results.
 
     ``supports`` reads S_F as the paper defines it (lower = more faithful): True when the paired

@@ -34,7 +34,7 @@ from dance.metrics import fidelity, spearman, ssim
 from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import METHODS, base_maps, enhanced_maps, predicted
-from .claims import direction
+from .claims import Claim, direction
 from .settings import Settings
 from .stats import mean_sd, paired_difference
 
@@ -212,7 +212,7 @@ def insensitivity(result: Dict[str, object], d: float = EQUIVALENCE_D) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def claims(settings: Settings) -> List[dict]:
+def claims(settings: Settings) -> List[Claim]:
     """The paper's claim "insensitive to the initial c" as measured by this chapter (cached results only).
 
     Two rows per method: the S_F equivalence test and the map-similarity comparison of
@@ -224,8 +224,8 @@ def claims(settings: Settings) -> List[dict]:
     out = []
     for _, r in insensitivity(result).iterrows():
         name = METHODS[r.method]
-        out.append(dict(
-            paper_claim="c", claim=claim, chapter="hyperparameters.md",
+        out.append(Claim(
+paper_claim="c", claim=claim, chapter="hyperparameters.md",
             measure=(f"S_F: largest |mean paired difference| S_F(c) - S_F(c={ref:g}) over c in 1e1..1e5, "
                      f"{name}, N={r.n}"),
             value=float(r.worst_diff), ci_low=float(r.worst_ci_low), ci_high=float(r.worst_ci_high), n=int(r.n),
@@ -233,8 +233,8 @@ def claims(settings: Settings) -> List[dict]:
             note=(f"equivalence margin +-{r.margin:.3g} ({EQUIVALENCE_D} sd of S_F), worst c = {r.worst_c:g}: "
                   + ("every CI lies inside the margin" if r.equivalent else
                      "some CI excludes 0" if r.different else "the CIs are too wide to decide either way"))))
-        out.append(dict(
-            paper_claim="c", claim=claim, chapter="hyperparameters.md",
+        out.append(Claim(
+paper_claim="c", claim=claim, chapter="hyperparameters.md",
             measure=(f"maps: Spearman with the c={ref:g} map at the least similar c ({r.sim_c:g}) minus that of "
                      f"the base map, {name}, N={r.n}"),
             value=float(r.sim_gap), ci_low=float(r.sim_ci_low), ci_high=float(r.sim_ci_high), n=int(r.n),

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from .. import zoo
-from .claims import direction
+from .claims import Claim, direction
 from .maps import METHODS
 from .scores import N_SHOW, decoy_population, example_heatmaps, frame, mask_spacing, summary
 from .settings import Settings
@@ -104,7 +104,7 @@ def layer_insensitive(spread) -> Optional[bool]:
     return direction(spread["ratio_ci_low"], spread["ratio_ci_high"], "below", at=LAYER_RATIO_THRESHOLD)
 
 
-def claims(settings: Settings) -> List[dict]:
+def claims(settings: Settings) -> List[Claim]:
     """The paper's layer-insensitivity claim (the layers chapter), from the cached results."""
     out = []
     ldf = layer_scores(settings)
@@ -112,7 +112,7 @@ def claims(settings: Settings) -> List[dict]:
         s = layer_spread(ldf, method)
         supports = layer_insensitive(s)
         verdict = {True: "insensitive", False: "sensitive", None: "undecided at this N"}[supports]
-        out.append(dict(paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5)", chapter="layers.md",
+        out.append(Claim(paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5)", chapter="layers.md",
                         measure=f"range of per-layer mean S_F / between-image sd, {name}, {s['k']} layers, "
                                 f"N={s['n']} (bootstrap 95% CI)",
                         value=s["ratio"], ci_low=s["ratio_ci_low"], ci_high=s["ratio_ci_high"], n=s["n"],

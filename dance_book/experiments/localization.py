@@ -26,7 +26,7 @@ from dance.metrics.localization import box_iou, mass_in_mask, pointing_game, sal
 from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import base_maps, enhanced_maps, predicted, replacement_populations
-from .claims import direction
+from .claims import Claim, direction
 from .settings import Settings
 from .stats import mean_sd, paired_difference
 
@@ -170,7 +170,7 @@ def is_degenerate(row) -> bool:
     return bool(row.frac_better == 0 and row.frac_worse == 0 and row["without"] in (0.0, 1.0))
 
 
-def claims(settings: Settings) -> List[dict]:
+def claims(settings: Settings) -> List[Claim]:
     """The paper's localization claim (Table A1) measured here; reads the chapter's cached run only."""
     run = localization_run(settings)
     table = comparisons(run)
@@ -180,20 +180,20 @@ def claims(settings: Settings) -> List[dict]:
             row = table[(table.comparison == f"{VARIANTS[v]} - Gradient") & (table.measure == f"success, {th}")].iloc[0]
             degenerate = is_degenerate(row)
             supports = None if degenerate else direction(row.ci_low, row.ci_high, "above")
-            out.append({
-                "paper_claim": "localization",
-                "claim": f"better localization accuracy with {what}, {th} thresholding at {ALPHA}",
-                "chapter": "localization.md",
-                "measure": f"difference of localization accuracy (IoU > {IOU_THRESHOLD}), {VARIANTS[v]} - Gradient, "
+            out.append(Claim(
+                paper_claim="localization",
+                claim=f"better localization accuracy with {what}, {th} thresholding at {ALPHA}",
+                chapter="localization.md",
+                measure=f"difference of localization accuracy (IoU > {IOU_THRESHOLD}), {VARIANTS[v]} - Gradient, "
                            f"paired over N={int(row.n)} images",
-                "value": float(row.diff_mean), "ci_low": float(row.ci_low), "ci_high": float(row.ci_high),
-                "n": int(row.n), "supports": supports,
-                "note": (f"accuracy {row['without']:.2f} without vs {row['with']:.2f} with (better on "
+                value=float(row.diff_mean), ci_low=float(row.ci_low), ci_high=float(row.ci_high),
+                n=int(row.n), supports=supports,
+                note=(f"accuracy {row['without']:.2f} without vs {row['with']:.2f} with (better on "
                          f"{100 * row.frac_better:.0f}%, worse on {100 * row.frac_worse:.0f}% of images; mean "
                          f"predicted box {100 * float(np.mean(run['area']['paper']['gradient'][th])):.0f}% / "
                          f"{100 * float(np.mean(run['area']['paper'][v][th])):.0f}% of the image"
                          + ("; degenerate: no verdict possible)." if degenerate else ").")),
-            })
+            ))
     return out
 
 

@@ -31,7 +31,7 @@ from dance.baselines import replacement_decoys
 from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import mask_family
-from .claims import direction
+from .claims import Claim, direction
 from .settings import Settings
 from .stats import mean_sd, paired_difference
 
@@ -174,7 +174,7 @@ def key_layers(result: Dict[str, object]) -> Dict[str, str]:
     return dict(first_pool=pools[0], last=layers[-1])
 
 
-def claims(settings: Settings) -> List[dict]:
+def claims(settings: Settings) -> List[Claim]:
     """"Decoys stay closer to the original representation than blur" (A11), from the cached study."""
     result = representation_study(settings)
     p = per_image(result)
@@ -188,8 +188,8 @@ def claims(settings: Settings) -> List[dict]:
     for label, layer in [("first pool layer after the decoy layer", keys["first_pool"]), ("last layer (logits)", keys["last"])]:
         dec, blur = values("decoy", layer), values(blur0, layer)
         d = paired_difference(dec, blur)
-        out.append(dict(
-            paper_claim="representation",
+        out.append(Claim(
+paper_claim="representation",
             claim="decoys stay closer to the original intermediate representation than blurred images (A11)",
             chapter="representation.md",
             measure=(f"mean paired difference of r = ||dF||_inf / max|F| (per-image mean), decoys - {blur0}, "
@@ -202,8 +202,8 @@ def claims(settings: Settings) -> List[dict]:
                     f"{PAPER['last_decoy']} vs {PAPER['last_blur']} at the last FC layer)")))
     first, last = values(blur0, keys["first_pool"]), values(blur0, keys["last"])
     d = paired_difference(last, first)
-    out.append(dict(
-        paper_claim="representation",
+    out.append(Claim(
+paper_claim="representation",
         claim="the blurred images' violation of the constraint shrinks in deeper layers (A11)",
         chapter="representation.md",
         measure=f"mean paired difference of r for {blur0}, {keys['last']} - {keys['first_pool']}, N={d['n']}",

@@ -36,7 +36,7 @@ import torch
 
 from .inputs import load_images, load_model
 from .maps import METHODS, base_maps, enhanced_maps, optimised_decoys, predicted
-from .claims import direction
+from .claims import Claim, direction
 from .settings import Settings
 
 #: A timed call is repeated within a round until its calls add up to this many seconds.
@@ -202,7 +202,7 @@ def runtime_table(result: Dict[str, object]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def claims(settings: Settings) -> List[dict]:
+def claims(settings: Settings) -> List[Claim]:
     """"A decoy costs less than a saliency map (37.7 % of a gradient)", from this process's timing."""
     result = runtime(settings)
     table = runtime_table(result).set_index("quantity")
@@ -214,7 +214,7 @@ def claims(settings: Settings) -> List[dict]:
             ("decoy: alone (Adam)", "one decoy optimised by itself", True),
             ("decoy: amortised (line search)", "line-search solver, amortised (not the paper's optimiser)", False)]:
         r = table.loc[q]
-        out.append(dict(
+        out.append(Claim(
             paper_claim="runtime", counts=paper_method,
             claim="optimising one decoy costs less than a vanilla gradient map (37.7 %, A10)",
             chapter="hyperparameters.md",

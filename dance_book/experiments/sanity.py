@@ -23,7 +23,7 @@ from torch import nn
 from dance.metrics.sanity import cascading_randomization, parameter_layers, randomize_
 
 from .cache import cached
-from .claims import direction
+from .claims import Claim, direction
 from .inputs import clean_decoys, load_images, load_model
 from .maps import (MAP_BATCH, METHODS, N_EXAMPLES, base_maps, check_methods, check_n, enhanced_maps, optimised_quietly,
                    predicted)
@@ -214,7 +214,7 @@ def ci_mean(values):
     return m, float(ci.low), float(ci.high)
 
 
-def sanity_claims(settings: Settings) -> List[dict]:
+def sanity_claims(settings: Settings) -> List[Claim]:
     """The decoy-enhanced maps pass the cascading-randomisation check (the sanity chapter's cached runs)."""
     out = []
     n = SANITY_N[settings.scale]
@@ -227,30 +227,30 @@ def sanity_claims(settings: Settings) -> List[dict]:
         changes = None if hi is None else direction(lo, hi, "below", at=1.0)
         # "keeps no more structure than the raw map": contradicted when significantly more similar
         more = direction(d["ci_low"], d["ci_high"], "below")
-        out.append({
-            "paper_claim": "sanity",
-            "claim": f"decoy-enhanced {METHODS[method]} changes when the model is randomised",
-            "chapter": "sanity.md",
-            "measure": f"mean SSIM between the maps of the trained and the fully randomised model, "
+        out.append(Claim(
+            paper_claim="sanity",
+            claim=f"decoy-enhanced {METHODS[method]} changes when the model is randomised",
+            chapter="sanity.md",
+            measure=f"mean SSIM between the maps of the trained and the fully randomised model, "
                        f"decoy-enhanced {METHODS[method]}, N={n}",
-            "value": m, "ci_low": lo, "ci_high": hi, "n": n, "supports": changes,
-            "note": f"raw {METHODS[method]}: {float(np.mean(final_raw)):.3f}; supports = the SSIM is below 1 with "
+            value=m, ci_low=lo, ci_high=hi, n=n, supports=changes,
+            note=f"raw {METHODS[method]}: {float(np.mean(final_raw)):.3f}; supports = the SSIM is below 1 with "
                     f"its 95% interval (Adebayo et al.'s test, as the paper applies it).",
-        })
-        out.append({
-            "paper_claim": "sanity",
-            "claim": f"decoy-enhanced {METHODS[method]} keeps no more of the trained map than raw "
+        ))
+        out.append(Claim(
+            paper_claim="sanity",
+            claim=f"decoy-enhanced {METHODS[method]} keeps no more of the trained map than raw "
                      f"{METHODS[method]}",
-            "chapter": "sanity.md",
-            "measure": f"mean paired difference of that SSIM, decoy-enhanced - raw {METHODS[method]}, N={n}",
-            "value": float(d["mean_diff"]), "ci_low": float(d["ci_low"]), "ci_high": float(d["ci_high"]), "n": n,
-            "supports": more,
-            "note": "supports = lower than the raw map's with its 95% interval; contradicts = higher (the "
+            chapter="sanity.md",
+            measure=f"mean paired difference of that SSIM, decoy-enhanced - raw {METHODS[method]}, N={n}",
+            value=float(d["mean_diff"]), ci_low=float(d["ci_low"]), ci_high=float(d["ci_high"]), n=n,
+            supports=more,
+            note="supports = lower than the raw map's with its 95% interval; contradicts = higher (the "
                     "decoy-enhanced map keeps more of its structure after randomisation than the raw map).",
-        })
+        ))
     return out
 
 
-def claims(settings: Settings) -> List[dict]:
+def claims(settings: Settings) -> List[Claim]:
     """The paper's sanity claim with the numbers of the sanity chapter (reads its cached results)."""
     return sanity_claims(settings)

@@ -49,7 +49,7 @@ from dance.masks import interaction_spacing
 from dance.metrics import fidelity, mass_in_mask
 
 from .cache import cached
-from .claims import direction
+from .claims import Claim, direction
 from .inputs import load_images, load_model, shared_decoys
 from .maps import METHODS, base_method, predicted, replacement_populations
 from .settings import Settings
@@ -273,10 +273,9 @@ def compare(df: pd.DataFrame, a: dict, b: dict, by: Sequence[str] = ("method",),
 SF_NOTE = "S_F as printed (lower = more faithful); the paper's results section reads higher S_F as better."
 
 
-def sf_claim(paper_claim, claim, chapter, measure, d: dict, supports, note) -> dict:
-    return dict(paper_claim=paper_claim, claim=claim, chapter=chapter, measure=measure, value=float(d["mean_diff"]),
-                ci_low=float(d["ci_low"]), ci_high=float(d["ci_high"]), n=int(d["n"]), supports=supports,
-                note=note)
+def sf_claim(paper_claim, claim, chapter, measure, d: dict, supports, note) -> Claim:
+    """A claims row for a paired difference of S_F (see :class:`~dance_book.experiments.claims.Claim`)."""
+    return Claim.from_difference(paper_claim, claim, chapter, measure, d, supports, note)
 
 
 def lower_sf(d: dict) -> Optional[bool]:
