@@ -416,13 +416,11 @@ def model_of(explain) -> Optional[nn.Module]:
     of a Captum attribution (or its bound ``attribute``), the ``model`` of a
     :class:`dance.DecoyEnhanced`, or a ``functools.partial`` over a module; None otherwise."""
     owner = getattr(explain, "__self__", explain)
-    for attr in ("forward_func", "model"):
-        m = getattr(owner, attr, None)
-        if isinstance(m, nn.Module):
-            return m
-        inner = getattr(owner, "attribution_method", None)  # Captum's NoiseTunnel
-        if inner is not None and isinstance(getattr(inner, attr, None), nn.Module):
-            return getattr(inner, attr)
+    candidates = [owner, getattr(owner, "attribution_method", None)]  # Captum's NoiseTunnel wraps one
+    for obj in candidates:
+        for attr in ("forward_func", "model"):
+            if isinstance(getattr(obj, attr, None), nn.Module):
+                return getattr(obj, attr)
     for arg in getattr(explain, "args", ()):  # functools.partial(f, model, ...)
         if isinstance(arg, nn.Module):
             return arg
