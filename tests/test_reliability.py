@@ -7,7 +7,6 @@ numbers that made them findings.
 """
 from __future__ import annotations
 
-
 import pytest
 import torch
 from captum.attr import Saliency
