@@ -56,7 +56,9 @@ from typing import Callable, Optional, Union
 import torch
 from torch import nn
 
-from .metrics._utils import TargetType, check_images, make_generator, resolve_target
+from ._checks import (TargetType, check_choice, check_dtype, check_images, check_int, check_logits, check_model,
+                      check_number, check_positive, check_range, check_seed, evaluating, gradients_on, ordinary,
+                      resolve_target, seeded_generator)
 from .metrics.sensitivity import sensitivity
 from .metrics.similarity import center_shift, spearman, topk_intersection
 
@@ -74,20 +76,32 @@ TOPK_FRACTION = 5000 / (224 * 224)
 # --------------------------------------------------------------------------------------------
 
 def _leaf(inputs: torch.Tensor) -> torch.Tensor:
-    # Inside an attack the inputs already carry a graph; otherwise work on a detached leaf so the
-    # caller's tensor (and its .grad) is never touched.
-    return inputs if inputs.requires_grad else inputs.detach().requires_grad_(True)
+    # Inside an attack the inputs already carry a graph; otherwise work on a copy (an ordinary
+    # tensor even under torch.inference_mode) so the caller's tensor and its .grad are never touched.
+    return inputs if inputs.requires_grad else ordinary(inputs).requires_grad_(True)
+
+
+def _logits(model: Callable, z: torch.Tensor) -> torch.Tensor:
+    return check_logits(model(z))
 
 
 def _score(model: Callable, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    out = model(z)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise ValueError("model must return a [batch, classes] tensor of logits")
-    return out.gather(1, target.view(-1, 1)).sum()
+    return _logits(model, z).gather(1, target.view(-1, 1)).sum()
 
 
 def _target(model: Callable, inputs: torch.Tensor, target: TargetType) -> torch.Tensor:
-    return resolve_target(model, inputs.detach(), target)
+    with torch.no_grad():
+        return resolve_target(_logits(model, inputs.detach()), target)
+
+
+def _check_explained(model, inputs) -> None:
+    """The checks shared by the explanations: a model, and a finite batch it can take."""
+    if not callable(model):
+        raise TypeError(f"model must be a torch.nn.Module (or a callable returning logits), got {type(model).__name__}")
+    module = model if isinstance(model, nn.Module) else None
+    check_images(inputs, module, batch_only=True, pixel_range=False)
+    if module is not None:
+        check_dtype(inputs, module)
 
 
 def gradient(model: Callable, inputs: torch.Tensor, target: TargetType, *, create_graph: bool = False
@@ -105,10 +119,11 @@ def gradient(model: Callable, inputs: torch.Tensor, target: TargetType, *, creat
     Returns:
         ``[B, C, H, W]`` signed map (detached unless ``create_graph``).
     """
-    check_images(inputs)
-    t = _target(model, inputs, target)
-    x = _leaf(inputs)
-    g = torch.autograd.grad(_score(model, x, t), x, create_graph=create_graph)[0]
+    _check_explained(model, inputs)
+    with evaluating(model), gradients_on():
+        t = _target(model, inputs, target)
+        x = _leaf(inputs)
+        g = torch.autograd.grad(_score(model, x, t), x, create_graph=create_graph)[0]
     return g if create_graph else g.detach()
 
 
@@ -133,24 +148,26 @@ def smoothgrad(model: Callable, inputs: torch.Tensor, target: TargetType, *, n_s
     Returns:
         ``[B, C, H, W]`` signed map.
     """
-    check_images(inputs)
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    t = _target(model, inputs, target)
-    x = _leaf(inputs)
-    g = make_generator(seed)
-    shape = (x.shape[0] * n_samples,) + tuple(x.shape[1:])
-    noise = (torch.randn(shape, generator=g) * float(stdev)).to(device=x.device, dtype=x.dtype)
-    noisy = x.repeat_interleave(n_samples, dim=0) + noise
-    grad = torch.autograd.grad(_score(model, noisy, t.repeat_interleave(n_samples)), x,
-                               create_graph=create_graph)[0] / n_samples
+    _check_explained(model, inputs)
+    check_int(n_samples, "n_samples")
+    stdev = check_number(stdev, "stdev")
+    if stdev < 0:
+        raise ValueError(f"stdev must be >= 0, got {stdev}")
+    g = seeded_generator(seed)
+    with evaluating(model), gradients_on():
+        t = _target(model, inputs, target)
+        x = _leaf(inputs)
+        shape = (x.shape[0] * n_samples,) + tuple(x.shape[1:])
+        noise = (torch.randn(shape, generator=g) * stdev).to(device=x.device, dtype=x.dtype)
+        noisy = x.repeat_interleave(n_samples, dim=0) + noise
+        grad = torch.autograd.grad(_score(model, noisy, t.repeat_interleave(n_samples)), x,
+                                   create_graph=create_graph)[0] / n_samples
     return grad if create_graph else grad.detach()
 
 
 def _ig_rule(method: str, n_steps: int):
     """Step sizes and path positions, with Captum's conventions (so results match Captum)."""
-    if method not in IG_METHODS:
-        raise ValueError(f"method must be one of {IG_METHODS}, got {method!r}")
+    check_choice(method, "method", IG_METHODS)
     if method == "gausslegendre":
         import numpy as np
         nodes, weights = np.polynomial.legendre.leggauss(n_steps)
@@ -191,20 +208,32 @@ def integrated_gradients(model: Callable, inputs: torch.Tensor, target: TargetTy
     Returns:
         ``[B, C, H, W]`` signed map.
     """
-    check_images(inputs)
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+    _check_explained(model, inputs)
+    check_int(n_steps, "n_steps")
     steps, alphas = _ig_rule(method, n_steps)
-    t = _target(model, inputs, target)
-    x = _leaf(inputs)
-    base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
-    base = torch.broadcast_to(base, x.shape)
-    a = torch.tensor(alphas, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1, 1)
-    w = torch.tensor(steps, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1, 1)
-    path = (base + a * (x - base)).flatten(0, 1)  # step-major [n_steps * B, C, H, W]
-    grads = torch.autograd.grad(_score(model, path, t.repeat(n_steps)), path, create_graph=create_graph)[0]
-    avg = (grads.view((n_steps,) + tuple(x.shape)) * w).sum(dim=0)
-    out = (x - base) * avg
+    if isinstance(baseline, torch.Tensor):
+        if not baseline.is_floating_point() or not bool(torch.isfinite(baseline).all()):
+            raise ValueError("baseline must be a finite float or a finite floating-point tensor")
+        base_shape = tuple(baseline.shape)
+    else:
+        check_number(baseline, "baseline")
+        base_shape = ()
+    try:
+        torch.broadcast_shapes(base_shape, tuple(inputs.shape))
+    except RuntimeError:
+        raise ValueError(f"baseline of shape {base_shape} is not broadcastable to inputs {tuple(inputs.shape)}; "
+                         f"pass a float, one image [1, C, H, W] or one baseline per image [B, C, H, W]") from None
+    with evaluating(model), gradients_on():
+        t = _target(model, inputs, target)
+        x = _leaf(inputs)
+        base = torch.as_tensor(baseline).detach().to(dtype=x.dtype, device=x.device)
+        base = torch.broadcast_to(base, x.shape)
+        a = torch.tensor(alphas, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1, 1)
+        w = torch.tensor(steps, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1, 1)
+        path = (base + a * (x - base)).flatten(0, 1)  # step-major [n_steps * B, C, H, W]
+        grads = torch.autograd.grad(_score(model, path, t.repeat(n_steps)), path, create_graph=create_graph)[0]
+        avg = (grads.view((n_steps,) + tuple(x.shape)) * w).sum(dim=0)
+        out = (x - base) * avg
     return out if create_graph else out.detach()
 
 
@@ -241,10 +270,8 @@ def softplus_copy(model: nn.Module, beta: float = 10.0) -> nn.Module:
         The modified copy. A ``UserWarning`` is issued when no ``nn.ReLU`` module was found
         (a network that calls ``F.relu`` functionally keeps its ReLUs).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not float(beta) > 0:
-        raise ValueError(f"beta must be positive, got {beta!r}")
+    check_model(model)
+    beta = check_positive(beta, "beta")
     net = copy.deepcopy(model)
     replaced = 0
     for parent in list(net.modules()):
@@ -274,8 +301,9 @@ def _normalized(m: torch.Tensor) -> torch.Tensor:
 def target_region(height: int, width: int, fraction: float = TARGET_FRACTION, device=None) -> torch.Tensor:
     """Default target region: the bottom-right square whose side is ``fraction`` of the image
     side (4/224 as in the DANCE paper), at least one pixel. Returns a ``[H, W]`` bool mask."""
-    if not 0 < float(fraction) <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    check_int(height, "height")
+    check_int(width, "width")
+    fraction = check_range(fraction, "fraction", 0.0, 1.0, closed_low=False)
     rh = max(1, int(round(fraction * height)))
     rw = max(1, int(round(fraction * width)))
     mask = torch.zeros(height, width, dtype=torch.bool, device=device)
@@ -377,15 +405,21 @@ def _call(explain: Callable, model, x, t, create_graph: bool) -> torch.Tensor:
     return out
 
 
-def _region_mask(region, height, width, device) -> torch.Tensor:
+def _region_mask(region, batch, height, width, device) -> torch.Tensor:
     if region is None:
         return target_region(height, width, device=device)
     if isinstance(region, torch.Tensor) and region.dtype == torch.bool:
-        if region.shape[-2:] != (height, width):
-            raise ValueError(f"region mask must be [H, W] or [B, H, W] with H, W = {height}, {width}")
-        return region.to(device)
+        if region.dim() not in (2, 3) or region.shape[-2:] != (height, width) or \
+                (region.dim() == 3 and region.shape[0] not in (1, batch)):
+            raise ValueError(f"region mask must be [H, W] or [B, H, W] with B, H, W = {batch}, {height}, {width}, "
+                             f"got {tuple(region.shape)}")
+        if not bool(region.any()):
+            raise ValueError("region mask is empty: the targeted attack needs at least one target pixel")
+        return region.detach().to(device)
     if isinstance(region, (tuple, list)) and len(region) == 4:
-        x0, y0, x1, y1 = (int(v) for v in region)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in region):
+            raise TypeError(f"region box (x0, y0, x1, y1) must hold int pixel indices, got {tuple(region)!r}")
+        x0, y0, x1, y1 = region
         if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
             raise ValueError(f"region box (x0, y0, x1, y1) = {tuple(region)} must lie inside the {width}x{height} "
                              f"image with x0 < x1, y0 < y1 (upper corner exclusive)")
@@ -402,9 +436,9 @@ def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *,
     r"""Attack the saliency maps of ``inputs`` (see the module docstring for the algorithm).
 
     Args:
-        model: the classifier (returns logits, takes images in [0, 1]; put it in eval mode);
-            deep-copied for the softplus directions, used as is for the label check and the
-            measures; never modified.
+        model: the classifier (returns logits, takes images in [0, 1]); run in eval mode (its
+            train/eval flags are restored afterwards), deep-copied for the softplus directions,
+            used as is for the label check and the measures; never modified.
         inputs: ``[B, C, H, W]`` images in [0, 1].
         target: class whose map is attacked; ``None`` = the predicted class.
         kind: ``"topk"``, ``"targeted"``, ``"mass_center"`` or ``"random"``.
@@ -433,41 +467,42 @@ def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *,
         >>> bool((r.linf <= 0.05 + 1e-6).all()), r.topk_intersection.shape
         (True, torch.Size([2]))
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_images(inputs)
-    if kind not in ATTACKS:
-        raise ValueError(f"kind must be one of {ATTACKS}, got {kind!r}")
-    epsilon = float(epsilon)
-    if not 0 < epsilon <= 1:
-        raise ValueError(f"epsilon must be in (0, 1] (pixel units of [0, 1] images), got {epsilon!r}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-    step = 2.5 * epsilon / iterations if step_size is None else float(step_size)
-    if not step > 0:
-        raise ValueError(f"step_size must be positive, got {step_size!r}")
+    check_model(model)
+    x0 = check_images(inputs, model, batch_only=True)  # finite pixels in [0, 1], the model's device
+    check_dtype(x0, model)
+    check_choice(kind, "kind", ATTACKS)
+    epsilon = check_range(epsilon, "epsilon", 0.0, 1.0, closed_low=False)
+    check_int(iterations, "iterations")
+    step = 2.5 * epsilon / iterations if step_size is None else check_positive(step_size, "step_size")
+    beta = check_positive(beta, "beta")
+    check_seed(seed)
     fn = _resolve_explain(explain)
-
-    x0 = inputs.detach()
-    if float(x0.min()) < 0 or float(x0.max()) > 1:
-        raise ValueError("inputs must lie in [0, 1]; wrap a model that expects standardised inputs in dance.Normalized")
     b, _, height, width = x0.shape
     n_pix = height * width
     if k is None:
         k = max(1, int(round(TOPK_FRACTION * n_pix)))
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_pix:
-        raise ValueError(f"k must be an integer in [1, H*W = {n_pix}], got {k!r}")
+    check_int(k, "k", 1, n_pix)
+    region_mask = _region_mask(region, b, height, width, x0.device) if kind == "targeted" else None
+    # As the rest of dance: the deployed (eval-mode) network, flags restored; autograd available
+    # even under torch.no_grad() / torch.inference_mode().
+    with evaluating(model), gradients_on():
+        region_mask = None if region_mask is None else ordinary(region_mask)
+        return _attack(model, ordinary(x0), target, kind, fn, epsilon, step, iterations, k, region_mask, beta, seed)
 
+
+def _attack(model, x0, target, kind, fn, epsilon, step, iterations, k, region_mask, beta, seed) -> AttackResult:
+    b, _, height, width = x0.shape
+    n_pix = height * width
     with torch.no_grad():
-        labels = model(x0).argmax(dim=1)
-    t = labels.clone() if target is None else resolve_target(model, x0, target)
+        logits = _logits(model, x0)
+    labels = logits.argmax(dim=1)
+    t = labels.clone() if target is None else resolve_target(logits, target)
     e0 = _call(fn, model, x0, t, False).detach()
     m0 = saliency_map(e0)
     p0 = _normalized(m0)
     top0 = torch.zeros(b, n_pix, dtype=torch.bool, device=x0.device)
     top0.scatter_(1, torch.argsort(m0.flatten(1), dim=1, descending=True, stable=True)[:, :k], True)
     top0 = top0.view(b, height, width)
-    region_mask = _region_mask(region, height, width, x0.device) if kind == "targeted" else None
     c0 = _soft_center(p0)
 
     def objective(p: torch.Tensor) -> torch.Tensor:  # [B], to be maximised
@@ -480,13 +515,13 @@ def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *,
     best = x0.clone()
     iteration = torch.zeros(b, dtype=torch.long, device=x0.device)
     if kind == "random":
-        g = make_generator(seed)
+        g = seeded_generator(seed)
         found = torch.zeros(b, dtype=torch.bool, device=x0.device)
         for it in range(1, iterations + 1):
             signs = torch.randn(x0.shape, generator=g).sign().to(device=x0.device, dtype=x0.dtype)
             cand = (x0 + epsilon * signs).clamp(0.0, 1.0)
             with torch.no_grad():
-                ok = (model(cand).argmax(dim=1) == labels) & ~found
+                ok = (_logits(model, cand).argmax(dim=1) == labels) & ~found
             best[ok] = cand[ok]
             iteration[ok] = it
             found |= ok
@@ -506,7 +541,7 @@ def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *,
             x = x.detach() + step * grad.sign()
             x = torch.minimum(torch.maximum(x, x0 - epsilon), x0 + epsilon).clamp(0.0, 1.0)
             with torch.no_grad():
-                ok = model(x).argmax(dim=1) == labels
+                ok = _logits(model, x).argmax(dim=1) == labels
             val = objective(_normalized(saliency_map(_call(fn, model, x, t, False).detach()))).detach()
             better = ok & (val > best_obj)
             best[better] = x[better]

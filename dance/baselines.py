@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_images, check_positive
+from ._checks import check_choice, check_dtype, check_images, check_model, check_positive, check_seed
 from .layers import LayerProbe, eval_mode, resolve_layer
 from .decoys import Decoys, check_masks
 
@@ -64,14 +64,17 @@ def replacement_decoys(x: torch.Tensor, masks: torch.Tensor, kind: str = "blur",
     Returns:
         :class:`dance.Decoys` with ``signs`` 0 (no direction) and ``epsilon`` inf (no constraint).
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    check_choice(kind, "kind", KINDS)
     sigma = check_positive(sigma, "sigma")
     noise_std = check_positive(noise_std, "noise_std")
+    check_seed(seed)
     if model is not None:
-        x = check_images(x, model, name="x", single=True)
-    else:
-        x = x.detach().unsqueeze(0) if x.dim() == 3 else x.detach()
+        check_model(model)
+    if layer is not None and model is None:
+        raise TypeError("layer needs model: pass model= to measure the deviation at layer")
+    x = check_images(x, model, name="x", single=True)
+    if model is not None:
+        check_dtype(x, model, name="x")
     masks = check_masks(masks, x.shape[-2], x.shape[-1]).to(x.device)
     M = masks.shape[0]
     if kind == "blur":

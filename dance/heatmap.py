@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ._checks import check_maps, check_range
+
 
 def to_heatmap(attributions: torch.Tensor, percentile: float = 95.0) -> torch.Tensor:
     """Turn signed saliency maps into heatmaps in [0, 1], as in paper §4.1.
@@ -18,6 +20,8 @@ def to_heatmap(attributions: torch.Tensor, percentile: float = 95.0) -> torch.Te
 
     Returns:
         ``[B, H, W]`` float tensor in [0, 1] on the input's device. A constant map becomes all zeros.
+        A map with a NaN or infinite value is refused (``ValueError``): it has no heatmap, and an
+        all-zero one would read as "nothing is salient".
 
     Example:
         >>> import torch, dance
@@ -33,11 +37,11 @@ def to_heatmap(attributions: torch.Tensor, percentile: float = 95.0) -> torch.Te
         raise ValueError(
             f"attributions must have shape [B, C, H, W] or [C, H, W], got {tuple(attributions.shape)}"
         )
-    if not (0.0 < float(percentile) <= 100.0):
-        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    attributions = check_maps(attributions, "attributions")
+    percentile = check_range(percentile, "percentile", 0.0, 100.0, closed_low=False)
     a = attributions.detach().abs().amax(dim=1).float()  # [B, H, W]
     flat = a.flatten(1)
-    top = torch.quantile(flat, float(percentile) / 100.0, dim=1).view(-1, 1, 1)
+    top = torch.quantile(flat, percentile / 100.0, dim=1).view(-1, 1, 1)
     low = flat.amin(dim=1).view(-1, 1, 1)
     span = top - low
     # A constant map has no contrast to show: it becomes all zeros rather than NaN.

@@ -6,6 +6,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ._checks import check_model
+
 #: Channel statistics of the ImageNet training set, as torchvision's weights expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -20,7 +22,8 @@ class Normalized(nn.Module):
 
     Args:
         model: the network that expects ``(x - mean) / std``.
-        mean, std: one value per input channel.
+        mean, std: one value per input channel (or one value for all), finite, ``std > 0``;
+            copied, so the caller's sequence or tensor is never shared with the module.
 
     The wrapped model keeps its layer names under the prefix ``model.`` (for example
     ``model.features.3``), so a layer named for the bare network is found by
@@ -36,10 +39,9 @@ class Normalized(nn.Module):
 
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
-        std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
+        check_model(model)
+        mean_t = _statistic(mean, "mean")
+        std_t = _statistic(std, "std")
         if mean_t.numel() != std_t.numel() or mean_t.numel() == 0:
             raise ValueError(
                 f"mean and std must have one value per channel and the same length, "
@@ -52,4 +54,25 @@ class Normalized(nn.Module):
         self.register_buffer("std", std_t.view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2 or self.mean.shape[1] not in (1, x.shape[1]):
+            raise ValueError(
+                f"Normalized takes [B, C, H, W] images with C = {self.mean.shape[1]} channels (one mean and std "
+                f"per channel), got shape {tuple(x.shape)}"
+            )
         return self.model((x - self.mean) / self.std)
+
+
+def _statistic(values, name: str) -> torch.Tensor:
+    """``values`` as a new float32 vector (never a view of the caller's tensor), finite."""
+    if isinstance(values, torch.Tensor):
+        if values.dtype == torch.bool or values.is_complex():
+            raise TypeError(f"{name} must hold real numbers, one per channel, got dtype {values.dtype}")
+        t = values.detach().to("cpu", torch.float32, copy=True).flatten()
+    else:
+        try:
+            t = torch.tensor(values, dtype=torch.float32).flatten()
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{name} must be a sequence of numbers, one per channel, got {values!r}") from None
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite in every channel, got {t.tolist()}")
+    return t

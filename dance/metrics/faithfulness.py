@@ -18,9 +18,10 @@ from typing import Callable, Optional
 
 import torch
 
+from .._checks import (TargetType, check_batch, check_callable_model, check_choice, check_int, check_maps,
+                       evaluating, resolve_target, seeded_generator)
 from ._registry import metric
-from ._utils import (TargetType, check_images, check_model, check_positive_int, class_score, forward,
-                     make_generator, pearson, resolve_target)
+from ._utils import class_score, forward, pearson
 
 
 @metric("higher", "Yeh et al. (2019), How sensitive are sensitivity-based explanations?, §4", "yeh2019sensitive",
@@ -36,10 +37,11 @@ def faithfulness_correlation(model: Callable, inputs: torch.Tensor, attributions
     subset at a time, so the result does not depend on ``batch_size``.
 
     Args:
-        model: classifier returning logits (left unchanged; use eval mode).
-        inputs: ``[B, C, H, W]`` images with values in [0, 1].
-        attributions: ``Φ(x)``: ``[B, C, H, W]`` signed attributions (``[B, 1, H, W]`` or
-            ``[B, H, W]`` maps are broadcast over the channels).
+        model: classifier returning logits (run in eval mode, its flags restored; left unchanged).
+        inputs: ``[B, C, H, W]`` images with values in [0, 1] (the perturbed copies are truncated
+            to [0, 1]; wrap a model that expects standardised inputs in :class:`dance.Normalized`).
+        attributions: ``Φ(x)``: ``[B, C, H, W]`` signed attributions, one per image (``[B, 1, H, W]``
+            or ``[B, H, W]`` maps are broadcast over the channels, never over images).
         target: class whose output is explained; ``None`` = the predicted class.
         subset_size: ``N``, features perturbed per subset (Yeh et al.: 300 on MNIST, 500 on CIFAR-10).
         n_subsets: number of random subsets (Yeh et al.: 500).
@@ -63,30 +65,29 @@ def faithfulness_correlation(model: Callable, inputs: torch.Tensor, attributions
         >>> round(float(r), 6)
         1.0
     """
-    check_model(model)
-    check_images(inputs)
-    check_positive_int(n_subsets, "n_subsets", 2)
+    check_callable_model(model)
+    x = check_batch(inputs, model, pixel_range=True)  # the perturbations are truncated to [0, 1]
+    check_int(n_subsets, "n_subsets", 2)
     if batch_size is not None:
-        check_positive_int(batch_size, "batch_size")
-    x = inputs.detach()
+        check_int(batch_size, "batch_size")
+    check_choice(output, "output", ("logit", "prob", "log_prob"))
     b = x.shape[0]
-    a = attributions.detach()
+    if not isinstance(attributions, torch.Tensor):
+        raise TypeError(f"attributions must be a torch.Tensor, got {type(attributions).__name__}")
+    a = check_maps(attributions, "attributions")
     if a.dim() == 3:
         a = a.unsqueeze(1)
-    try:
-        a = a.to(device=x.device, dtype=torch.float32).expand_as(x)
-    except RuntimeError:
+    if a.dim() != 4 or a.shape[0] != b or a.shape[2:] != x.shape[2:] or a.shape[1] not in (1, x.shape[1]):
         raise ValueError(f"attributions of shape {tuple(attributions.shape)} do not match inputs "
-                         f"{tuple(x.shape)}; pass [B, C, H, W], [B, 1, H, W] or [B, H, W]") from None
+                         f"{tuple(x.shape)}; pass one map per image: [B, C, H, W], [B, 1, H, W] or [B, H, W]")
+    a = a.to(device=x.device, dtype=torch.float32).expand_as(x)
     d = x[0].numel()
-    check_positive_int(subset_size, "subset_size")
-    if subset_size > d:
-        raise ValueError(f"subset_size ({subset_size}) exceeds the number of input features C*H*W = {d}; "
-                         f"pass a smaller subset_size")
-    c = resolve_target(model, x, target, batch_size)
-    f_x = class_score(forward(model, x, batch_size), c, output)
-
-    g = make_generator(seed)
+    check_int(subset_size, "subset_size", 1, d)
+    g = seeded_generator(seed)
+    with evaluating(model):
+        f_all = forward(model, x, batch_size)
+        c = resolve_target(f_all, target)
+        f_x = class_score(f_all, c, output)
     xf = x.flatten(1)
     af = a.flatten(1)
     predicted = torch.empty(n_subsets, b, dtype=torch.float64, device=x.device)

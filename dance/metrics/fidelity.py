@@ -26,8 +26,9 @@ from typing import Callable, Optional
 
 import torch
 
+from .._checks import TargetType, check_batch, check_callable_model, check_int, evaluating, resolve_target
 from ._registry import metric
-from ._utils import TargetType, check_images, check_model, class_score, forward, heatmaps, resolve_target
+from ._utils import class_score, forward, unit_heatmaps
 
 
 @metric("lower",
@@ -42,7 +43,8 @@ def fidelity(model: Callable, inputs: torch.Tensor, attributions: torch.Tensor, 
 
     Args:
         model: classifier returning logits, taking images like ``inputs`` (for example a
-            :class:`dance.Normalized` model on [0, 1] images). Put it in eval mode; it is not changed.
+            :class:`dance.Normalized` model on [0, 1] images). It runs in eval mode (its train/eval
+            flags are restored afterwards) and is not changed.
         inputs: ``[B, C, H, W]`` images.
         attributions: ``[B, C, H, W]`` signed saliency maps (turned into heatmaps with
             :func:`dance.to_heatmap` at ``percentile``) or ``[B, H, W]`` heatmaps already in [0, 1].
@@ -64,17 +66,19 @@ def fidelity(model: Callable, inputs: torch.Tensor, attributions: torch.Tensor, 
         >>> fidelity(model, x, torch.randn(3, 1, 4, 4)).shape
         torch.Size([3])
     """
-    check_model(model)
-    check_images(inputs)
-    h = heatmaps(attributions, "attributions", percentile=percentile).to(inputs.device)
-    if h.shape != (inputs.shape[0],) + tuple(inputs.shape[2:]):
-        raise ValueError(f"attributions must give one [H, W] map per image of inputs {tuple(inputs.shape)}, "
+    check_callable_model(model)
+    x = check_batch(inputs, model)
+    if batch_size is not None:
+        check_int(batch_size, "batch_size")
+    h = unit_heatmaps(attributions, "attributions", percentile=percentile).to(x.device)
+    if h.shape != (x.shape[0],) + tuple(x.shape[2:]):
+        raise ValueError(f"attributions must give one [H, W] map per image of inputs {tuple(x.shape)}, "
                          f"got maps of shape {tuple(h.shape)}")
-    c = resolve_target(model, inputs, target, batch_size)
-    x = inputs.detach()
-    e = h.unsqueeze(1).to(x.dtype)  # [B, 1, H, W], broadcast over colour channels
-    e_mean = e.mean(dim=(2, 3), keepdim=True)  # one channel -> one mean per image
-    logits = forward(model, torch.cat([e * x, e_mean * x]), batch_size)
+    with evaluating(model):
+        c = resolve_target(forward(model, x, batch_size), target)
+        e = h.unsqueeze(1).to(x.dtype)  # [B, 1, H, W], broadcast over colour channels
+        e_mean = e.mean(dim=(2, 3), keepdim=True)  # one channel -> one mean per image
+        logits = forward(model, torch.cat([e * x, e_mean * x]), batch_size)
     logp = class_score(logits, torch.cat([c, c]), "log_prob")
     b = x.shape[0]
     return -(logp[:b] - logp[b:])

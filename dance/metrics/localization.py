@@ -34,6 +34,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_choice, check_int, check_number
 from ._registry import metric
 from ._utils import heatmaps
 
@@ -55,9 +56,8 @@ def threshold_mask(maps: torch.Tensor, method: str = "value", alpha: float = 0.2
         ``[B, H, W]`` bool mask. A map with no mass keeps every pixel (every pixel reaches a zero threshold).
     """
     h = heatmaps(maps, "maps").to(torch.float64)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    alpha = float(alpha)
+    check_choice(method, "method", METHODS)
+    alpha = check_number(alpha, "alpha")
     if not alpha > 0 or (method != "mean" and alpha > 1):
         raise ValueError(f"alpha must be in (0, 1] for {method} thresholding (> 0 for mean), got {alpha!r}")
     flat = h.flatten(1)
@@ -91,8 +91,10 @@ def tightest_box(mask: torch.Tensor) -> torch.Tensor:
         >>> tightest_box(m).tolist()
         [[2, 1, 7, 3]]
     """
-    if not isinstance(mask, torch.Tensor) or mask.dim() != 3:
-        raise ValueError("mask must be a [B, H, W] tensor")
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a [B, H, W] bool tensor, got {type(mask).__name__}")
+    if mask.dim() != 3:
+        raise ValueError(f"mask must be a [B, H, W] tensor, got shape {tuple(mask.shape)}")
     mask = mask.bool()
     rows = mask.any(dim=2).to(torch.uint8)  # [B, H]
     cols = mask.any(dim=1).to(torch.uint8)  # [B, W]
@@ -125,12 +127,14 @@ def saliency_box(maps: torch.Tensor, method: str = "value", alpha: float = 0.25)
 def _gt_boxes(boxes: BoxesType, b: int, device) -> torch.Tensor:
     """Ground-truth boxes as ``[B, K, 4]`` float (images with fewer boxes padded by empty boxes)."""
     if isinstance(boxes, torch.Tensor):
-        t = boxes.to(device=device, dtype=torch.float64)
+        t = boxes.detach().to(device=device, dtype=torch.float64)
         if t.dim() == 2:
             t = t.unsqueeze(1)
         if t.dim() != 3 or t.shape[0] != b or t.shape[2] != 4:
             raise ValueError(f"boxes must be [B, 4], [B, K, 4] or a list of B [K_i, 4] tensors for B = {b}, "
                              f"got {tuple(boxes.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError("boxes must hold finite pixel coordinates (x0, y0, x1, y1)")
         return t
     if not isinstance(boxes, (list, tuple)) or len(boxes) != b:
         raise ValueError(f"boxes must be [B, 4], [B, K, 4] or a list of B = {b} tensors of shape [K_i, 4]")
@@ -160,8 +164,10 @@ def box_iou(boxes: torch.Tensor, gt_boxes: BoxesType) -> torch.Tensor:
         >>> box_iou(torch.tensor([[0, 0, 4, 4]]), torch.tensor([[2, 0, 6, 4]])).tolist()   # 8 / 24
         [0.3333333333333333]
     """
-    if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
-        raise ValueError("boxes must be a [B, 4] tensor of (x0, y0, x1, y1)")
+    if not isinstance(boxes, torch.Tensor):
+        raise TypeError(f"boxes must be a [B, 4] tensor of (x0, y0, x1, y1), got {type(boxes).__name__}")
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be a [B, 4] tensor of (x0, y0, x1, y1), got shape {tuple(boxes.shape)}")
     p = boxes.to(torch.float64).unsqueeze(1)  # [B, 1, 4]
     g = _gt_boxes(gt_boxes, boxes.shape[0], boxes.device)
     iw = (torch.minimum(p[..., 2], g[..., 2]) - torch.maximum(p[..., 0], g[..., 0])).clamp(min=0)
@@ -216,6 +222,10 @@ def localization_success(maps: torch.Tensor, gt_boxes: BoxesType, *, method: str
 
 def box_mask(boxes: BoxesType, height: int, width: int) -> torch.Tensor:
     """Boolean ``[B, H, W]`` masks of the union of each image's boxes (upper corner exclusive)."""
+    check_int(height, "height")
+    check_int(width, "width")
+    if not isinstance(boxes, (torch.Tensor, list, tuple)) or len(boxes) == 0:
+        raise ValueError("boxes must be [B, 4], [B, K, 4] or a list of B >= 1 tensors of shape [K_i, 4]")
     dev = boxes.device if isinstance(boxes, torch.Tensor) else torch.as_tensor(boxes[0]).device
     g = _gt_boxes(boxes, len(boxes), dev)  # [B, K, 4]
     ys = torch.arange(height, device=dev, dtype=torch.float64).view(1, 1, -1, 1)
@@ -230,6 +240,9 @@ def _mask(masks: torch.Tensor, shape) -> torch.Tensor:
         raise TypeError("masks must be a [B, H, W] bool tensor (use box_mask to turn boxes into masks)")
     if masks.dim() == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
+    if masks.dtype != torch.bool and bool(((masks != 0) & (masks != 1)).any()):
+        raise ValueError(f"masks must be boolean (True on the object) or hold only 0 and 1, got other values "
+                         f"in a {masks.dtype} tensor; threshold it first, e.g. masks > 0.5")
     if tuple(masks.shape) != tuple(shape):
         raise ValueError(f"masks must have the maps' shape {tuple(shape)} (or [B, 1, H, W]), got {tuple(masks.shape)}")
     return masks.bool()
@@ -292,9 +305,10 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: float =
     """
     h = heatmaps(maps, "maps")
     m = _mask(masks, h.shape).to(h.device)
-    if float(tolerance) < 0:
+    tolerance = check_number(tolerance, "tolerance")
+    if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
-    r = int(float(tolerance))
+    r = int(tolerance)
     area = m
     if r > 0:  # dilate the mask by a disc of radius `tolerance`
         ax = torch.arange(-r, r + 1, device=h.device, dtype=torch.float32)

@@ -17,8 +17,10 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from torch import nn
 
+from .._checks import (TargetType, check_batch, check_model, check_seed, gradients_on, ordinary,
+                       resolve_target)
 from ._registry import metric
-from ._utils import TargetType, check_images, heatmaps, resolve_target
+from ._utils import forward, heatmaps
 from .similarity import spearman, ssim
 
 
@@ -58,6 +60,7 @@ def parameter_layers(model: nn.Module) -> List[str]:
     which is the forward order for sequential networks such as VGG or AlexNet; pass ``layers``
     to :func:`cascading_randomization` explicitly where it is not.
     """
+    check_model(model)
     names = [name for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
     return names[::-1]
 
@@ -116,8 +119,8 @@ def cascading_randomization(model: nn.Module, explainer: Callable, inputs: torch
     """Cascading model-parameter randomisation test on a deep copy of ``model``.
 
     Args:
-        model: the trained classifier. It is deep-copied; its weights, ``.grad`` and train/eval
-            mode are left as they are.
+        model: the trained classifier. It is deep-copied and the copy explained in eval mode; its
+            weights, ``.grad`` and train/eval mode are left as they are.
         explainer: either a factory ``explainer(model) -> explain`` with
             ``explain(inputs, target) -> attributions`` (for example
             ``lambda m: captum.attr.Saliency(m).attribute``, or a Captum class such as
@@ -147,25 +150,28 @@ def cascading_randomization(model: nn.Module, explainer: Callable, inputs: torch
         >>> r.layers, tuple(r.ssim.shape)
         (['original', '3', '0'], (3, 2))
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_images(inputs)
-    x = inputs.detach()
+    check_model(model)
+    x = check_batch(inputs, model)
+    check_seed(seed)
+    if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)):
+        raise TypeError(f"layers must be a sequence of module names (str), got {layers!r}")
     names = parameter_layers(model) if layers is None else list(layers)
     modules = dict(model.named_modules())
     missing = [n for n in names if n not in modules]
     if missing:
         raise ValueError(f"layers {missing} are not in model.named_modules(); available: {parameter_layers(model)}")
-    t = resolve_target(model, x, target)
+    t = resolve_target(forward(model, x), target)  # forward runs in eval mode
 
-    net = copy.deepcopy(model)  # the caller's model stays untouched
-    net_modules = dict(net.named_modules())
-    explain = _explain_fn(explainer, net)
-    base = heatmaps(explain(x, t).detach(), "attributions", percentile)
-    maps = [base]
-    for s, name in enumerate(names, start=1):
-        randomize_(net_modules[name], seed + s)
-        maps.append(heatmaps(explain(x, t).detach(), "attributions", percentile).to(base.device))
+    with gradients_on():  # ordinary tensors (and copied parameters) even under torch.inference_mode()
+        x, t = ordinary(x), ordinary(t)
+        net = copy.deepcopy(model).eval()  # the caller's model stays untouched; explained as deployed
+        net_modules = dict(net.named_modules())
+        explain = _explain_fn(explainer, net)
+        base = heatmaps(explain(x, t).detach(), "attributions", percentile)
+        maps = [base]
+        for s, name in enumerate(names, start=1):
+            randomize_(net_modules[name], seed + s)
+            maps.append(heatmaps(explain(x, t).detach(), "attributions", percentile).to(base.device))
     stacked = torch.stack(maps)  # [S+1, B, H, W]
     ssims = torch.stack([ssim(base, m, win_size=win_size) for m in maps])
     spear = torch.stack([spearman(base, m) for m in maps])

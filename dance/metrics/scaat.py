@@ -25,9 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._checks import (TargetType, check_batch, check_callable_model, check_choice, check_int, check_maps,
+                       check_number, check_positive, evaluating, resolve_target)
 from ._registry import metric
-from ._utils import (TargetType, check_images, check_model, check_positive_int, class_score, forward,
-                     heatmaps, resolve_target, unit_heatmaps)
+from ._utils import class_score, forward, heatmaps, unit_heatmaps
 
 _SCAAT = "Xu et al. (2023), SCAAT (poster)"
 
@@ -68,6 +69,11 @@ def saliency_entropy(maps: torch.Tensor, *, kind: str = "histogram", base: Optio
         >>> saliency_entropy(half).tolist()
         [1.0]
     """
+    check_choice(kind, "kind", ("histogram", "distribution"))
+    if base is not None:
+        base = check_positive(base, "base")
+        if base == 1.0:
+            raise ValueError("base must be a positive number other than 1 (the base of the logarithm), got 1")
     if kind == "histogram":
         q = to_uint8(maps).flatten(1).long()
         counts = torch.zeros(q.shape[0], 256, dtype=torch.float64, device=q.device)
@@ -111,8 +117,7 @@ def saliency_size(maps: torch.Tensor, *, compress_level: int = 9) -> torch.Tenso
     """
     from PIL import Image
 
-    if isinstance(compress_level, bool) or not isinstance(compress_level, int) or not 0 <= compress_level <= 9:
-        raise ValueError(f"compress_level must be an integer in [0, 9], got {compress_level!r}")
+    check_int(compress_level, "compress_level", 0, 9)
     q = to_uint8(maps)
     sizes = []
     for img in q.cpu().numpy():
@@ -125,6 +130,7 @@ def saliency_size(maps: torch.Tensor, *, compress_level: int = 9) -> torch.Tenso
 def _pixel_saliency(attributions: torch.Tensor, shape) -> torch.Tensor:
     if not isinstance(attributions, torch.Tensor):
         raise TypeError(f"attributions must be a torch.Tensor, got {type(attributions).__name__}")
+    attributions = check_maps(attributions, "attributions")
     if attributions.dim() == 4:
         s = attributions.detach().abs().amax(dim=1)  # the heatmap's order, before winsorising
     elif attributions.dim() == 3:
@@ -150,7 +156,7 @@ def aopc(model: Callable, inputs: torch.Tensor, attributions: torch.Tensor, targ
     of a patch, the mean over its pixels. Ties are broken by patch order (row-major).
 
     Args:
-        model: classifier returning logits (left unchanged; use eval mode).
+        model: classifier returning logits (run in eval mode, its flags restored; left unchanged).
         inputs: ``[B, C, H, W]`` images.
         attributions: ``[B, C, H, W]`` attributions or ``[B, H, W]`` maps.
         target: class ``c`` whose score ``f = F^c`` is followed; None = the predicted class.
@@ -177,26 +183,28 @@ def aopc(model: Callable, inputs: torch.Tensor, attributions: torch.Tensor, targ
         >>> aopc(model, x, torch.rand(2, 1, 4, 4), order="morf", step=2, n_steps=4).shape
         torch.Size([2])
     """
-    check_model(model)
-    check_images(inputs)
-    if order not in ("morf", "lerf"):
-        raise ValueError(f"order must be 'morf' or 'lerf', got {order!r}")
-    check_positive_int(patch_size, "patch_size")
-    check_positive_int(n_steps, "n_steps")
+    check_callable_model(model)
+    x = check_batch(inputs, model)
+    check_choice(order, "order", ("morf", "lerf"))
+    check_choice(output, "output", ("logit", "prob", "log_prob"))
+    check_int(patch_size, "patch_size")
+    check_int(n_steps, "n_steps")
     if batch_size is not None:
-        check_positive_int(batch_size, "batch_size")
-    x = inputs.detach()
+        check_int(batch_size, "batch_size")
     b, _, height, width = x.shape
     s = _pixel_saliency(attributions, x.shape).to(x.device)
     ph, pw = math.ceil(height / patch_size), math.ceil(width / patch_size)
     n_patches = ph * pw
     if step is None:
         step = max(1, math.ceil(0.01 * n_patches))
-    check_positive_int(step, "step")
+    check_int(step, "step")
     if step * n_steps > n_patches:
         raise ValueError(f"step * n_steps = {step * n_steps} exceeds the {n_patches} patches of the image; "
                          f"lower step or n_steps")
-    base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+    if isinstance(baseline, torch.Tensor):
+        base = check_maps(baseline, "baseline").to(dtype=x.dtype, device=x.device)
+    else:
+        base = torch.tensor(check_number(baseline, "baseline"), dtype=x.dtype, device=x.device)
     try:
         base = torch.broadcast_to(base, x.shape)
     except RuntimeError:
@@ -207,14 +215,16 @@ def aopc(model: Callable, inputs: torch.Tensor, attributions: torch.Tensor, targ
     ranking = torch.argsort(patch_s, dim=1, descending=(order == "morf"), stable=True)
     position = torch.empty_like(ranking).scatter_(1, ranking, torch.arange(n_patches, device=x.device).expand(b, -1))
 
-    c = resolve_target(model, x, target, batch_size)
-    f0 = class_score(forward(model, x, batch_size), c, output)
-    drops = []
-    for k in range(1, n_steps + 1):  # one batch of B images per step
-        removed = (position < k * step).view(b, 1, ph, pw).to(x.dtype)
-        removed = removed.repeat_interleave(patch_size, 2).repeat_interleave(patch_size, 3)[:, :, :height, :width]
-        x_k = torch.where(removed > 0, base, x)
-        drops.append(f0 - class_score(forward(model, x_k, batch_size), c, output))
+    with evaluating(model):
+        logits = forward(model, x, batch_size)
+        c = resolve_target(logits, target)
+        f0 = class_score(logits, c, output)
+        drops = []
+        for k in range(1, n_steps + 1):  # one batch of B images per step
+            removed = (position < k * step).view(b, 1, ph, pw).to(x.dtype)
+            removed = removed.repeat_interleave(patch_size, 2).repeat_interleave(patch_size, 3)[:, :, :height, :width]
+            x_k = torch.where(removed > 0, base, x)
+            drops.append(f0 - class_score(forward(model, x_k, batch_size), c, output))
     return torch.stack(drops, dim=1).sum(dim=1) / (n_steps + 1)
 
 

@@ -11,8 +11,10 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
+from .._checks import (TargetType, as_target, check_batch, check_choice, check_int, check_interval, check_maps,
+                       check_positive, model_of, resolve_target, seeded_generator)
 from ._registry import metric
-from ._utils import (TargetType, call_explain, check_images, check_positive_int, heatmaps, make_generator)
+from ._utils import call_explain, forward, heatmaps
 
 NORMALIZATIONS = ("unit", "relative", None)
 
@@ -45,20 +47,21 @@ def sensitivity(attributions: torch.Tensor, perturbed_attributions: torch.Tensor
         >>> sensitivity(e, e_hat, x, x_hat).tolist()
         [0.5]
     """
-    check_images(inputs)
-    check_images(perturbed, "perturbed")
+    inputs = check_batch(inputs, pixel_range=False)
+    perturbed = check_batch(perturbed, name="perturbed", pixel_range=False)
     if perturbed.shape != inputs.shape:
         raise ValueError(f"perturbed must have the shape of inputs {tuple(inputs.shape)}, got {tuple(perturbed.shape)}")
     if heatmap:
         a = heatmaps(attributions, "attributions", percentile)
         b = heatmaps(perturbed_attributions, "perturbed_attributions", percentile)
     else:
-        a, b = attributions.detach().float(), perturbed_attributions.detach().float()
+        a = check_maps(attributions, "attributions").float()
+        b = check_maps(perturbed_attributions, "perturbed_attributions").float()
     if a.shape != b.shape or a.shape[0] != inputs.shape[0]:
         raise ValueError(f"attributions and perturbed_attributions must have the same shape with one map per "
                          f"image, got {tuple(a.shape)} and {tuple(b.shape)} for {inputs.shape[0]} images")
     num = (a - b.to(a.device)).flatten(1).norm(dim=1).to(inputs.device)
-    den = (inputs.detach() - perturbed.detach()).flatten(1).float().norm(dim=1)
+    den = (inputs - perturbed.to(inputs.device)).flatten(1).float().norm(dim=1)
     return num / den  # x_hat == x: 0/0 -> NaN, a moved map -> inf, on purpose
 
 
@@ -80,16 +83,17 @@ def linf_ball_samples(inputs: torch.Tensor, radius: float, n_samples: int, seed:
     Returns:
         ``[n_samples, B, C, H, W]`` tensor (sample-major).
     """
-    check_images(inputs)
-    check_positive_int(n_samples, "n_samples")
-    if not float(radius) > 0:
-        raise ValueError(f"radius must be positive, got {radius!r}")
-    g = make_generator(seed)
-    noise = torch.rand((n_samples,) + tuple(inputs.shape), generator=g, dtype=torch.float32)
-    noise = ((2 * noise - 1) * float(radius)).to(device=inputs.device, dtype=inputs.dtype)
-    y = inputs.detach().unsqueeze(0) + noise
+    x = check_batch(inputs, pixel_range=False)
+    check_int(n_samples, "n_samples")
+    radius = check_positive(radius, "radius")
+    g = seeded_generator(seed)
     if clamp is not None:
-        y = y.clamp(float(clamp[0]), float(clamp[1]))
+        clamp = check_interval(clamp, "clamp")
+    noise = torch.rand((n_samples,) + tuple(x.shape), generator=g, dtype=torch.float32)
+    noise = ((2 * noise - 1) * radius).to(device=x.device, dtype=x.dtype)
+    y = x.unsqueeze(0) + noise
+    if clamp is not None:
+        y = y.clamp(clamp[0], clamp[1])
     return y
 
 
@@ -120,21 +124,19 @@ def sampled_sensitivities(explain: Callable, inputs: torch.Tensor, target: Targe
     Returns:
         ``[B, n_samples]`` float tensor.
     """
-    check_images(inputs)
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
-    b = inputs.shape[0]
+    model = model_of(explain)  # when found: run in eval mode, and the class range is checked
+    x = check_batch(inputs, model, pixel_range=False)
+    check_choice(normalize, "normalize", NORMALIZATIONS)
+    b = x.shape[0]
     if batch_size is not None:
-        check_positive_int(batch_size, "batch_size")
-    if target is not None and not isinstance(target, int):
-        target = torch.as_tensor(target, device=inputs.device).long().flatten()
-        if target.numel() == 1:
-            target = target.expand(b).clone()
-        elif target.numel() != b:
-            raise ValueError(f"target must have one class per image ({b}), got {target.numel()} values")
-    ex = call_explain(explain, inputs.detach(), target)
-    y = linf_ball_samples(inputs, radius, n_samples, seed, clamp).flatten(0, 1)  # sample-major [n*B, ...]
-    t_all = None if target is None or isinstance(target, int) else target.repeat(n_samples)
+        check_int(batch_size, "batch_size")
+    if target is not None and model is not None:
+        target = resolve_target(forward(model, x), target)
+    else:
+        target = as_target(target, b, x.device)
+    ex = call_explain(explain, x, target)
+    y = linf_ball_samples(x, radius, n_samples, seed, clamp).flatten(0, 1)  # sample-major [n*B, ...]
+    t_all = None if target is None else target.repeat(n_samples)
     ex_all = ex.repeat((n_samples,) + (1,) * (ex.dim() - 1))
     step = y.shape[0] if batch_size is None else batch_size
     out = []

@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .._checks import check_int, check_positive
 from ._registry import metric
 from ._utils import heatmaps, pearson, rankdata
 
@@ -88,9 +89,7 @@ def topk_intersection(maps_a: torch.Tensor, maps_b: torch.Tensor, k: int) -> tor
         [0.5]
     """
     a, b = _pair(maps_a, maps_b)
-    n = a[0].numel()
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
-        raise ValueError(f"k must be an integer in [1, H*W = {n}], got {k!r}")
+    check_int(k, "k", 1, a[0].numel())
     both = _top_k_mask(a.flatten(1), k) & _top_k_mask(b.flatten(1), k)
     return both.sum(dim=1).float() / k
 
@@ -176,6 +175,9 @@ def ssim(maps_a: torch.Tensor, maps_b: torch.Tensor, *, data_range: float = 1.0,
     from skimage.metrics import structural_similarity
 
     a, b = _pair(maps_a, maps_b)
+    data_range = check_positive(data_range, "data_range")
+    if win_size is not None and (check_int(win_size, "win_size", 3) % 2 == 0):
+        raise ValueError(f"win_size must be odd, got {win_size}")
     side = 7 if win_size is None else win_size
     if min(a.shape[1:]) < side:
         raise ValueError(f"maps must be at least {side}x{side} for SSIM with win_size={side}; "
