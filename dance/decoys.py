@@ -35,7 +35,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ._checks import check_images, check_int, check_model, check_positive
+from ._checks import check_dtype, check_images, check_int, check_model, check_positive, gradients_on, ordinary
 from .layers import LayerProbe, eval_mode, resolve_layer
 from .masks import default_masks, group_footprints, mask_groups
 
@@ -673,9 +673,11 @@ def generate_decoys_batch(model: nn.Module, images: torch.Tensor, layer: Union[s
     """
     model = check_model(model)
     images = check_images(images, model, name="images")
+    check_dtype(images, model, name="images")
     if not isinstance(config, DecoyConfig):
         raise TypeError(f"config must be a dance.DecoyConfig, got {type(config).__name__}")
-    return _generate(model, images, layer, config, masks)
+    with gradients_on():  # the Adam solver needs autograd, also inside the caller's inference_mode
+        return _generate(model, ordinary(images), layer, config, None if masks is None else ordinary(masks))
 
 
 def _generate(model: nn.Module, images: torch.Tensor, layer, config: DecoyConfig,
@@ -864,7 +866,9 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
     """
     model = check_model(model)
     x = check_images(x, model, name="x", single=True)
+    check_dtype(x, model, name="x")
     config = DecoyConfig(epsilon=epsilon, relative=relative, patch_size=patch_size, stride=stride, spacing=spacing,
                          n_masks=n_masks, directions=directions, seed=seed, batch_size=batch_size, solver=solver,
                          progress=progress)
-    return _generate(model, x, layer, config, masks)[0]
+    with gradients_on():  # the Adam solver needs autograd, also inside the caller's inference_mode
+        return _generate(model, ordinary(x), layer, config, None if masks is None else ordinary(masks))[0]

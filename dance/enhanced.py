@@ -5,9 +5,10 @@ from typing import Callable, List, Optional, Union
 
 import torch
 from captum.attr import Attribution, NoiseTunnel, Saliency
+from captum.log import log_usage
 from torch import nn
 
-from ._checks import check_images, check_int, check_model, check_target
+from ._checks import check_dtype, check_images, check_int, check_logits, check_model, check_target, gradients_on, ordinary
 from .decoys import DecoyConfig, Decoys, generate_decoys_batch
 from .layers import eval_mode, resolve_layer
 
@@ -154,6 +155,8 @@ class DecoyEnhanced(Attribution):
                              "pass decoys= to the call, or build it with layer=... and epsilon=...")
         return generate_decoys_batch(self.model, x, self.layer_name, self.config, masks=self.masks)
 
+    # Captum's wrappers (NoiseTunnel) call attribute.__wrapped__, which its log_usage decorator sets.
+    @log_usage()
     def attribute(self, inputs: torch.Tensor, target: Union[None, int, torch.Tensor] = None, *,
                   batch_size: Optional[int] = None, return_decoys: bool = False,
                   decoys: Optional[List[Decoys]] = None, **attribution_kwargs):
@@ -189,15 +192,19 @@ class DecoyEnhanced(Attribution):
 
     def _population_maps(self, inputs, target, batch_size, decoys, kwargs):
         x = check_images(inputs, self.model)
+        check_dtype(x, self.model)
         B = x.shape[0]
         if batch_size is not None:
             batch_size = check_int(batch_size, "batch_size")
-        with eval_mode(self.model):
+        with gradients_on(), eval_mode(self.model):  # base methods need autograd, also in inference_mode
+            x = ordinary(x)
+            if isinstance(target, torch.Tensor):
+                target = ordinary(target)
             # The number of classes, to check target, costs one forward per input shape, once.
             key = (tuple(x.shape[1:]), x.device.type, x.dtype)
             if key not in self._n_classes:
                 with torch.no_grad():
-                    self._n_classes[key] = self.model(x[:1]).shape[-1]
+                    self._n_classes[key] = check_logits(self.model(x[:1])).shape[-1]
             t = check_target(target, B, self._n_classes[key], x.device)
             if decoys is None:
                 decoys = self._make_decoys(x)
@@ -214,13 +221,14 @@ class DecoyEnhanced(Attribution):
         row_target = torch.cat([target[b:b + 1].expand(n) for b, n in enumerate(sizes)])
         if self._signed_default and "abs" not in kwargs:
             kwargs = dict(kwargs, abs=False)
+        kwargs = _per_row(kwargs, sizes, x.shape[0])
         step = rows.shape[0] if batch_size is None else batch_size
         out = []
         with torch.enable_grad():
             for lo in range(0, rows.shape[0], step):
                 # Our own copy, marked for gradients so that Captum need not switch it on (and warn).
                 chunk = rows[lo:lo + step].clone().requires_grad_(True)
-                a = self._attribute_fn(chunk, target=row_target[lo:lo + step], **kwargs)
+                a = self._attribute_fn(chunk, target=row_target[lo:lo + step], **_chunk(kwargs, lo, lo + step))
                 if isinstance(a, tuple):
                     a = a[0]
                 if not isinstance(a, torch.Tensor) or a.shape != chunk.shape:
@@ -230,6 +238,33 @@ class DecoyEnhanced(Attribution):
                     )
                 out.append(a.detach())
         return list(torch.cat(out).split(sizes))
+
+
+#: Keyword arguments of base methods that may hold one entry per image (Captum's convention).
+PER_IMAGE_KWARGS = ("baselines",)
+
+
+def _per_row(kwargs: dict, sizes: List[int], batch: int) -> dict:
+    """Per-image tensors (``baselines [B, C, H, W]``) repeated for every member of each image's population."""
+    out = dict(kwargs)
+    for name in PER_IMAGE_KWARGS:
+        value = out.get(name)
+        if isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[0] == batch and batch > 1:
+            out[name] = torch.cat([value[b:b + 1].expand(n, *value.shape[1:]) for b, n in enumerate(sizes)])
+        elif isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[0] not in (1, batch):
+            raise ValueError(f"{name} must hold one entry per image ({batch}) or one for all, "
+                             f"got {value.shape[0]}")
+    return out
+
+
+def _chunk(kwargs: dict, lo: int, hi: int) -> dict:
+    """The rows ``lo:hi`` of the per-row keyword arguments (left whole when they are shared)."""
+    out = dict(kwargs)
+    for name in PER_IMAGE_KWARGS:
+        value = out.get(name)
+        if isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[0] > 1:
+            out[name] = value[lo:hi]
+    return out
 
 
 def _check_decoys_belong(decoys, x: torch.Tensor) -> None:

@@ -1,6 +1,7 @@
 """Find a layer by name and evaluate a model only up to it, without touching the model."""
 from __future__ import annotations
 
+import difflib
 from contextlib import contextmanager
 from typing import Iterator, Tuple, Union
 
@@ -15,7 +16,10 @@ def resolve_layer(model: nn.Module, layer: Union[str, nn.Module]) -> Tuple[str, 
         if layer in named and layer != "":
             return layer, named[layer]
         candidates = [n for n in named if n]
-        close = [n for n in candidates if layer in n or n in layer][:5] or candidates[:8]
+        # Names that contain the given one (a missing prefix, e.g. "features.3" for a wrapped
+        # model's "model.features.3"), else the most similar names (a typo), else the first few.
+        close = [n for n in candidates if n.endswith(layer)][:5] \
+            or difflib.get_close_matches(layer, candidates, n=5, cutoff=0.6) or candidates[:8]
         raise ValueError(
             f"layer {layer!r} is not a module of the model; valid names from model.named_modules() "
             f"include {close}"

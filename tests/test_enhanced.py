@@ -379,3 +379,82 @@ def test_cuda_maps_match_cpu(cuda_only, make_model, make_image):
     # Same decoys on both devices: the maps then agree up to float error.
     Zc = cpu.attribute(X, 1, decoys=[d.to("cpu") for d in decoys])
     assert torch.allclose(Zg.cpu(), Zc, rtol=1e-3, atol=1e-5)
+
+
+def test_decoy_enhanced_is_a_captum_attribution_that_noise_tunnel_wraps(make_model, make_image):
+    from captum.attr import Attribution, NoiseTunnel
+
+    net = make_model("vgg")
+    x = 0.1 + 0.8 * make_image(12, batch=2)  # the noisy copies must stay in [0, 1], as DANCE requires
+    explainer = dance.DecoyEnhanced(Saliency(net), layer="3", epsilon=0.1, relative=True, solver="linesearch")
+    assert isinstance(explainer, Attribution) and explainer.forward_func is net
+    assert not explainer.has_convergence_delta()
+    smooth = NoiseTunnel(explainer).attribute(x, nt_type="smoothgrad", nt_samples=2, stdevs=0.01, target=0)
+    assert smooth.shape == x.shape and torch.isfinite(smooth).all()
+    # With no noise, NoiseTunnel's average of one sample is the decoy-enhanced map itself
+    same = NoiseTunnel(explainer).attribute(x, nt_type="smoothgrad", nt_samples=1, stdevs=0.0, target=0)
+    torch.testing.assert_close(same, explainer.attribute(x, target=0))
+
+
+def test_population_maps_are_the_unreduced_maps_attribute_reduces(make_model, make_image):
+    net = make_model("vgg")
+    x = make_image(12, batch=2)
+    explainer = dance.DecoyEnhanced(Saliency(net), layer="3", epsilon=0.1, relative=True, solver="linesearch")
+    decoys = explainer.decoys(x)
+    pops = explainer.population_maps(x, 0, decoys=decoys)
+    assert [p.shape[0] for p in pops] == [1 + len(d) for d in decoys]
+    maps = explainer.attribute(x, 0, decoys=decoys)
+    for b in range(2):
+        torch.testing.assert_close(maps[b], dance.aggregate_maps(pops[b]))
+    # the first map of each population is the image's own map
+    torch.testing.assert_close(torch.stack([p[0] for p in pops]), Saliency(net).attribute(x.clone(), 0, abs=False))
+
+
+def test_decoys_of_other_images_or_in_another_order_are_refused(make_model, make_image):
+    net = make_model("vgg")
+    x = make_image(12, batch=2)
+    explainer = dance.DecoyEnhanced(Saliency(net), layer="3", epsilon=0.1, relative=True, solver="linesearch")
+    decoys = explainer.decoys(x)
+    with pytest.raises(ValueError, match=r"decoys\[0\] were made for another image"):
+        explainer.attribute(x, 0, decoys=decoys[::-1])
+    with pytest.raises(ValueError, match="another image"):
+        explainer.attribute(x.flip(0), 0, decoys=decoys)
+
+
+def test_a_population_only_explainer_needs_decoys_per_call(make_model, make_image):
+    net = make_model("vgg")
+    x = make_image(12, batch=1)
+    decoys = dance.generate_decoys_batch(net, x, "3", dance.DecoyConfig(epsilon=0.1, relative=True,
+                                                                          solver="linesearch"))
+    reducer = dance.DecoyEnhanced(Saliency(net))
+    assert reducer.attribute(x, 0, decoys=decoys).shape == x.shape
+    with pytest.raises(ValueError, match="pass decoys="):
+        reducer.attribute(x, 0)
+    with pytest.raises(TypeError, match="go together"):
+        dance.DecoyEnhanced(Saliency(net), layer="3")
+
+
+def test_per_image_ig_baselines_are_expanded_to_each_population(make_model, make_image):
+    from captum.attr import IntegratedGradients
+
+    net = make_model("vgg")
+    x = make_image(12, batch=2)
+    base = torch.stack([torch.zeros_like(x[0]), torch.full_like(x[0], 0.5)])
+    explainer = dance.DecoyEnhanced(IntegratedGradients(net), layer="3", epsilon=0.1, relative=True,
+                                    solver="linesearch")
+    decoys = explainer.decoys(x)
+    both = explainer.attribute(x, 0, decoys=decoys, baselines=base, n_steps=4)
+    alone = torch.cat([explainer.attribute(x[b:b + 1], 0, decoys=decoys[b:b + 1], baselines=base[b:b + 1], n_steps=4)
+                       for b in range(2)])
+    torch.testing.assert_close(both, alone, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="baselines must hold one entry per image"):
+        explainer.attribute(x, 0, decoys=decoys, baselines=torch.zeros(3, *x.shape[1:]), n_steps=4)
+
+
+def test_a_layer_typo_on_a_wrapped_model_suggests_the_close_names(make_model):
+    wrapped = dance.Normalized(make_model("vgg"), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    with pytest.raises(ValueError) as info:
+        dance.DecoyEnhanced(Saliency(wrapped), layer="model.3x", epsilon=0.1)
+    assert "model.3" in str(info.value)
+    with pytest.raises(ValueError, match=r"model\.3"):
+        dance.DecoyEnhanced(Saliency(wrapped), layer="3", epsilon=0.1)  # the wrapper's prefix left out

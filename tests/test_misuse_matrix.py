@@ -134,7 +134,7 @@ def _gt_masks():
 
 MODEL_INPUT_TARGET = frozenset({"model", "inputs", "target", "context"})
 WITH_ATTR = MODEL_INPUT_TARGET | {"attributions"}
-DECOYS = dict(epsilon=0.1, relative=True, steps=2)
+DECOYS = dict(epsilon=0.1, relative=True, solver=dance.Adam(steps=2))
 AOPC = dict(step=4, n_steps=3)
 
 ENTRIES = [
@@ -340,16 +340,9 @@ MISUSES = [
            _same),
 ]
 
-# Cells that fail today because of code in the lead's files (dance/decoys.py, dance/enhanced.py,
-# dance/masks.py, dance/layers.py); strict, so each turns into a failure once it is fixed.
-LEAD_CELLS = {
-    ("generate_decoys", "inputs float64 for a float32 model"),
-    ("DecoyEnhanced.attribute", "inputs float64 for a float32 model"),
-    ("DecoyEnhanced.attribute", "model returns a tuple"),
-    ("DecoyEnhanced.attribute", "model returns a dict"),
-    ("generate_decoys", "called under torch.inference_mode()"),
-    ("DecoyEnhanced.attribute", "called under torch.inference_mode()"),
-}
+# Cells that fail because of code in dance/decoys.py, dance/enhanced.py, dance/masks.py or
+# dance/layers.py, marked strict xfail until fixed (none left).
+LEAD_CELLS: set = set()  # all fixed in dance/decoys.py and dance/enhanced.py
 
 
 def _cells():

@@ -133,7 +133,7 @@ def test_model_declaring_its_head_before_its_stem_is_accepted():
     x = torch.rand(2, 1, 8, 8)
     assert A.gradient(net, x, 0).shape == x.shape
     assert A.topk_attack(net, x, 0, iterations=1).inputs.shape == x.shape
-    d = dance.generate_decoys(net, x[0], "stem", epsilon=0.1, relative=True, steps=2)
+    d = dance.generate_decoys(net, x[0], "stem", epsilon=0.1, relative=True, solver=dance.Adam(steps=2))
     assert d.images.shape[1:] == x.shape[1:]
     with pytest.raises(ValueError, match="inputs has 3 channels but the model's first convolution expects 1"):
         A.gradient(net, torch.rand(2, 3, 8, 8), 0)
