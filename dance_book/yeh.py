@@ -265,7 +265,7 @@ def softplus_chain_lipschitz(weights: Sequence[Tensor]) -> float:
         >>> import torch
         >>> from dance_book.yeh import softplus_chain_lipschitz
         >>> softplus_chain_lipschitz([2 * torch.eye(2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64) / 2 ** 0.5])
-        3.0
+        2.0
     """
     lam, total = 1.0, 0.0
     for w in weights:
