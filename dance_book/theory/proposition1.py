@@ -805,7 +805,7 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
     out["corr_bound"] = smooth + flip_term
     # how close the smooth term comes to being attained: max over flip-free members of
     # |E(x̃)_j - E(x)_j| / smooth term (≤ 1 by Proposition 1′; 0 where no member qualifies)
-    free = (flip_w == 0) & (smooth > 0)
+    free = (flip_w == 0) & (smooth > 1e-12)  # (below, rounding noise would dominate the ratio)
     diff = (E - E[:, :1]).abs()
     out["smooth_tightness"] = torch.where(free, diff / smooth.clamp_min(1e-300), torch.zeros_like(diff)).amax(1)
     gather = lambda t_idx: torch.gather(out["corr_bound"], 1, t_idx[:, None, :])[:, 0]
