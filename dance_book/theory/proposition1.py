@@ -987,7 +987,9 @@ def segment_decomposition(params: ToyParams, x: Tensor, pixel: Tensor, delta: Te
     ``E(x̃)_j - E(x)_j = δ ∫₀¹ H_jj(x_t) dt + Σ_r jump_r`` (``smooth + jumps``),
 
     with the integral computed piece by piece by Gauss-Legendre quadrature (the integrand is
-    analytic on each piece). With no kink this is the mean-value form ``δ H_jj(ξ)``.
+    analytic on each piece). With no kink this is the mean-value form ``δ H_jj(ξ)``. Both end
+    points must be off the kinks (no pre-activation exactly 0 at ``x`` or ``x + δ e_j``), where
+    the convention ``a = 1{pre ≥ 0}`` makes the gradient one-sided.
 
     Args:
         params: ``N`` networks. x: ``[N, d]``. pixel: LongTensor ``[N]`` (``j`` per network).
