@@ -14,6 +14,11 @@ from torch import nn
 
 __all__ = [
     "two_layer_softplus",
+    "softplus_chain",
+    "softplus_chain_lipschitz",
+    "l2_ball_samples",
+    "avg_sensitivity_l2",
+    "avg_sensitivity_1d",
     "SoftplusMLP",
     "ReLUMLP",
     "yeh_corollary21_constant",
@@ -175,13 +180,128 @@ class ReLUMLP(nn.Module):
         return ((act * self._v(target, B, x.device)) @ self.W).reshape(x.shape)
 
 
-def yeh_corollary21_constant(weights: Sequence[Tensor]) -> float:
-    """Yeh et al.'s Corollary 2.1 Lipschitz constant ``Π_i ‖W_i‖₂² / 4`` for
-    ``f = σ(W_l σ(… σ(W_1 x)))`` with softplus ``σ``."""
+def _spectral(w: Tensor) -> float:
+    return float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1) if w.dim() > 1 else w[None], 2))
+
+
+def yeh_corollary21_constant(weights: Sequence[Tensor], reading: str = "charitable") -> float:
+    """Yeh et al.'s Corollary 2.1 Lipschitz constant for ``f = σ(W_l σ(… σ(W_1 x)))`` with
+    softplus ``σ``, printed as ``Π_i ‖W_i‖²/4``.
+
+    Args:
+        weights: ``W_1, …, W_l``.
+        reading: ``"charitable"``: ``(Π_i ‖W_i‖₂²) / 4`` (the larger constant, used by the book);
+            ``"literal"``: ``Π_i (‖W_i‖₂² / 4) = 4^{-l} Π_i ‖W_i‖₂²``.
+
+    Returns:
+        float.
+
+    Example:
+        >>> import torch
+        >>> from dance_book.yeh import yeh_corollary21_constant
+        >>> w = [torch.eye(2, dtype=torch.float64), 2 * torch.eye(2, dtype=torch.float64)]
+        >>> yeh_corollary21_constant(w), yeh_corollary21_constant(w, reading="literal")
+        (1.0, 0.25)
+    """
+    if reading not in ("charitable", "literal"):
+        raise ValueError(f"reading must be 'charitable' or 'literal', got {reading!r}")
     out = 1.0
     for w in weights:
-        out *= float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1) if w.dim() > 1 else w[None], 2)) ** 2
-    return out / 4
+        out *= _spectral(w) ** 2 / (4 if reading == "literal" else 1)
+    return out if reading == "literal" else out / 4
+
+
+def softplus_chain(weights: Sequence[Tensor]):
+    """``f(x) = σ(W_l σ(… σ(W_1 x)))`` (softplus ``σ``, no biases, ``W_l`` a row ``[1, h]``) and its
+    gradient in closed form (backpropagation written out).
+
+    Args:
+        weights: ``W_1 [h_1, d]``, …, ``W_l [1, h_{l-1}]``.
+
+    Returns:
+        ``(f, grad)``: callables on ``[B, d]`` returning ``[B]`` and ``[B, d]``.
+
+    Example:
+        >>> import torch
+        >>> from dance_book.yeh import softplus_chain
+        >>> ws = [torch.randn(4, 3, dtype=torch.float64), torch.randn(1, 4, dtype=torch.float64)]
+        >>> f, grad = softplus_chain(ws)
+        >>> x = torch.rand(2, 3, dtype=torch.float64, requires_grad=True)
+        >>> bool(torch.allclose(torch.autograd.grad(f(x).sum(), x)[0], grad(x)))
+        True
+    """
+    if len(weights) < 1 or weights[-1].dim() != 2 or weights[-1].shape[0] != 1:
+        raise ValueError("weights must be W_1, ..., W_l with the last one a row [1, h]")
+
+    def f(x):
+        h = x
+        for w in weights:
+            h = F.softplus(h @ w.t())
+        return h[:, 0]
+
+    def grad(x):
+        h, zs = x, []
+        for w in weights:
+            z = h @ w.t()
+            zs.append(z)
+            h = F.softplus(z)
+        g = torch.ones_like(zs[-1])
+        for w, z in zip(reversed(weights), reversed(zs)):
+            g = (g * torch.sigmoid(z)) @ w
+        return g
+
+    return f, grad
+
+
+def softplus_chain_lipschitz(weights: Sequence[Tensor]) -> float:
+    """A correct Lipschitz constant (``L2``) of ``∇f`` for :func:`softplus_chain`:
+    ``L_l = ¼ Λ_l Σ_{i=1}^{l} Λ_i`` with ``Λ_i = Π_{k≤i} ‖W_k‖₂``.
+
+    From the recursion ``M_i ≤ ¼ ‖W_i‖² Λ_{i-1}² + ‖W_i‖ M_{i-1}`` (``M_0 = 0``) for the Lipschitz
+    constant of the Jacobian of ``h_i = σ(W_i h_{i-1})``, using ``0 < σ' < 1`` and ``σ'' ≤ ¼``.
+    For ``l = 1`` it is Yeh et al.'s ``‖W_1‖²/4``; for ``l ≥ 2`` it adds ``¼ Λ_l Σ_{i<l} Λ_i``.
+
+    Example:
+        >>> import torch
+        >>> from dance_book.yeh import softplus_chain_lipschitz
+        >>> softplus_chain_lipschitz([2 * torch.eye(2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64) / 2 ** 0.5])
+        2.0
+    """
+    lam, total = 1.0, 0.0
+    for w in weights:
+        lam *= _spectral(w)
+        total += lam
+    return lam * total / 4
+
+
+def l2_ball_samples(x: Tensor, radius: float, n: int, seed: int = 0) -> Tensor:
+    """``n`` points uniform in the ``L2`` ball of ``radius`` around each row of ``x [B, d]``:
+    ``[n, B, d]`` (direction Gaussian, length ``radius · U^{1/d}``; same draws for every row)."""
+    B, d = x.shape
+    gen = torch.Generator().manual_seed(int(seed))
+    u = torch.randn(n, 1, d, generator=gen, dtype=x.dtype)
+    u = u / u.norm(dim=-1, keepdim=True) * radius * torch.rand(n, 1, 1, generator=gen, dtype=x.dtype) ** (1.0 / d)
+    return x[None] + u.to(x.device)
+
+
+def avg_sensitivity_l2(grad, x: Tensor, radius: float, n: int, seed: int = 0) -> Tensor:
+    """Monte Carlo ``S_AVG`` with ``ρ = D = L2`` and ``P_x`` uniform on the ``L2`` ball: the
+    per-sample distances ``‖grad(y_t) - grad(x)‖₂``, ``[B, n]`` (mean over ``n`` estimates S_AVG)."""
+    y = l2_ball_samples(x, radius, n, seed)
+    g0 = grad(x)
+    return torch.stack([(grad(yt) - g0).norm(dim=-1) for yt in y], 1)
+
+
+def avg_sensitivity_1d(grad, x0: float, radius: float) -> tuple[float, float]:
+    """Exact ``S_AVG`` in one dimension: ``(1/2r) ∫_{-r}^{r} |f'(x0 + u) - f'(x0)| du`` by adaptive
+    quadrature (:func:`scipy.integrate.quad`). Returns ``(value, absolute error estimate)``."""
+    from scipy.integrate import quad
+
+    g0 = float(grad(torch.tensor([[float(x0)]], dtype=torch.float64))[0, 0])
+    h = lambda u: abs(float(grad(torch.tensor([[float(x0) + u]], dtype=torch.float64))[0, 0]) - g0)
+    left, e1 = quad(h, -radius, 0.0, epsabs=1e-14, epsrel=1e-12)
+    right, e2 = quad(h, 0.0, radius, epsabs=1e-14, epsrel=1e-12)
+    return (left + right) / (2 * radius), (e1 + e2) / (2 * radius)
 
 
 def two_layer_softplus(W1: Tensor, w2: Tensor):

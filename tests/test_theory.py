@@ -5,13 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import linprog
+from scipy.optimize import minimize
 
 import dance
 from dance_book import theory as T
-from dance_book import yeh as Y
 from dance_book.theory import proposition1 as T1
-from dance.metrics import sampled_sensitivities
 
 DT = torch.float64
 
@@ -109,35 +107,62 @@ def test_hessian_eq17_18_matches_autograd(side, C):
 
 def test_printed_eq17_18_are_wrong_and_why():
     """Eq. 17 writes g_k where B_{j,j+k} = a_{j+k} g_{-k}; Eq. 18 drops the minus sign of
-    ∂(-p_c p_{c'}). Each slip alone changes the Hessian of a generic instance (C >= 3 for the
-    sign, an asymmetric filter for the index); the index slip is harmless for symmetric filters."""
-    params = T.ToyParams.random(4, side=5, n_classes=4, seed=7, weight_scale=4.0)
-    x = rand_x(4, 25, 8)
-    c = T.toy_forward(params, x).p.argmax(-1)
-    H = T.toy_hessian(params, x, c)
-    scale = H.abs().amax()
-    assert (T.toy_hessian_eq17(params, x, c, paper_sign=True) - H).abs().amax() > 1e-3 * scale
-    assert (T.toy_hessian_eq17(params, x, c, paper_index=True) - H).abs().amax() > 1e-3 * scale
+    ∂(-p_c p_{c'}). Each slip alone changes the Hessian of a generic instance, for every class
+    count including C = 2 (the sign) and for any filter not symmetric under a 180° rotation (the
+    index); the index slip is harmless for symmetric filters."""
+    for C in (2, 4):
+        params = T.ToyParams.random(4, side=5, n_classes=C, seed=7, weight_scale=4.0)
+        x = rand_x(4, 25, 8)
+        c = T.toy_forward(params, x).p.argmax(-1)
+        H = T.toy_hessian(params, x, c)
+        scale = H.abs().amax()
+        assert (T.toy_hessian_eq17(params, x, c, paper_sign=True) - H).abs().amax() > 1e-1 * scale
+        assert (T.toy_hessian_eq17(params, x, c, paper_index=True) - H).abs().amax() > 1e-1 * scale
     sym = T.ToyParams((params.g + T1._flip(params.g)) / 2, params.W, params.b)
     Hs = T.toy_hessian(sym, x, c)
     assert torch.allclose(T.toy_hessian_eq17(sym, x, c, paper_index=True), Hs, atol=1e-14)
 
 
-def test_kappa_lemma():
-    """max_p p(1-p)(2-p) = 2/(3√3), and |uᵀ ∇²_o p_c v| <= KAPPA range(u) range(v)."""
-    p = torch.linspace(0, 1, 100001, dtype=DT)
-    assert abs(float((p * (1 - p) * (2 - p)).max()) - T.KAPPA) < 1e-9
+def _bilinear_ratio(o, u, v, c):
+    """|uᵀ ∇²_o p_c v| / (range(u) range(v)) for batches [.., C]."""
+    S = T.softmax_hessian(torch.softmax(o, -1), c)
+    return torch.einsum("za,zab,zb->z", u, S, v).abs() / (T1._range(u) * T1._range(v))
+
+
+def test_lemma_b_constant_is_sharp():
+    """|uᵀ ∇²_o p_c v| <= λ(p_c) range(u) range(v) <= KAPPA range(u) range(v), KAPPA = 1/(6√3), and
+    KAPPA is attained: any other value of the constant fails one of the asserts below."""
+    assert abs(T.KAPPA - 1 / (6 * math.sqrt(3))) < 1e-15
+    p = torch.linspace(0, 1, 200001, dtype=DT)
+    lam = T.softmax_bilinear_factor(p)
+    assert abs(float(lam.max()) - T.KAPPA) < 1e-10
     gen = torch.Generator().manual_seed(0)
-    for C in (2, 3, 7):
+    for C in (2, 3, 5, 7):
         o = torch.randn(20000, C, generator=gen, dtype=DT) * 3
         u, v = torch.randn(2, 20000, C, generator=gen, dtype=DT)
+        # extreme directions too: entries at the ends of the range
+        u[:5000], v[:5000] = torch.randint(0, 2, (2, 5000, C), generator=gen).to(DT)
         c = torch.randint(0, C, (20000,), generator=gen)
-        S = T.softmax_hessian(torch.softmax(o, -1), c)
-        lhs = torch.einsum("za,zab,zb->z", u, S, v).abs()
-        rhs = T.KAPPA * T1._range(u) * T1._range(v)
-        assert bool((lhs <= rhs + 1e-15).all())
-        # u = v: the sharper 1/4 of the chapter's Lemma
-        assert bool((torch.einsum("za,zab,zb->z", u, S, u).abs() <= T1._range(u) ** 2 / 4 + 1e-15).all())
+        ratio = _bilinear_ratio(o, u, v, c)
+        pc = torch.softmax(o, -1).gather(1, c[:, None])[:, 0]
+        ok = T1._range(u) * T1._range(v) > 0
+        assert bool((ratio[ok] <= T.softmax_bilinear_factor(pc)[ok] * (1 + 1e-9) + 1e-15).all())  # equality at C = 2
+        assert bool((ratio[ok] <= T.KAPPA * (1 + 1e-12)).all())
+    # attained: C classes with equal non-target logits, p_c = (3 - √3)/6, u = v = e_c
+    for C in (2, 3, 6):
+        pc = (3 - math.sqrt(3)) / 6
+        o = torch.zeros(1, C, dtype=DT)
+        o[0, 0] = math.log(pc * (C - 1) / (1 - pc))
+        e = torch.zeros(1, C, dtype=DT)
+        e[0, 0] = 1
+        assert abs(float(_bilinear_ratio(o, e, e, torch.zeros(1, dtype=torch.long))) - T.KAPPA) < 1e-12
+    # and it is the supremum found by an optimiser over (logits, u, v) for C = 3
+    def neg(z):
+        t = torch.tensor(z, dtype=DT).reshape(3, 3)
+        return -float(_bilinear_ratio(t[:1], t[1:2], t[2:3], torch.zeros(1, dtype=torch.long)))
+    best = min(minimize(neg, np.random.default_rng(s).normal(size=9), method="Nelder-Mead",
+                        options={"maxiter": 4000, "xatol": 1e-10, "fatol": 1e-13}).fun for s in range(6))
+    assert abs(-best - T.KAPPA) < 1e-6
 
 
 # --------------------------------------------------------------------------------- decoys of the toy
@@ -319,6 +344,9 @@ def test_corrected_bounds_are_theorems_on_random_instances():
     assert bool((own.Z_plus <= own.corr_single * (1 + 1e-9) + tol).all())
     # exact decoys: Z = 0
     assert float(df[df.eps_rel == 0].Z.abs().max()) < 1e-14
+    # the smooth term of Proposition 1′ is nearly attained on flip-free members: a KAPPA four times
+    # too large (the old 2/(3√3)) would leave this ratio near 1/4, a smaller one breaks corr_ok
+    assert 0.9 < float(df.smooth_tightness.max()) <= 1 + 1e-9
 
 
 def test_sweep_is_deterministic():
@@ -341,6 +369,45 @@ def test_counterexample_to_proposition1_as_stated():
     z = [float(T.counterexample_proposition1(scale=s)["terms"]["Z"][0, 4]) for s in (0.02, 0.01)]
     b = [float(T.counterexample_proposition1(scale=s)["terms"]["bound_fixed"][0, 4]) for s in (0.02, 0.01)]
     assert 1.9 < z[0] / z[1] < 2.1 and b[0] / b[1] > 3.8  # (here even third order: p -> (1/2, 1/2))
+
+
+def test_near_kink_counterexample_fails_every_reading():
+    """pre_j = -0.01: the upward decoy crosses the kink, E_j jumps by O(1), every bound is O(Δ_j)."""
+    for eps in (0.01, 0.001):
+        ce = T.counterexample_near_kink(epsilon=eps)
+        assert bool((ce["decoys"] >= 0).all() and (ce["decoys"] <= 1).all())
+        dev = (T.toy_forward(ce["params"], ce["decoys"]).m - T.toy_forward(ce["params"], ce["x"]).m[:, None]).abs().amax(-1)
+        assert float(dev.max()) <= eps
+        for reading in ("own", "all"):
+            t = {k: float(v[0, 4]) for k, v in ce[reading].items() if torch.is_tensor(v) and v.shape == (1, 9)}
+            assert t["C1"] == 0.0 and t["flips"] >= 1 and t["Z"] == t["Z_plus"]
+            for key in ("printed", "fixed", "alt", "generous"):
+                assert t["Z"] > 10 * t[f"bound_{key}"]                                  # one-sided
+                assert t["Z"] > 10 * (t[f"bound_{key}"] + t[f"bound_minus_{key}"])      # two-sided
+            assert t["Z"] <= t["corr_Z"] * (1 + 1e-9)                                   # Proposition 1′ holds
+
+
+def test_old_counterexample_needs_the_derivative_reading():
+    """The first hand-built counterexample fails for P̃ = ∂P̂/∂x but not for P̃ = P̂(x̃)."""
+    for scale in (1.0, 0.1, 0.01):
+        t = T.counterexample_proposition1(scale=scale)["terms"]
+        assert float(t["Z"][0, 4]) <= float(t["bound_alt"][0, 4])
+
+
+def test_segment_decomposition_is_exact():
+    """E(x̃)_j - E(x)_j = δ ∫ H_jj + Σ kink jumps; without kinks it is the mean-value form."""
+    n, side = 60, 6
+    params = T.ToyParams.random(n, side=side, n_classes=3, seed=31, weight_scale=3.0)
+    x = rand_x(n, side * side, 32)
+    lo, hi = T.feasible_shifts(params, x, 0.2 * T.toy_forward(params, x).m.amax(-1))
+    pix = torch.randint(0, side * side, (n,), generator=torch.Generator().manual_seed(33))
+    c = T.toy_forward(params, x).p.argmax(-1)
+    for ends in (hi, lo):
+        R = T.segment_decomposition(params, x, pix, ends[torch.arange(n), pix] * (1 - 1e-6), c)
+        assert float((R["change"] - R["smooth"] - R["jumps"]).abs().max()) < 1e-13
+        assert bool((R["H"].abs() <= R["C2_sum_a"] * (1 + 1e-12) + 1e-15).all())
+        assert int((R["n_kinks"] > 0).sum()) > 0 and int((R["n_kinks"] == 0).sum()) > 0
+        assert float(R["jumps"][R["n_kinks"] == 0].abs().max()) == 0.0
 
 
 # ---------------------------------------------------------------------------------------- Figure A7
@@ -376,134 +443,6 @@ def test_maxpool_intervals_match_grid(H, k, pool, relu):
         rep = net(imgs.reshape(-1, 1, H, H)).reshape(imgs.shape[0], -1)
         assert bool(((rep - net(x[None, None]).reshape(1, -1)).abs() <= 1e-12).all())
     assert bool((r["n_points"].reshape(-1)[~free] >= 1).all())
-
-
-# ------------------------------------------------------------------------------------- Yeh et al.
-
-
-def test_softplus_gradient_and_lipschitz_bound():
-    net = Y.SoftplusMLP.random(d=16, hidden=12, n_out=2, seed=0, scale=3.0)
-    x = torch.rand(6, 1, 4, 4, dtype=DT, generator=torch.Generator().manual_seed(1))
-    xr = x.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(net(xr)[:, 1].sum(), xr)
-    assert torch.allclose(net.gradient(x, 1), g, atol=1e-14)
-    L = net.lipschitz(1)
-    r = 0.1
-    dist = sampled_sensitivities(lambda z, t: net.gradient(z, 1), x, None, radius=r, n_samples=64,
-                                 normalize=None, clamp=None, seed=3)
-    from dance.metrics import linf_ball_samples
-    u = (linf_ball_samples(x, r, 64, seed=3, clamp=None) - x[None]).flatten(2).norm(dim=2).t()  # [B, n]
-    assert bool((dist <= L * u * (1 + 1e-5) + 1e-7).all())  # Definition 2.4 on every sample
-    s_avg, s_max = dist.mean(1), dist.amax(1)
-    assert bool((s_avg <= s_max).all() and (s_max <= L * r * 4 * (1 + 1e-5)).all())  # √d = 4
-
-
-def test_yeh_corollary21_constant_is_too_small_for_two_layers():
-    W1 = torch.tensor([[1.0]], dtype=DT)
-    w2 = torch.tensor([0.1], dtype=DT)
-    f, grad, lip = Y.two_layer_softplus(W1, w2)
-    yeh = Y.yeh_corollary21_constant([W1, w2[None]])
-    assert abs(yeh - 0.01 / 4) < 1e-15
-    r = 0.01
-    x0 = torch.zeros(1, 1, dtype=DT)
-    change = float((grad(x0 + r) - grad(x0)).abs())
-    assert change > 4 * yeh * r  # the corollary's S_MAX <= L r fails by a factor > 4
-    assert change <= lip * r
-    xr = x0.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(f(xr).sum(), xr)
-    assert torch.allclose(g, grad(x0), atol=1e-15)
-
-
-def test_relu_mlp_gradient_and_exact_smoothgrad():
-    net = Y.ReLUMLP.random(d=9, hidden=20, seed=2)
-    x = torch.rand(4, 1, 3, 3, dtype=DT, generator=torch.Generator().manual_seed(0))
-    xr = x.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(net(xr)[:, 0].sum(), xr)
-    assert torch.allclose(net.gradient(x), g, atol=1e-14)
-    exact = net.smoothgrad(x, sigma=0.2)
-    mc = net.smoothgrad_mc(x, sigma=0.2, n=40000, seed=1)
-    # each coordinate is a mean of 40000 bounded terms: 5 standard errors
-    bound = 5 * net.W.abs().sum(0).max() * net.V.abs().max() / math.sqrt(40000)
-    assert float((exact - mc).abs().max()) < float(bound)
-    # common random numbers: same noise for every row and call
-    assert torch.equal(net.smoothgrad_mc(x, sigma=0.2, n=5, seed=4)[:1], net.smoothgrad_mc(x[:1], sigma=0.2, n=5, seed=4))
-
-
-def test_kink_free_balls_have_constant_gradient():
-    net = Y.ReLUMLP.random(d=9, hidden=6, seed=1)
-    x = torch.rand(200, 1, 3, 3, dtype=DT, generator=torch.Generator().manual_seed(3))
-    free = net.kink_free(x, 0.1)
-    assert 0 < int(free.sum()) < 200
-    dist = sampled_sensitivities(lambda z, t: net.gradient(z), x, None, radius=0.1, n_samples=200, normalize=None, clamp=None, seed=0)
-    assert float(dist[free].max()) == 0.0
-    # a ball that does meet a kink: moving to the kink's far side changes the gradient
-    assert float(dist[~free].amax(1).max()) > 0
-
-
-def test_prop24_holds_exactly_for_a_finite_kernel():
-    net = Y.ReLUMLP.random(d=9, hidden=40, seed=3, scale=2.0)
-    gen = torch.Generator().manual_seed(5)
-    noise = 0.3 * torch.randn(16, 1, 3, 3, generator=gen, dtype=DT)
-
-    def sg(z, t):  # Φ_k(y) = mean_s ∇f(y + noise_s)
-        return torch.stack([net.gradient(z + e) for e in noise]).mean(0)
-
-    for i in range(3):
-        x = torch.rand(1, 1, 3, 3, generator=gen, dtype=DT)
-        lhs, rhs, per = Y.smoothing_terms(sg, lambda z, t: net.gradient(z), x, noise, radius=0.2, n_samples=30, seed=i)
-        assert bool((lhs <= rhs * (1 + 1e-5) + 1e-7).all())
-        assert float(lhs.max()) <= float(per.amax(1).mean()) * (1 + 1e-5) + 1e-7  # S_MAX form
-        assert float(lhs.mean()) <= float(per.mean()) * (1 + 1e-5) + 1e-7  # S_AVG form
-
-
-def test_prop23_elementwise_product_bound():
-    net = Y.SoftplusMLP.random(d=16, hidden=10, seed=4, scale=4.0)
-    x = torch.rand(5, 1, 4, 4, dtype=DT, generator=torch.Generator().manual_seed(2))
-    r = 0.1
-    phi = lambda z, t: net.gradient(z)
-    prod = lambda z, t: z * net.gradient(z)
-    d_phi = sampled_sensitivities(phi, x, None, radius=r, n_samples=40, normalize=None, clamp=None, seed=1)
-    d_prod = sampled_sensitivities(prod, x, None, radius=r, n_samples=40, normalize=None, clamp=None, seed=1)
-    from dance.metrics import linf_ball_samples
-    u = (linf_ball_samples(x, r, 40, seed=1, clamp=None) - x[None]).flatten(2).norm(dim=2).t()
-    rhs = Y.product_bound(x, net.gradient(x), d_phi, u)
-    assert bool((d_prod <= rhs * (1 + 1e-5) + 1e-7).all())
-    # the estimator-level statement of Prop. 2.3 with d(r) = √d r for the L∞ ball
-    dx = x.flatten(1).norm(dim=1)
-    dr = 4 * r
-    bound = (dx + dr) * d_phi.amax(1) + dr * net.gradient(x).flatten(1).norm(dim=1)
-    assert bool((d_prod.amax(1) <= bound * (1 + 1e-5)).all())
-
-
-def test_prop31_median_and_mean_are_optimal():
-    gen = torch.Generator().manual_seed(0)
-    net = Y.ReLUMLP.random(d=6, hidden=15, seed=6, scale=3.0)
-    x = torch.rand(1, 6, dtype=DT, generator=gen)
-    samples = net.gradient(x + 0.5 * (2 * torch.rand(51, 6, generator=gen, dtype=DT) - 1))
-    med = samples.median(0).values
-    mean = samples.mean(0)
-    J = Y.smoothing_objectives(samples, torch.stack([med, mean]))
-    # L1 objective as a linear program: min mean_t Σ_i s_ti, s_ti >= ±(φ_i - Φ_ti)
-    n, d = samples.shape
-    S = samples.numpy()
-    c = np.concatenate([np.zeros(d), np.ones(n * d) / n])
-    A, b = [], []
-    for t in range(n):
-        for i in range(d):
-            row = np.zeros(d + n * d); row[i] = 1; row[d + t * d + i] = -1; A.append(row); b.append(S[t, i])
-            row = np.zeros(d + n * d); row[i] = -1; row[d + t * d + i] = -1; A.append(row); b.append(-S[t, i])
-    lp = linprog(c, A_ub=np.array(A), b_ub=np.array(b), bounds=[(None, None)] * d + [(0, None)] * (n * d), method="highs")
-    assert abs(lp.fun - float(J["J1"][0])) < 1e-8
-    pert = med + 0.05 * torch.randn(200, d, generator=gen, dtype=DT)
-    assert bool((Y.smoothing_objectives(samples, pert)["J1"] >= J["J1"][0] - 1e-12).all())
-    # L2², the mean: J2(φ) = J2(mean) + ||φ - mean||² exactly
-    pert2 = mean + 0.05 * torch.randn(200, d, generator=gen, dtype=DT)
-    J2 = Y.smoothing_objectives(samples, pert2)["J2"]
-    assert torch.allclose(J2, J["J2"][1] + (pert2 - mean).pow(2).sum(1), atol=1e-12)
-    assert float(J["J2"][1]) <= float(J["J2"][0])
-    # L2 with α = 1 is minimised by the geometric median, not the mean
-    gm = Y.geometric_median(samples)
-    assert float(Y.smoothing_objectives(samples, gm)["J21"][0]) <= float(J["J21"][1]) + 1e-12
 
 
 # ----------------------------------------------------------------------------------- input checks

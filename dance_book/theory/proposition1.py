@@ -47,11 +47,39 @@ __all__ = [
     "proposition1_sweep",
     "population_from_decoys",
     "counterexample_proposition1",
+    "counterexample_near_kink",
+    "segment_decomposition",
+    "softmax_bilinear_factor",
 ]
 
-#: ``max_{p ∈ [0,1]} p(1-p)(2-p) = 2/(3√3)``: the constant of Lemma 2 in the theory chapter,
-#: ``|uᵀ ∇²_o p_c v| ≤ KAPPA · range(u) · range(v)`` for any logits ``o``.
-KAPPA = 2.0 / (3.0 * math.sqrt(3.0))
+#: ``1/(6√3)``: the sharp constant of Lemma B in the theory chapter,
+#: ``|uᵀ ∇²_o p_c v| ≤ KAPPA · range(u) · range(v)`` for any logits ``o``, any number of classes;
+#: attained for two classes at ``p_c = (3 ± √3)/6`` with ``u = v = e_c``. (An earlier chain of
+#: inequalities gave ``max_p p(1-p)(2-p) = 2/(3√3)``, four times larger.)
+KAPPA = 1.0 / (6.0 * math.sqrt(3.0))
+
+
+def softmax_bilinear_factor(p_c: Tensor) -> Tensor:
+    """``λ(p_c)`` with ``|uᵀ ∇²_o p_c v| ≤ λ(p_c) · range(u) · range(v)`` (Lemma B of the theory
+    chapter): ``p(1-p)|1-2p|`` where ``min(p, 1-p) ≤ 1/4``, else ``max(p, 1-p)/8``; its maximum over
+    ``p`` is :data:`KAPPA`.
+
+    Args:
+        p_c: probabilities of the target class, any shape.
+
+    Returns:
+        Tensor shaped like ``p_c``.
+
+    Example:
+        >>> import math, torch
+        >>> from dance_book.theory import softmax_bilinear_factor, KAPPA
+        >>> p = torch.tensor([(3 - math.sqrt(3)) / 6, 0.5], dtype=torch.float64)
+        >>> [round(v / KAPPA, 6) for v in softmax_bilinear_factor(p).tolist()]
+        [1.0, 0.649519]
+    """
+    p = torch.as_tensor(p_c)
+    m = torch.minimum(p, 1 - p)
+    return torch.where(m <= 0.25, p * (1 - p) * (1 - 2 * p).abs(), torch.maximum(p, 1 - p) / 8)
 
 Tensor = torch.Tensor
 
@@ -650,6 +678,10 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
         * the corrected bound (Proposition 1′, a theorem): ``corr_bound [N, n, d]`` with
           ``|E(x̃ᵗ)_j - E(x)_j| ≤ corr_bound[t, j]`` for every member ``t``, split into
           ``corr_smooth`` and ``corr_flip``; ``corr_Z = corr_bound[t⁺] + corr_bound[t⁻] ≥ Z``;
+          ``smooth_tightness``: the largest ``|E(x̃)_j - E(x)_j| / corr_smooth`` over the members
+          that flip no activation around ``j`` (1 would mean the smooth term is attained);
+        * ``bound_minus_*`` the same bounds for the minimising decoy, and ``bound_generous`` /
+          ``bound_minus_generous`` with the largest of the three ``C2`` readings;
           ``corr_single = KAPPA · range(b_j) · max_k |g_{-k}| range(W_{j+k}) · |delta| · Σ_k a_{j+k}``
           (the Proposition-1-shaped form valid for 1×1 decoys at ``j`` that flip no activation).
     """
@@ -749,7 +781,12 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
     out["taylor_remainder"] = out["p_x"] - (plus["p_tilde"] + plus["lin"] + plus["quad"])
     for key in ("printed", "fixed", "alt"):
         out[f"bound_{key}"] = plus[f"C2_{key}"] * plus["delta"].abs() * plus["sum_a"] + out["C1"]
-    out["bound_minus_fixed"] = minus["C2_fixed"] * minus["delta"].abs() * minus["sum_a"] + out["C1"]
+    for key in ("printed", "fixed", "alt"):
+        out[f"bound_minus_{key}"] = minus[f"C2_{key}"] * minus["delta"].abs() * minus["sum_a"] + out["C1"]
+    # the most generous reading of C2: the largest of the three, decoy by decoy
+    out["bound_generous"] = torch.maximum(torch.maximum(out["bound_printed"], out["bound_fixed"]), out["bound_alt"])
+    out["bound_minus_generous"] = torch.maximum(torch.maximum(out["bound_minus_printed"], out["bound_minus_fixed"]),
+                                                out["bound_minus_alt"])
     # Minimal repair (a theorem, Eq. 16 + triangle inequality): drop the |(x̃ - x)_j| factor and read
     # P̃_{·c} as P̂_{·c} at x̃; then C2 Σ_k ã_{j+k} ≥ |E(x̃)_j| for every member.
     out["repair_plus"] = plus["C2_alt"] * plus["sum_a"] + out["C1"]
@@ -766,6 +803,11 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
     flip_term = (pcT * (1 - pcT))[:, :, None] * flip_w
     out["corr_smooth"], out["corr_flip"] = smooth, flip_term
     out["corr_bound"] = smooth + flip_term
+    # how close the smooth term comes to being attained: max over flip-free members of
+    # |E(x̃)_j - E(x)_j| / smooth term (≤ 1 by Proposition 1′; 0 where no member qualifies)
+    free = (flip_w == 0) & (smooth > 1e-12)  # (below, rounding noise would dominate the ratio)
+    diff = (E - E[:, :1]).abs()
+    out["smooth_tightness"] = torch.where(free, diff / smooth.clamp_min(1e-300), torch.zeros_like(diff)).amax(1)
     gather = lambda t_idx: torch.gather(out["corr_bound"], 1, t_idx[:, None, :])[:, 0]
     out["corr_Z"] = gather(out["t_plus"]) + gather(out["t_minus"])
     gmax = (_flip(params.g).abs().reshape(N, 1, 9) * torch.cat([rangeW, rangeW.new_zeros(N, 1)], 1)[:, nb]).amax(-1)
@@ -823,7 +865,9 @@ def proposition1_sweep(
     instance = 0
     groups = [(s, C, e, k) for s in sides for C in n_classes for e in eps_rel for k in kinds]
     keys = ["Z", "Z_plus", "Z_minus", "C1", "delta", "sum_a", "sum_a0", "C2_printed", "C2_fixed", "C2_alt",
-            "bound_printed", "bound_fixed", "bound_alt", "bound_minus_fixed", "corr_Z", "corr_single",
+            "bound_printed", "bound_fixed", "bound_alt", "bound_generous", "bound_minus_printed",
+            "bound_minus_fixed", "bound_minus_alt", "bound_minus_generous", "corr_Z", "corr_single",
+            "smooth_tightness",
             "repair_plus", "repair_Z", "flip_part", "pixel_range",
             "p_x", "p_tilde", "lin", "quad", "taylor_remainder", "E_tilde", "eq21", "eq17_printed",
             "eq17_fixed", "H_jj", "flips", "n_moved"]
@@ -866,8 +910,11 @@ def counterexample_proposition1(scale: float = 1.0, epsilon: float = 0.05) -> di
     two classes with weights ``scale · W0``. At the centre pixel ``j`` no output that ``j``
     feeds is active, so ``E(x)_j = 0 = C1``; the upward 1×1 decoy at ``j`` activates output
     ``j`` (by at most ``epsilon``) and ``E(x̃)_j`` jumps to ``p_c(1-p_c)(W_{jc} - W_{jc'})``,
-    which is first order in ``scale`` while ``C2`` is second order: the bound fails as soon as
-    ``scale`` is small enough, and here already at ``scale = 1``.
+    which is first order in ``scale`` while ``C2`` is second order *when* ``P̃_{·c}`` is read as
+    ``∂P̂_{·c}/∂x`` (printed and fixed readings): those bounds fail once ``scale`` is small enough
+    (the printed one already at ``scale = 1``, the fixed one from ``scale ≈ 0.5``). Read as
+    ``P̂_{·c}(x̃)`` (``bound_alt``), ``C2`` is first order too and the bound holds at every scale;
+    :func:`counterexample_near_kink` fails under every reading.
 
     Returns:
         dict with ``params``, ``x``, ``decoys`` and the :func:`proposition1_terms` result ``terms``
@@ -887,3 +934,122 @@ def counterexample_proposition1(scale: float = 1.0, epsilon: float = 0.05) -> di
     masks[0, 1, 4] = True
     terms = proposition1_terms(params, x, dec, target=0, masks=masks)
     return {"params": params, "x": x, "decoys": dec, "terms": terms, "hi": hi}
+
+
+def counterexample_near_kink(epsilon: float = 0.01, scale: float = 1.0, x_centre: float = 0.69) -> dict:
+    """A toy on which Proposition 1 fails under *every* reading, inside a full decoy population.
+
+    The network of :func:`counterexample_proposition1`, but the centre pixel ``j = 4`` sits just
+    below a kink: ``pre_j = x_j - x_{j+right} = x_centre - 0.7`` (``-0.01`` by default). Its
+    upward 1×1 decoy moves ``j`` by ``Δ_j = 0.7 - x_centre + ε``, which switches output ``j`` on,
+    so ``E(x̃)_j`` jumps by ``p̃_c(1 - p̃_c)(W_{jc} - W_{jc'})``, an amount that does not shrink
+    with ``Δ_j``. Every right-hand side of Proposition 1 is ``C1 + O(Δ_j)`` with ``C1 = 0``.
+
+    Args:
+        epsilon: tolerance of Eq. 2 (absolute; the largest activation of ``x`` is about 0.9).
+        scale: multiplies the dense weights. x_centre: the centre pixel's value (< 0.7).
+
+    Returns:
+        dict with ``params``, ``x``, ``decoys``, ``masks`` (the full ``"extreme"`` population:
+        every pixel, both directions) and the :func:`proposition1_terms` results ``own`` and
+        ``all`` (the two readings), read at pixel ``j = 4``.
+
+    Example:
+        >>> from dance_book.theory import counterexample_near_kink
+        >>> t = counterexample_near_kink()["own"]
+        >>> bool(t["Z"][0, 4] > 10 * t["bound_generous"][0, 4])
+        True
+    """
+    if not 0.0 < float(epsilon):
+        raise ValueError(f"epsilon must be > 0 (exact decoys give Z = 0), got {epsilon}")
+    if not 0.0 < float(x_centre) < 0.7:
+        raise ValueError(f"x_centre must lie in (0, 0.7) so that output j starts inactive, got {x_centre}")
+    g = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, -1.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    W0 = torch.zeros(9, 2, dtype=torch.float64)
+    W0[:, 0] = torch.linspace(-1, 1, 9, dtype=torch.float64)
+    W0[4] = torch.tensor([2.0, -2.0], dtype=torch.float64)
+    params = ToyParams(g[None], (scale * W0)[None], torch.zeros(1, 2, dtype=torch.float64))
+    x = torch.tensor([[0.5, 0.6, 0.9, 0.2, float(x_centre), 0.7, 0.3, 0.8, 0.1]], dtype=torch.float64)
+    decoys, masks = decoy_population(params, x, float(epsilon), kind="extreme")
+    own = proposition1_terms(params, x, decoys, target=0, masks=masks)
+    every = proposition1_terms(params, x, decoys, target=0)
+    return {"params": params, "x": x, "decoys": decoys, "masks": masks, "own": own, "all": every}
+
+
+def segment_decomposition(params: ToyParams, x: Tensor, pixel: Tensor, delta: Tensor, target, nodes: int = 12) -> dict:
+    """``E(x + δ e_j)_j - E(x)_j`` split exactly along the segment ``x_t = x + t δ e_j``, ``t ∈ [0, 1]``.
+
+    Between kinks (``t`` where a pre-activation of a neighbour ``i = j + k`` crosses 0) the
+    activation pattern is fixed, so ``d/dt E(x_t)_j = δ H_jj(x_t)``; at a kink ``t_r`` only
+    ``a_i`` jumps, and ``p`` is continuous, so ``E_j`` jumps by
+    ``(a_i⁺ - a_i⁻) g_{-k} W_{i,·}ᵀ P̂_{·c}(x_{t_r})``. Hence
+
+    ``E(x̃)_j - E(x)_j = δ ∫₀¹ H_jj(x_t) dt + Σ_r jump_r`` (``smooth + jumps``),
+
+    with the integral computed piece by piece by Gauss-Legendre quadrature (the integrand is
+    analytic on each piece). With no kink this is the mean-value form ``δ H_jj(ξ)``. Both end
+    points must be off the kinks (no pre-activation exactly 0 at ``x`` or ``x + δ e_j``), where
+    the convention ``a = 1{pre ≥ 0}`` makes the gradient one-sided.
+
+    Args:
+        params: ``N`` networks. x: ``[N, d]``. pixel: LongTensor ``[N]`` (``j`` per network).
+        delta: ``[N]`` shifts. target: class ``c`` (int or LongTensor ``[N]``).
+        nodes: quadrature nodes per piece.
+
+    Returns:
+        dict of ``[N]`` tensors ``change`` (left side, from the closed-form gradient), ``smooth``,
+        ``jumps``, ``n_kinks``; and ``[N, pieces * nodes]`` tensors ``H`` (``H_jj`` at the nodes)
+        and ``C2_sum_a`` (``C2_fixed(x_t) · Σ_k a_{j+k}(x_t)`` at the nodes, ``≥ |H|`` by the
+        triangle inequality).
+    """
+    import numpy as np
+
+    x = _check_x(params, x)
+    if x.dim() != 2:
+        raise ValueError(f"x must be [N, d], got {tuple(x.shape)}")
+    N, d, s = params.n, params.d, params.side
+    pixel = torch.as_tensor(pixel, dtype=torch.long)
+    delta = torch.as_tensor(delta, dtype=x.dtype)
+    if pixel.shape != (N,) or delta.shape != (N,):
+        raise ValueError(f"pixel and delta must have shape [N={N}], got {tuple(pixel.shape)} and {tuple(delta.shape)}")
+    c = _target(params, target, (N,), x.device)
+    rows = torch.arange(N)
+    nb = _neighbour_index(s, x.device)[pixel]  # [N, 9]: i = j + k, or d outside
+    inside = nb < d
+    gam = _flip(params.g).reshape(N, 9)  # weight of x_j in pre_{j+k} is g_{-k}
+    pre0 = torch.cat([toy_forward(params, x).pre, x.new_zeros(N, 1)], 1).gather(1, nb)  # [N, 9]
+    slope = gam * delta[:, None]
+    with torch.no_grad():
+        t_k = torch.where(slope != 0, -pre0 / torch.where(slope != 0, slope, torch.ones_like(slope)),
+                          torch.full_like(pre0, -1.0))
+    kink = inside & (t_k > 0) & (t_k < 1)
+    t_kink = torch.where(kink, t_k, torch.ones_like(t_k))
+    bounds = torch.cat([x.new_zeros(N, 1), torch.sort(t_kink, 1).values, x.new_ones(N, 1)], 1)  # [N, 11]
+    gl_t, gl_w = (torch.as_tensor(v, dtype=x.dtype) for v in np.polynomial.legendre.leggauss(int(nodes)))
+    left, right = bounds[:, :-1, None], bounds[:, 1:, None]  # [N, 10, 1]
+    t_nodes = (left + (right - left) * (gl_t + 1) / 2).reshape(N, -1)  # [N, 10 * nodes]
+    w_nodes = ((right - left) / 2 * gl_w).reshape(N, -1)
+    e_j = F.one_hot(pixel, d).to(x.dtype)
+    pts = x[:, None, :] + (t_nodes * delta[:, None])[..., None] * e_j[:, None, :]  # [N, P, d]
+    H = toy_hessian_diag(params, pts, c)[rows, :, pixel]  # [N, P]
+    smooth = delta * (w_nodes * H).sum(1)
+    # C2_fixed(x_t) Σ_k a_{j+k}(x_t) at the nodes
+    st = toy_forward(params, pts)
+    BW = toy_jacobian_output(params, pts)[rows, :, pixel]  # [N, P, C]: b_j(x_t)
+    S = softmax_hessian(st.p, c[:, None].expand(N, pts.shape[1]))
+    dP = torch.einsum("npab,npb->npa", S, BW)  # ∂P̂_{·c}/∂x_j = S_c b_j
+    W_nb = torch.cat([params.W, params.W.new_zeros(N, 1, params.n_classes)], 1)[rows[:, None], nb]  # [N, 9, C]
+    C2 = (gam[:, None, :] * torch.einsum("nkc,npc->npk", W_nb, dP)).abs().amax(-1)
+    a_nb = torch.cat([st.a, st.a.new_zeros(N, pts.shape[1], 1)], 2).gather(2, nb[:, None, :].expand(N, pts.shape[1], 9))
+    C2_sum_a = C2 * a_nb.sum(-1)
+    # jumps: at t_k, a_{j+k} switches from 1{slope < 0} to 1{slope > 0}
+    x_kink = x[:, None, :] + (t_kink * delta[:, None])[..., None] * e_j[:, None, :]  # [N, 9, d]
+    Pc = toy_forward(params, x_kink).P_hat[rows, :, :, c]  # [N, 9, C]: P̂_{·c} at each kink
+    sign = torch.where(slope > 0, 1.0, -1.0).to(x.dtype)
+    jump = sign * gam * torch.einsum("nkc,nkc->nk", W_nb, Pc)
+    jumps = torch.where(kink, jump, torch.zeros_like(jump)).sum(1)
+    x_end = x + delta[:, None] * e_j
+    E0 = toy_gradient(params, x, c)[rows, pixel]
+    E1 = toy_gradient(params, x_end, c)[rows, pixel]
+    return {"change": E1 - E0, "smooth": smooth, "jumps": jumps, "n_kinks": kink.sum(1),
+            "H": H, "C2_sum_a": C2_sum_a}
