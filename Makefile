@@ -11,7 +11,7 @@ JOBS ?= 2
 LONGEST_FIRST := attacks layers fidelity
 space := $(subst ,, )
 
-.PHONY: setup test unit notebooks book clean
+.PHONY: setup test lint unit notebooks book clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,14 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 
 setup: $(STAMP)
 
-## make test: unit tests, then every notebook of the book through nbval
-test: unit notebooks
+## make test: the linter, unit tests and docstring examples, then every notebook of the book through nbval
+test: lint unit notebooks
+
+lint: setup
+	$(PY) -m ruff check dance dance_book tests benchmarks
 
 unit: setup
-	$(PY) -m pytest tests -q -n $(JOBS)
+	$(PY) -m pytest tests dance dance_book -q -n $(JOBS)
 
 notebooks: setup
 	rm -rf $(NBDIR) && mkdir -p $(NBDIR)
