@@ -109,10 +109,10 @@ PAPER = Settings(
 SMOKE_ENV = "DANCE_PAPER_SMOKE"
 
 #: Paper scale in miniature, for the smoke test only: the same models, layers and code path, with
-#: two images per experiment, 32 x 32 crops (the torchvision models pool adaptively), tiled patches
+#: two images per experiment, 64 x 64 crops (the smallest AlexNet accepts; the others pool adaptively), tiled patches
 #: and two SmoothGrad samples / IG steps. Its numbers mean nothing; it checks that everything runs.
 PAPER_SMOKE = replace(PAPER, decoys=DecoySettings(stride=None), smoothgrad_samples=2, ig_steps=2,
-                      n_fidelity=2, n_attack=2, n_small=2, extra={"smoke": True, "resize": 36, "crop": 32})
+                      n_fidelity=2, n_attack=2, n_small=2, extra={"smoke": True, "resize": 72, "crop": 64})
 
 
 def smoke_enabled() -> bool:
