@@ -71,13 +71,18 @@ def test_two_ranks_equal_one_rank_and_in_process(tmp_path):
     assert "[rank 1/2]" in two.stdout
     a, b = _stored(tmp_path / "one"), _stored(tmp_path / "two")
     _assert_same(a, b)
-    # the same key and the same numbers as the chapters' own, unsharded computation
+    # The chapters' own unsharded computation (all four images in one batch, this process's threads)
+    # stores under the same key and agrees to float rounding: the batch size and thread count of the
+    # convolutions change the last bits, the split over ranks does not (exact equality above).
     os.environ["DANCE_CACHE"] = "off"
     try:
         direct = E.shared_decoys(E.settings("ci"), "vgg-shapes", N, offset=OFFSET)
     finally:
         del os.environ["DANCE_CACHE"]
-    _assert_same(a, direct)
+    assert [len(d) for d in direct] == [len(d) for d in a]
+    for da, dd in zip(a, direct):
+        assert torch.equal(da.masks, dd.masks)
+        torch.testing.assert_close(da.images, dd.images, atol=1e-5, rtol=0)
 
 
 def test_killed_run_resumes_with_the_same_result(tmp_path):
