@@ -49,13 +49,19 @@ def folders(tmp_path_factory):
     return {"boxes": write_fake_imagenet(root / "images"), "plain": write_fake_imagenet(root / "plain", boxes=False)}
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One cache for the module: the tests reuse each other's decoys, as the chapters do."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture
-def paper(monkeypatch, tmp_path, folders):
+def paper(monkeypatch, shared_cache, folders):
     """Switch to the paper-scale smoke settings; returns a function selecting the folder."""
     monkeypatch.setenv("DANCE_SCALE", "paper")
     monkeypatch.setenv("DANCE_PAPER_SMOKE", "1")
     monkeypatch.setenv("DANCE_TEST_RANDOM_WEIGHTS", "1")
-    monkeypatch.setenv("DANCE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DANCE_CACHE_DIR", str(shared_cache))
     monkeypatch.delenv("DANCE_IMAGENET_BOXES", raising=False)
     monkeypatch.delenv("DANCE_CACHE", raising=False)
     inputs.load_model.cache_clear()
