@@ -3,9 +3,12 @@
 Measures the units every chapter is made of, on one image with the paper-scale settings
 (:data:`dance_book.experiments.PAPER`: stride-1 patches, 50 SmoothGrad samples, 50 IG steps):
 
-* the number of decoys per image (the mask family, both directions), and the wall time of one
+* the number of decoys per image (the mask family, both directions), and the time of one
   decoy's optimisation (one mask, one direction, timed alone; the batched cost per decoy is lower);
-* the wall time of one base map (one row: an image or one decoy) per method.
+* the time of one base map (one row: an image or one decoy) per method.
+
+Times are CPU seconds of this process on one thread (on a shared machine, what an idle core
+would take), or wall seconds on a GPU.
 
 From these it extrapolates, per image, DANCE's cost (decoys + a map of every decoy) and the
 cost of the paper's N (50,000 localization images). Writes ``benchmarks/results/paper_cost.json``,
@@ -30,13 +33,17 @@ OUT = Path(__file__).resolve().parent / "results" / "paper_cost.json"
 
 
 def _timed(fn, device):
+    """Seconds of ``fn()``: process CPU time on the CPU (one thread: what an idle core takes, whatever
+    the machine's load), wall time on a GPU."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+    start = time.process_time()
     fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def main():
@@ -45,6 +52,7 @@ def main():
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     device = torch.device(args.device)
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = imagenet("vgg16", weights=None, device=device)  # random weights: the cost is the same
     layer = DECOY_LAYER["vgg16"]
@@ -52,13 +60,14 @@ def main():
     target = torch.tensor([0], device=device)
     masks = mask_family(model, x, layer, PAPER)
     n_decoys = 2 * masks.shape[0]  # both directions
-    optimised_decoys(model, x, layer, PAPER, n_masks=1, directions=(1,))  # warm-up
-    one_decoy = min(_timed(lambda: optimised_decoys(model, x, layer, PAPER, n_masks=1, directions=(1,), seed=s),
-                           device) for s in range(2))
+    print(f"{masks.shape[0]} masks per image", flush=True)
+    base_maps(model, x, target, "gradient", PAPER)  # warm-up
+    one_decoy = _timed(lambda: optimised_decoys(model, x, layer, PAPER, n_masks=1, directions=(1,)), device)
+    print(f"one decoy: {one_decoy:.2f} s", flush=True)
     per_map = {}
     for method in METHODS:
-        base_maps(model, x, target, method, PAPER)  # warm-up
         per_map[method] = _timed(lambda: base_maps(model, x, target, method, PAPER), device)
+        print(f"one {method} map: {per_map[method]:.2f} s", flush=True)
     per_image = {m: n_decoys * one_decoy + (1 + n_decoys) * t for m, t in per_map.items()}
     result = dict(
         model="vgg16", size=224, device=str(device),
