@@ -52,9 +52,9 @@ notebooks: setup
 	  ../$(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) \
 	  -p no:cacheprovider -n $(JOBS) --dist loadfile --no-loadscope-reorder --rootdir=. $$files
 
-## make paper-smoke: the chapters that read object masks, at paper scale in miniature (DANCE_PAPER_SMOKE=1:
+## make paper-smoke: two chapters that read object masks (PAPER_SMOKE_CHAPTERS), at paper scale in miniature (DANCE_PAPER_SMOKE=1:
 ## random-init torchvision models, two 64x64 images per experiment), on fake ImageNet folders without boxes
-PAPER_SMOKE_CHAPTERS ?= fidelity control architectures localization
+PAPER_SMOKE_CHAPTERS ?= localization fidelity
 paper-smoke: setup
 	rm -rf $(NBDIR)/paper && mkdir -p $(NBDIR)/paper && $(PY) tests/test_paper_scale.py $(NBDIR)/paper/data
 	for c in $(PAPER_SMOKE_CHAPTERS); do $(VENV)/bin/jupytext --quiet --to ipynb -o $(NBDIR)/paper/$$c.ipynb book/$$c.md || exit 1; done
