@@ -50,10 +50,9 @@ def cache_dir() -> Path:
 @lru_cache(maxsize=1)
 def library_versions() -> dict:
     """Versions of the libraries that compute the results (their numerics can change between releases)."""
-    import captum
-    import torchvision
+    from importlib.metadata import version  # installed versions, without importing the packages
 
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "captum": captum.__version__}
+    return {"torch": torch.__version__, "torchvision": version("torchvision"), "captum": version("captum")}
 
 
 @lru_cache(maxsize=8)
