@@ -11,7 +11,7 @@ JOBS ?= 2
 LONGEST_FIRST := attacks layers fidelity
 space := $(subst ,, )
 
-.PHONY: setup test lint unit notebooks book clean
+.PHONY: setup test lint unit notebooks paper-smoke book clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,9 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 
 setup: $(STAMP)
 
-## make test: the linter, unit tests and docstring examples, then every notebook of the book through nbval
-test: lint unit notebooks
+## make test: the linter, unit tests and docstring examples, every notebook of the book through nbval,
+## then the paper-scale smoke run
+test: lint unit notebooks paper-smoke
 
 lint: setup
 	$(PY) -m ruff check dance dance_book tests benchmarks
@@ -54,6 +55,16 @@ notebooks: setup
 	  $$(ls *.ipynb | grep -v -E '_($(subst $(space),|,$(LONGEST_FIRST)))\.ipynb$$')" && \
 	  ../$(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) \
 	  -p no:cacheprovider -n $(JOBS) --dist loadfile --no-loadscope-reorder --rootdir=. $$files
+
+## make paper-smoke: two chapters that read object masks (PAPER_SMOKE_CHAPTERS), at paper scale in miniature (DANCE_PAPER_SMOKE=1:
+## random-init torchvision models, two 64x64 images per experiment), on fake ImageNet folders without boxes
+PAPER_SMOKE_CHAPTERS ?= localization fidelity
+paper-smoke: setup
+	rm -rf $(NBDIR)/paper && mkdir -p $(NBDIR)/paper && $(PY) tests/test_paper_scale.py $(NBDIR)/paper/data
+	for c in $(PAPER_SMOKE_CHAPTERS); do $(VENV)/bin/jupytext --quiet --to ipynb -o $(NBDIR)/paper/$$c.ipynb book/$$c.md || exit 1; done
+	cd $(NBDIR)/paper && DANCE_SCALE=paper DANCE_PAPER_SMOKE=1 DANCE_TEST_RANDOM_WEIGHTS=1 DANCE_CACHE_DIR=$$PWD/cache \
+	  DANCE_IMAGENET_DIR=$$PWD/data/plain ../../$(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider \
+	  -n $(JOBS) --dist loadfile --rootdir=. *.ipynb
 
 ## make book: execute the notebooks and build the HTML site into _build/html
 book: setup

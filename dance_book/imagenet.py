@@ -35,6 +35,11 @@ DOWNLOAD_ENV = "DANCE_DOWNLOAD"
 #: Folder of ImageNet images for paper scale, and optional folder of their XML boxes.
 IMAGES_ENV = "DANCE_IMAGENET_DIR"
 BOXES_ENV = "DANCE_IMAGENET_BOXES"
+#: Test-only: set to 1 (together with ``DANCE_PAPER_SMOKE=1``) to run paper scale with randomly
+#: initialised models, for the CI smoke test; the book refuses it otherwise.
+RANDOM_WEIGHTS_ENV = "DANCE_TEST_RANDOM_WEIGHTS"
+#: Seed of the random initialisation under the test-only switch (the same model in every process).
+RANDOM_WEIGHTS_SEED = 0
 
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _WNID = re.compile(r"^n\d{8}$")
@@ -158,6 +163,51 @@ def imagenet(
     return wrapped.to(device)
 
 
+def random_weights_requested() -> bool:
+    """Whether the test-only ``DANCE_TEST_RANDOM_WEIGHTS`` switch is on."""
+    return os.environ.get(RANDOM_WEIGHTS_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def weights_identity() -> str:
+    """Which weights paper-scale models get: ``"random"`` under the test-only switch, else :data:`DEFAULT_WEIGHTS`."""
+    return "random" if random_weights_requested() else DEFAULT_WEIGHTS
+
+
+def paper_model(name: str, *, device: Union[str, torch.device, None] = None) -> Normalized:
+    """The paper-scale model ``name``: :func:`imagenet` with its ImageNet weights.
+
+    Randomly initialised weights (seeded, identical in every process) only under the test-only
+    switches ``DANCE_TEST_RANDOM_WEIGHTS=1`` and ``DANCE_PAPER_SMOKE=1`` together, for the CI smoke
+    test: a paper-scale result of a random network would be meaningless.
+
+    Raises:
+        ValueError: ``DANCE_TEST_RANDOM_WEIGHTS`` is set without ``DANCE_PAPER_SMOKE``.
+        FileNotFoundError: the weights are missing (see :func:`imagenet`).
+
+    Example:
+        >>> import os; from dance_book.imagenet import paper_model
+        >>> os.environ["DANCE_TEST_RANDOM_WEIGHTS"] = "1"
+        >>> paper_model("alexnet")
+        Traceback (most recent call last):
+        ...
+        ValueError: DANCE_TEST_RANDOM_WEIGHTS=1 is a test-only switch ...
+        >>> del os.environ["DANCE_TEST_RANDOM_WEIGHTS"]
+    """
+    if not random_weights_requested():
+        return imagenet(name, device=device)
+    from .experiments.settings import SMOKE_ENV, smoke_enabled
+
+    if not smoke_enabled():
+        raise ValueError(
+            f"{RANDOM_WEIGHTS_ENV}=1 is a test-only switch for the smoke test ({SMOKE_ENV}=1): paper scale "
+            f"refuses randomly initialised models, whose maps and scores mean nothing. Unset "
+            f"{RANDOM_WEIGHTS_ENV} and provide the ImageNet weights (see dance_book.imagenet.imagenet)."
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        return imagenet(name, weights=None, device=device)
+
+
 def _parse_voc(path: Path) -> Tuple[Optional[Tuple[float, float]], List[str], List[List[float]]]:
     """Pascal VOC XML -> ((width, height) or None, object names, boxes [xmin, ymin, xmax, ymax])."""
     try:
@@ -198,6 +248,7 @@ def image_folder(
     annotations: Union[str, Path, None] = None,
     class_index: Union[Dict[str, int], str, Path, None] = None,
     limit: Optional[int] = None,
+    start: int = 0,
     resize: int = 256,
     crop: int = 224,
 ) -> ImageSet:
@@ -221,7 +272,8 @@ def image_folder(
         root: folder of images (searched recursively, sorted by relative path).
         annotations: folder of XML files, optional.
         class_index: see above.
-        limit: load only the first ``limit`` images.
+        limit: load only the first ``limit`` images (after ``start``).
+        start: skip the first ``start`` images (in sorted order), so that a shard reads only its own.
         resize, crop: preprocessing sizes.
 
     Returns:
@@ -244,11 +296,14 @@ def image_folder(
         raise ValueError(f"resize and crop must be ints with 0 < crop <= resize, got resize={resize!r}, crop={crop!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
-    files = sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_EXTENSIONS), key=lambda p: p.relative_to(root).as_posix())
+    files = _image_files(root)
     if not files:
         raise ValueError(f"no images ({', '.join(_IMAGE_EXTENSIONS)}) found under {root}")
-    if limit is not None:
-        files = files[:limit]
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ValueError(f"start must be a non-negative int, got {start!r}")
+    files = files[start:] if limit is None else files[start:start + limit]
+    if not files:
+        raise ValueError(f"start={start} skips every image under {root}")
     xml_by_stem: Dict[str, Path] = {}
     if annotations is not None:
         annotations = Path(annotations)
@@ -307,9 +362,55 @@ def image_folder(
     )
 
 
-def paper_images(limit: Optional[int] = None) -> ImageSet:
+def _image_files(root: Path) -> List[Path]:
+    return sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_EXTENSIONS),
+                  key=lambda p: p.relative_to(root).as_posix())
+
+
+def image_set_digest(root: Union[str, Path], annotations: Union[str, Path, None] = None) -> str:
+    """A content hash of an image folder as :func:`image_folder` reads it: every image's relative
+    path and size, and every box file's relative path and bytes (beside the images or under
+    ``annotations``). Another folder, an added, removed, renamed or resized image, or a changed box
+    changes it; it reads no image's pixels, so it costs a directory walk even for 50,000 images.
+
+    Returns:
+        16 hex digits.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "a.png").write_bytes(b"x")
+        >>> before = image_set_digest(d); _ = (d / "a.xml").write_text("<annotation/>")
+        >>> before == image_set_digest(d)
+        False
+    """
+    import hashlib
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"root {root} is not a folder of images")
+    h = hashlib.sha256()
+    for path in _image_files(root):
+        h.update(f"image {path.relative_to(root).as_posix()} {path.stat().st_size}\n".encode())
+    box_root = Path(annotations) if annotations is not None else root
+    for path in sorted(box_root.rglob("*.xml"), key=lambda p: p.relative_to(box_root).as_posix()):
+        h.update(f"boxes {path.relative_to(box_root).as_posix()}\n".encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def paper_folders() -> Tuple[Optional[str], Optional[str]]:
+    """``(DANCE_IMAGENET_DIR, DANCE_IMAGENET_BOXES)`` as set (None where unset or empty)."""
+    return (os.environ.get(IMAGES_ENV, "").strip() or None, os.environ.get(BOXES_ENV, "").strip() or None)
+
+
+def paper_images(limit: Optional[int] = None, *, start: int = 0, resize: int = 256, crop: int = 224) -> ImageSet:
     """The user's ImageNet images for paper scale: :func:`image_folder` on the folder named by
-    ``DANCE_IMAGENET_DIR``, with boxes from ``DANCE_IMAGENET_BOXES`` when set.
+    ``DANCE_IMAGENET_DIR``, with boxes from ``DANCE_IMAGENET_BOXES`` when set (else from XML files
+    beside the images, if any).
+
+    Args:
+        limit, start: load ``limit`` images after skipping ``start`` (sorted order).
+        resize, crop: preprocessing sizes of :func:`image_folder` (the smoke test uses tiny crops).
 
     Raises:
         FileNotFoundError: ``DANCE_IMAGENET_DIR`` is unset or not a folder; the message says
@@ -324,4 +425,4 @@ def paper_images(limit: Optional[int] = None) -> ImageSet:
             + (f"; {folder!r} is not a folder" if folder else "")
         )
     boxes = os.environ.get(BOXES_ENV, "").strip() or None
-    return image_folder(folder, annotations=boxes, limit=limit)
+    return image_folder(folder, annotations=boxes, limit=limit, start=start, resize=resize, crop=crop)

@@ -1,7 +1,9 @@
 """Cache experiment results by configuration and code, so chapters don't recompute each other's work.
 
-A result is stored under a key made of its name, its configuration and a hash of the ``dance``
-and ``dance_book`` source code: change either and it is recomputed. The default location is ``_build/.dance-cache``
+A result is stored under a key made of its name, its configuration, a hash of the ``dance``
+and ``dance_book`` source code, the versions of torch, torchvision and captum, and at paper scale
+the image set (a content hash of the folder's file list and boxes, :func:`dance_book.imagenet.image_set_digest`)
+and the weights: change any and it is recomputed. The default location is ``_build/.dance-cache``
 in the book's checkout (a fresh clone starts empty, so CI computes everything once, in its first
 pass, and the book build reuses it); ``DANCE_CACHE_DIR`` overrides it and ``DANCE_CACHE=off``
 disables it.
@@ -45,8 +47,44 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "dance"
 
 
+@lru_cache(maxsize=1)
+def library_versions() -> dict:
+    """Versions of the libraries that compute the results (their numerics can change between releases)."""
+    from importlib.metadata import version  # installed versions, without importing the packages
+
+    return {"torch": torch.__version__, "torchvision": version("torchvision"), "captum": version("captum")}
+
+
+@lru_cache(maxsize=8)
+def _folder_digest(images: str, boxes, stamps) -> str:
+    from ..imagenet import image_set_digest
+
+    return image_set_digest(images, boxes)
+
+
+def _stamp(folder) -> int:
+    """Modification time of a folder: adding, removing or renaming a file in it re-hashes the image set."""
+    return Path(folder).stat().st_mtime_ns if folder and Path(folder).is_dir() else 0
+
+
+def inputs_identity() -> dict:
+    """What a result depends on beyond its configuration and the code: the library versions and, at
+    paper scale, the image set (folder content hash) and the weights (ImageNet or test-only random)."""
+    from ..imagenet import paper_folders, weights_identity
+    from ..scale import current_scale
+
+    out = {"versions": library_versions()}
+    if current_scale() == "paper":
+        images, boxes = paper_folders()
+        out["images"] = (_folder_digest(images, boxes, (_stamp(images), _stamp(boxes)))
+                         if images and Path(images).is_dir() else None)
+        out["weights"] = weights_identity()
+    return out
+
+
 def _key(name: str, config: Any) -> str:
-    blob = json.dumps({"name": name, "config": config, "code": code_version()}, sort_keys=True, default=repr)
+    blob = json.dumps({"name": name, "config": config, "code": code_version(), "inputs": inputs_identity()},
+                      sort_keys=True, default=repr)
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
 
 
@@ -97,6 +135,7 @@ def cached(name: str, config: Any, compute: Callable[[], Any]) -> Any:
         os.replace(tmp, path)
         # What the entry holds, readable without the code that keyed it (for comparing results
         # across code versions, e.g. before and after a refactoring).
-        path.with_suffix(".json").write_text(json.dumps({"name": name, "config": config}, sort_keys=True,
+        path.with_suffix(".json").write_text(json.dumps({"name": name, "config": config,
+                                                         "inputs": inputs_identity()}, sort_keys=True,
                                                         default=repr))
     return value

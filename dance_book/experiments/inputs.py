@@ -18,13 +18,34 @@ EXPERIMENT_SEED = 2026
 
 @lru_cache(maxsize=8)
 def load_model(name: str) -> nn.Module:
-    """A zoo model (CI scale) or a torchvision ImageNet model (paper scale), in eval mode, on the device."""
+    """A zoo model (CI scale) or a torchvision ImageNet model (paper scale), in eval mode, on the device.
+
+    Paper-scale models have their ImageNet weights (:func:`dance_book.imagenet.paper_model`; random
+    weights only under the smoke test's explicit test-only switch).
+    """
     from .. import zoo
+    from ..imagenet import paper_model
     from ..scale import default_device
 
     if name in zoo.IMAGENET_MODELS:
-        return zoo.imagenet(name, device=default_device())
+        return paper_model(name, device=default_device())
     return zoo.load(name, device=default_device())
+
+
+#: Why measures that need object masks are missing for an image folder without boxes.
+MASKS_MISSING = ("not available: the images carry no ground-truth boxes (set DANCE_IMAGENET_BOXES to the "
+                 "folder of their Pascal VOC XML files, e.g. ILSVRC2012_bbox_val)")
+
+
+def masks_unavailable(data: ImageSet) -> Optional[str]:
+    """None when ``data`` has object masks, else the reason the measures that need them are not available."""
+    return MASKS_MISSING if data.masks is None else None
+
+
+def object_share(settings: Settings, n: int) -> float:
+    """Share of the first ``n`` experiment images' pixels on the object (NaN without masks)."""
+    data = load_images(settings, n)
+    return float("nan") if data.masks is None else float(data.masks.float().mean())
 
 
 def load_images(settings: Settings, n: int, *, offset: int = 0) -> ImageSet:
@@ -39,14 +60,30 @@ def load_images(settings: Settings, n: int, *, offset: int = 0) -> ImageSet:
 
         data = shapes(n + offset, seed=EXPERIMENT_SEED).subset(slice(offset, offset + n))
     elif settings.dataset == "imagenet":
-        from ..imagenet import paper_images
+        from ..imagenet import IMAGES_ENV, paper_images
 
-        data = paper_images(limit=n + offset).subset(slice(offset, offset + n))
+        sizes = {k: settings.extra[k] for k in ("resize", "crop") if k in settings.extra}
+        data = paper_images(limit=n, start=offset, **sizes)
+        if len(data) < n:
+            raise ValueError(f"the experiment needs images {offset} to {offset + n - 1} but the folder "
+                             f"{IMAGES_ENV} names holds {offset + len(data)}: add images or lower the experiment's n")
     else:
         raise ValueError(f"unknown dataset {settings.dataset!r}")
     device = default_device()
     data.images = data.images.to(device)
     return data
+
+
+def decoys_key(settings: Settings, model_name: str, n: int, layer: Optional[str] = None, offset: int = 0,
+               **overrides):
+    """``(layer, images computed, cache configuration)`` of :func:`shared_decoys`' cache entry, which
+    the sharded runner (:mod:`dance_book.experiments.shard`) fills in the same place."""
+    layer = layer or settings.layer(model_name)
+    canonical = not overrides and offset == 0 and n <= settings.n_fidelity
+    size = settings.n_fidelity if canonical else n
+    config = dict(settings=repr(settings), model=model_name, n=size, layer=layer, offset=offset,
+                  overrides=sorted(overrides.items()))
+    return layer, size, config
 
 
 def shared_decoys(settings: Settings, model_name: str, n: int, layer: Optional[str] = None,
@@ -58,11 +95,7 @@ def shared_decoys(settings: Settings, model_name: str, n: int, layer: Optional[s
     served from the one canonical set of ``settings.n_fidelity`` images (each decoy is optimised
     independently of the others in the batch, so the first ``n`` are the decoys of those images).
     """
-    layer = layer or settings.layer(model_name)
-    canonical = not overrides and offset == 0 and n <= settings.n_fidelity
-    size = settings.n_fidelity if canonical else n
-    config = dict(settings=repr(settings), model=model_name, n=size, layer=layer, offset=offset,
-                  overrides=sorted(overrides.items()))
+    layer, size, config = decoys_key(settings, model_name, n, layer, offset, **overrides)
 
     def compute():
         model = load_model(model_name)

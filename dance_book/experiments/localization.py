@@ -24,7 +24,7 @@ from dance.heatmap import to_heatmap
 from dance.metrics.localization import METHODS as THRESHOLDS
 from dance.metrics.localization import box_iou, mass_in_mask, pointing_game, saliency_box
 from .cache import cached
-from .inputs import load_images, load_model, shared_decoys
+from .inputs import MASKS_MISSING, load_images, load_model, masks_unavailable, shared_decoys
 from .maps import base_maps, enhanced_maps, predicted, replacement_populations
 from .claims import Claim, direction
 from .settings import Settings
@@ -57,7 +57,8 @@ def localization_run(settings: Settings) -> dict:
         ``iou[p][v][t]`` ``[n]`` for each threshold ``t`` in value / energy / mean,
         ``area[p][v][t]`` (predicted box area / image area), ``mass[p][v]`` and
         ``pointing[p][v]`` ``[n]``; ``examples``: images, ground-truth boxes and masks,
-        heatmaps and predicted boxes (paper projection) of the first :data:`N_EXAMPLES` images.
+        heatmaps and predicted boxes (paper projection) of the first :data:`N_EXAMPLES` images;
+        ``unavailable``: None, or why the measures are NaN (images without ground-truth boxes).
     """
     n = settings.n_fidelity
     config = dict(settings=repr(settings), n=n, alpha=ALPHA, projections=PROJECTIONS)
@@ -65,8 +66,10 @@ def localization_run(settings: Settings) -> dict:
     def compute():
         model = load_model(settings.main_model)
         data = load_images(settings, n)
-        if data.boxes is None or data.masks is None:
-            raise ValueError(f"the {settings.dataset} images carry no ground-truth boxes/masks")
+        missing = masks_unavailable(data) or (MASKS_MISSING if data.boxes is None else None)
+        if missing:  # an image folder without boxes: the maps are computed, the measures are NaN
+            data.boxes = [torch.zeros(0, 4) for _ in range(n)]
+            data.masks = torch.zeros(n, 1, *data.images.shape[-2:], dtype=torch.bool)
         x = data.images
         t = predicted(model, x)
         height, width = x.shape[-2:]
@@ -88,6 +91,9 @@ def localization_run(settings: Settings) -> dict:
                "examples": {"images": x[:N_EXAMPLES].cpu().clone(), "masks": masks[:N_EXAMPLES].clone(),
                             "gt_boxes": [b.clone() for b in boxes[:N_EXAMPLES]] if isinstance(boxes, list)
                             else boxes[:N_EXAMPLES].clone(), "maps": {}, "boxes": {}}}
+        out["unavailable"] = missing
+        if missing:
+            out["whole_image_iou"] = np.full(n, np.nan)
         for p, percentile in PROJECTIONS.items():
             for key in ("iou", "area", "mass", "pointing"):
                 out[key][p] = {}
@@ -99,12 +105,22 @@ def localization_run(settings: Settings) -> dict:
                                           ).double().div(height * width).numpy() for th in THRESHOLDS}
                 out["mass"][p][v] = mass_in_mask(h, masks).numpy()
                 out["pointing"][p][v] = pointing_game(h, masks).numpy()
+                if missing:
+                    for key in ("mass", "pointing"):
+                        out[key][p][v] = np.full(n, np.nan)
+                    out["iou"][p][v] = {th: np.full(n, np.nan) for th in THRESHOLDS}
                 if p == "paper":
                     out["examples"]["maps"][v] = h[:N_EXAMPLES].clone()
                     out["examples"]["boxes"][v] = {th: b[:N_EXAMPLES].clone() for th, b in pred.items()}
         return out
 
     return cached("localization", config, compute)
+
+
+def _success(iou) -> np.ndarray:
+    """1.0 where IoU > :data:`IOU_THRESHOLD`, 0.0 where not, NaN where the IoU is not available."""
+    iou = np.asarray(iou, dtype=float)
+    return np.where(np.isfinite(iou), (iou > IOU_THRESHOLD).astype(float), np.nan)
 
 
 def accuracy_table(run: dict, projection: str = "paper"):
@@ -119,7 +135,7 @@ def accuracy_table(run: dict, projection: str = "paper"):
     for v, name in VARIANTS.items():
         row = {"variant": name}
         for th in THRESHOLDS:
-            row[f"{th} ({ALPHA})"] = float(np.mean(run["iou"][projection][v][th] > IOU_THRESHOLD))
+            row[f"{th} ({ALPHA})"] = float(np.nanmean(_success(run["iou"][projection][v][th])))
         for th in THRESHOLDS:
             row[f"box area, {th}"] = float(np.mean(run["area"][projection][v][th]))
         row["mass in mask"] = float(np.nanmean(run["mass"][projection][v]))
@@ -127,7 +143,7 @@ def accuracy_table(run: dict, projection: str = "paper"):
         rows.append(row)
     whole = {"variant": "Whole-image box"}
     for th in THRESHOLDS:
-        whole[f"{th} ({ALPHA})"] = float(np.mean(run["whole_image_iou"] > IOU_THRESHOLD))
+        whole[f"{th} ({ALPHA})"] = float(np.nanmean(_success(run["whole_image_iou"])))
         whole[f"box area, {th}"] = 1.0
     rows.append(whole)
     return pd.DataFrame(rows).set_index("variant")
@@ -146,8 +162,7 @@ def comparisons(run: dict, projection: str = "paper"):
         raise ValueError(f"projection must be one of {list(PROJECTIONS)}, got {projection!r}")
     iou, rows = run["iou"][projection], []
     for v in ("decoys", "blur"):
-        measures = {f"success, {th}": (iou[v][th] > IOU_THRESHOLD, iou["gradient"][th] > IOU_THRESHOLD)
-                    for th in THRESHOLDS}
+        measures = {f"success, {th}": (_success(iou[v][th]), _success(iou["gradient"][th])) for th in THRESHOLDS}
         measures.update({f"IoU, {th}": (iou[v][th], iou["gradient"][th]) for th in THRESHOLDS})
         measures["mass in mask"] = (run["mass"][projection][v], run["mass"][projection]["gradient"])
         measures["pointing game"] = (run["pointing"][projection][v], run["pointing"][projection]["gradient"])
@@ -179,7 +194,8 @@ def claims(settings: Settings) -> List[Claim]:
         for th in THRESHOLDS:
             row = table[(table.comparison == f"{VARIANTS[v]} - Gradient") & (table.measure == f"success, {th}")].iloc[0]
             degenerate = is_degenerate(row)
-            supports = None if degenerate else direction(row.ci_low, row.ci_high, "above")
+            missing = run.get("unavailable")
+            supports = None if degenerate or missing else direction(row.ci_low, row.ci_high, "above")
             out.append(Claim(
                 paper_claim="localization",
                 claim=f"better localization accuracy with {what}, {th} thresholding at {ALPHA}",
@@ -192,7 +208,8 @@ def claims(settings: Settings) -> List[Claim]:
                          f"{100 * row.frac_better:.0f}%, worse on {100 * row.frac_worse:.0f}% of images; mean "
                          f"predicted box {100 * float(np.mean(run['area']['paper']['gradient'][th])):.0f}% / "
                          f"{100 * float(np.mean(run['area']['paper'][v][th])):.0f}% of the image"
-                         + ("; degenerate: no verdict possible)." if degenerate else ").")),
+                         + ("; degenerate: no verdict possible)." if degenerate else ").")
+                         + (f" Localization {missing}." if missing else "")),
             ))
     return out
 

@@ -50,7 +50,7 @@ from dance.metrics import fidelity, mass_in_mask
 
 from .cache import cached
 from .claims import Claim, direction
-from .inputs import load_images, load_model, shared_decoys
+from .inputs import load_images, load_model, masks_unavailable, shared_decoys
 from .maps import METHODS, base_method, predicted, replacement_populations
 from .settings import Settings
 from .stats import mean_sd, paired_difference
@@ -184,7 +184,8 @@ def scores(settings: Settings, model_name: str, layer: str, method: str, kind: s
         dict with ``sf`` and ``mass``: ``{aggregate: Tensor[n]}`` (aggregate ``"none"`` for the
         base method alone, else ``"range"`` and ``"mean"``), ``heat``: the same keys to heatmaps
         ``[min(n, N_SHOW), H, W]`` of the first images, ``n_decoys`` and ``dropped``: ``LongTensor[n]``,
-        ``target``: the explained classes, ``seconds``: compute time of the maps and scores.
+        ``target``: the explained classes, ``seconds``: compute time of the maps and scores,
+        ``mass_note``: None, or why ``mass`` is not available (NaN: the images have no ground-truth masks).
         At the main model and layer, ``n`` below ``settings.n_fidelity`` slices the
         ``n_fidelity``-image result (same images, same decoys).
     """
@@ -214,11 +215,14 @@ def scores(settings: Settings, model_name: str, layer: str, method: str, kind: s
             m = torch.stack([g[0] for g in maps]) if agg == "none" else \
                 torch.stack([aggregate_maps(g, agg) for g in maps])
             out["sf"][agg] = fidelity(model, x, m, target).cpu()
-            out["mass"][agg] = mass_in_mask(m, data.masks.to(m.device)).cpu()
+            # without ground-truth masks (an image folder without boxes) the measure is not available: NaN
+            out["mass"][agg] = (torch.full((n,), float("nan")) if data.masks is None
+                                else mass_in_mask(m, data.masks.to(m.device)).cpu())
             out["heat"][agg] = to_heatmap(m[:N_SHOW]).cpu()
         out["n_decoys"] = torch.tensor([0] * n if pops is None else [len(p) for p in pops])
         out["dropped"] = torch.tensor([0] * n if pops is None else [int(p.dropped) for p in pops])
         out["target"] = target.cpu()
+        out["mass_note"] = masks_unavailable(data)
         out["n"] = n
         out["seconds"] = time.perf_counter() - start
         print(f"    done in {out['seconds']:.1f} s", flush=True)

@@ -21,6 +21,7 @@ tau schedule (initial value, factor 0.95). Where it does not, the choice and the
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, Optional, Tuple
 
@@ -103,11 +104,30 @@ PAPER = Settings(
 )
 
 
+#: Test-only switch: ``DANCE_PAPER_SMOKE=1`` shrinks paper scale to :data:`PAPER_SMOKE`, so that the CI
+#: smoke test runs the paper-scale code path (torchvision models, an image folder) in seconds.
+SMOKE_ENV = "DANCE_PAPER_SMOKE"
+
+#: Paper scale in miniature, for the smoke test only: the same models, layers and code path, with
+#: two images per experiment, 64 x 64 crops (the smallest AlexNet accepts; the others pool adaptively), tiled patches
+#: and two SmoothGrad samples / IG steps. Its numbers mean nothing; it checks that everything runs.
+PAPER_SMOKE = replace(PAPER, decoys=DecoySettings(stride=None), smoothgrad_samples=2, ig_steps=2,
+                      n_fidelity=2, n_attack=2, n_small=2, extra={"smoke": True, "resize": 72, "crop": 64})
+
+
+def smoke_enabled() -> bool:
+    """Whether the test-only ``DANCE_PAPER_SMOKE`` switch is on."""
+    return os.environ.get(SMOKE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def settings(scale: Optional[str] = None) -> Settings:
-    """The frozen settings for ``scale`` (default: the ``DANCE_SCALE`` environment variable)."""
+    """The frozen settings for ``scale`` (default: the ``DANCE_SCALE`` environment variable).
+
+    At paper scale the test-only switch ``DANCE_PAPER_SMOKE=1`` gives :data:`PAPER_SMOKE` instead.
+    """
     scale = scale or current_scale()
     if scale == "ci":
         return CI
     if scale == "paper":
-        return PAPER
+        return PAPER_SMOKE if smoke_enabled() else PAPER
     raise ValueError(f"scale must be 'ci' or 'paper', got {scale!r}")

@@ -1,0 +1,140 @@
+"""Paper scale on a tiny fake ImageNet folder (random-init torchvision models under the test-only
+switches): the experiments run with and without boxes, measures that need masks are reported as
+not available instead of crashing, and the cache key follows the image set and library versions.
+
+``python tests/test_paper_scale.py DIR`` writes the two fake folders (``DIR/images`` with boxes
+beside the images, ``DIR/plain`` without) for the notebook smoke run (``make paper-smoke``).
+"""
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import dance_book.experiments as E
+from dance_book import imagenet
+from dance_book.experiments import cache, inputs
+from dance_book.experiments import localization as Lc
+from dance_book.experiments.scores import scores
+
+N_FAKE = 4  # the chapters' figures show up to four images
+
+
+def write_fake_imagenet(root: Path, n: int = N_FAKE, boxes: bool = True) -> Path:
+    """``n`` PNG images (80 x 96, a bright rectangle on noise) in WordNet-id folders, with a Pascal VOC
+    XML box file beside each when ``boxes``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        folder = root / f"n0144076{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)
+        x0, y0, x1, y1 = 20 + 4 * i, 16, 70, 60
+        pixels[y0:y1, x0:x1] = (230, 40 + 40 * i, 30)
+        Image.fromarray(pixels).save(folder / f"ILSVRC2012_val_{i:08d}.png")
+        if boxes:
+            (folder / f"ILSVRC2012_val_{i:08d}.xml").write_text(
+                f"<annotation><size><width>96</width><height>80</height></size><object><name>{folder.name}</name>"
+                f"<bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox>"
+                f"</object></annotation>")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fake-imagenet")
+    return {"boxes": write_fake_imagenet(root / "images"), "plain": write_fake_imagenet(root / "plain", boxes=False)}
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One cache for the module: the tests reuse each other's decoys, as the chapters do."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def paper(monkeypatch, shared_cache, folders):
+    """Switch to the paper-scale smoke settings; returns a function selecting the folder."""
+    monkeypatch.setenv("DANCE_SCALE", "paper")
+    monkeypatch.setenv("DANCE_PAPER_SMOKE", "1")
+    monkeypatch.setenv("DANCE_TEST_RANDOM_WEIGHTS", "1")
+    monkeypatch.setenv("DANCE_CACHE_DIR", str(shared_cache))
+    monkeypatch.delenv("DANCE_IMAGENET_BOXES", raising=False)
+    monkeypatch.delenv("DANCE_CACHE", raising=False)
+    inputs.load_model.cache_clear()
+
+    def use(kind: str):
+        monkeypatch.setenv("DANCE_IMAGENET_DIR", str(folders[kind]))
+        return E.settings()
+
+    yield use
+    inputs.load_model.cache_clear()
+
+
+def test_random_weights_are_refused_outside_the_smoke_test(monkeypatch):
+    monkeypatch.setenv("DANCE_TEST_RANDOM_WEIGHTS", "1")
+    monkeypatch.delenv("DANCE_PAPER_SMOKE", raising=False)
+    with pytest.raises(ValueError, match="test-only switch"):
+        imagenet.paper_model("alexnet")
+
+
+def test_smoke_settings_are_paper_scale_in_miniature(monkeypatch):
+    monkeypatch.setenv("DANCE_SCALE", "paper")
+    monkeypatch.delenv("DANCE_PAPER_SMOKE", raising=False)
+    assert E.settings() is E.PAPER
+    monkeypatch.setenv("DANCE_PAPER_SMOKE", "1")
+    s = E.settings()
+    assert (s.scale, s.main_model, s.architectures) == (E.PAPER.scale, E.PAPER.main_model, E.PAPER.architectures)
+    assert s.n_fidelity < E.PAPER.n_fidelity
+
+
+def test_scores_without_boxes_report_mass_as_not_available(paper):
+    """The crash of issue #16: the scores read ``data.masks`` of an image folder without boxes."""
+    s = paper("plain")
+    assert E.load_images(s, 2).masks is None
+    r = scores(s, s.main_model, s.layer(s.main_model), "gradient", "decoys", 2)
+    assert r["mass_note"] == E.MASKS_MISSING
+    assert torch.isnan(r["mass"]["range"]).all()
+    assert torch.isfinite(r["sf"]["range"]).all()
+    assert math.isnan(E.object_share(s, 2))
+
+
+def test_scores_and_localization_with_boxes(paper):
+    s = paper("boxes")
+    r = scores(s, s.main_model, s.layer(s.main_model), "gradient", "none", 2)
+    assert r["mass_note"] is None and torch.isfinite(r["mass"]["none"]).all()
+    run = Lc.localization_run(s)
+    assert run["unavailable"] is None
+    assert np.isfinite(run["iou"]["paper"]["decoys"]["value"]).all()
+    assert 0 < E.object_share(s, 2) < 1
+
+
+def test_localization_without_boxes_reports_not_available(paper):
+    s = paper("plain")
+    run = Lc.localization_run(s)
+    assert run["unavailable"] == E.MASKS_MISSING
+    table = Lc.accuracy_table(run)
+    assert table.drop(columns=[c for c in table if c.startswith("box area")]).isna().all().all()
+    claims = Lc.claims(s)
+    assert all(c["supports"] is None and E.MASKS_MISSING in c["note"] for c in claims)
+
+
+def test_cache_key_follows_image_set_weights_and_versions(paper, folders):
+    paper("plain")
+    plain = cache._key("x", {"a": 1})
+    identity = cache.inputs_identity()
+    assert set(identity["versions"]) == {"torch", "torchvision", "captum"}
+    assert identity["weights"] == "random"
+    paper("boxes")
+    assert cache._key("x", {"a": 1}) != plain  # another folder (and boxes): another result
+    assert imagenet.image_set_digest(folders["plain"]) != imagenet.image_set_digest(folders["boxes"])
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    write_fake_imagenet(out / "images")
+    write_fake_imagenet(out / "plain", boxes=False)
+    print(out / "images", out / "plain")
