@@ -131,9 +131,15 @@ def test_prop31_median_and_mean_are_optimal():
     A, b = [], []
     for t in range(n):
         for i in range(d):
-            row = np.zeros(d + n * d); row[i] = 1; row[d + t * d + i] = -1; A.append(row); b.append(S[t, i])
-            row = np.zeros(d + n * d); row[i] = -1; row[d + t * d + i] = -1; A.append(row); b.append(-S[t, i])
-    lp = linprog(c, A_ub=np.array(A), b_ub=np.array(b), bounds=[(None, None)] * d + [(0, None)] * (n * d), method="highs")
+            for sign in (1, -1):  # |y_i - s_ti| <= e_ti as two inequalities
+                row = np.zeros(d + n * d)
+                row[i] = sign
+                row[d + t * d + i] = -1
+                A.append(row)
+                b.append(sign * S[t, i])
+    lp = linprog(
+        c, A_ub=np.array(A), b_ub=np.array(b), bounds=[(None, None)] * d + [(0, None)] * (n * d), method="highs"
+    )
     assert abs(lp.fun - float(J["J1"][0])) < 1e-8
     pert = med + 0.05 * torch.randn(200, d, generator=gen, dtype=DT)
     assert bool((Y.smoothing_objectives(samples, pert)["J1"] >= J["J1"][0] - 1e-12).all())
@@ -147,8 +153,6 @@ def test_prop31_median_and_mean_are_optimal():
     assert float(Y.smoothing_objectives(samples, gm)["J21"][0]) <= float(J["J21"][1]) + 1e-12
 
 
-
-
 def test_corollary21_average_sensitivity_itself_fails():
     """Not only the Lipschitz constant: the printed S_AVG <= L r fails (exact 1-D quadrature)."""
     W1 = torch.tensor([[1.0]], dtype=DT)
@@ -158,9 +162,9 @@ def test_corollary21_average_sensitivity_itself_fails():
     s_avg, err = Y.avg_sensitivity_1d(grad, 0.0, r)
     assert err < 1e-12
     L = Y.yeh_corollary21_constant([W1, w2[None]])
-    assert s_avg > 2.5 * L * r                                                    # charitable reading
+    assert s_avg > 2.5 * L * r  # charitable reading
     assert s_avg > 10 * Y.yeh_corollary21_constant([W1, w2[None]], reading="literal") * r
-    assert s_avg <= lip * r                                                       # the corrected constant
+    assert s_avg <= lip * r  # the corrected constant
 
 
 def test_softplus_chain_gradient_and_l_layer_constant():
@@ -177,9 +181,9 @@ def test_softplus_chain_gradient_and_l_layer_constant():
         assert torch.allclose(g, grad(x), atol=1e-14)
         y = x + 0.05 * torch.randn(50, 6, generator=gen, dtype=DT)
         ratio = float(((grad(y) - grad(x)).norm(dim=1) / (y - x).norm(dim=1)).max())
-        assert ratio <= Y.softplus_chain_lipschitz(ws)                            # the theorem
+        assert ratio <= Y.softplus_chain_lipschitz(ws)  # the theorem
         violated += ratio > Y.yeh_corollary21_constant(ws)
-    assert violated >= 2                                                          # small last layers: Yeh fails
+    assert violated >= 2  # small last layers: Yeh fails
     # two layers: the recursion is at least the chapter's sharper two-layer constant
     W1 = torch.randn(4, 6, generator=gen, dtype=DT)
     w2 = torch.randn(4, generator=gen, dtype=DT)

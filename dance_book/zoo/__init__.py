@@ -36,6 +36,26 @@ from .registry import (HELDOUT_N, LAYER_TYPES, WEIGHTS_DIR, ZOO, build, check_na
                        load, record)
 from .train import train
 
-__all__ = ["IMAGENET_MODELS", "AlexNetStyle", "BasicBlock", "ResNetStyle", "VGGStyle", "HELDOUT_N", "LAYER_TYPES", "WEIGHTS_DIR", "ZOO", "build",
-           "check_name", "dataset_info", "evaluate", "file_sha256", "heldout", "image_folder", "imagenet", "layers",
-           "load", "record", "train"]
+__all__ = [
+    "IMAGENET_MODELS",
+    "AlexNetStyle",
+    "BasicBlock",
+    "ResNetStyle",
+    "VGGStyle",
+    "HELDOUT_N",
+    "LAYER_TYPES",
+    "WEIGHTS_DIR",
+    "ZOO",
+    "build",
+    "check_name",
+    "dataset_info",
+    "evaluate",
+    "file_sha256",
+    "heldout",
+    "image_folder",
+    "imagenet",
+    "layers",
+    "load",
+    "record",
+    "train",
+]

@@ -19,7 +19,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_train.add_argument("--n-train", type=int, default=None, help="override the training images (per epoch for Shapes)")
     p_train.add_argument("--n-heldout", type=int, default=None, help="held-out images for the recorded accuracy")
     p_train.add_argument("--seed", type=int, default=None, help="override the seed")
-    p_train.add_argument("--threads", type=int, default=1, help="torch threads (default 1: training is deterministic and, on a shared machine, fastest with one)")
+    p_train.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: training is deterministic and, on a shared machine, fastest with one)",
+    )
     p_eval = sub.add_parser("evaluate", help="held-out accuracy of shipped weights")
     p_eval.add_argument("names", nargs="+")
     p_eval.add_argument("--weights-dir", default=None)
@@ -34,8 +39,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_name(name)
     for name in names:
         if args.command == "train":
-            rec = train(name, out=args.out, epochs=args.epochs, n_train=args.n_train, n_heldout=args.n_heldout, seed=args.seed, threads=args.threads)
-            print(f"saved {name}: accuracy {rec['heldout_accuracy']:.4f}, {rec['file_bytes']} bytes, sha256 {rec['sha256']}")
+            rec = train(
+                name,
+                out=args.out,
+                epochs=args.epochs,
+                n_train=args.n_train,
+                n_heldout=args.n_heldout,
+                seed=args.seed,
+                threads=args.threads,
+            )
+            print(
+                f"saved {name}: accuracy {rec['heldout_accuracy']:.4f}, {rec['file_bytes']} bytes, sha256 {rec['sha256']}"
+            )
         else:
             model = load(name, weights_dir=args.weights_dir)
             accuracy, _ = evaluate(model, heldout(name))

@@ -115,7 +115,13 @@ def record(name: str, *, weights_dir: Union[str, Path, None] = None) -> dict:
     return json.loads(path.read_text())
 
 
-def load(name: str, *, weights_dir: Union[str, Path, None] = None, device: Union[str, torch.device, None] = None, frozen: bool = True) -> nn.Module:
+def load(
+    name: str,
+    *,
+    weights_dir: Union[str, Path, None] = None,
+    device: Union[str, torch.device, None] = None,
+    frozen: bool = True,
+) -> nn.Module:
     """A trained zoo model in eval mode, from the weights shipped with the package.
 
     The weights file's sha256 is checked against its record first, so a model never
@@ -184,7 +190,9 @@ def evaluate(model: nn.Module, dataset: _data.ImageSet, *, batch_size: int = 500
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if bool((dataset.labels < 0).any()):
-        raise ValueError("dataset has unknown labels (-1); evaluate dataset.subset(torch.nonzero(dataset.labels >= 0).flatten()) instead")
+        raise ValueError(
+            "dataset has unknown labels (-1); evaluate dataset.subset(torch.nonzero(dataset.labels >= 0).flatten()) instead"
+        )
     k = len(dataset.classes)
     device = next(model.parameters()).device
     preds = []
