@@ -13,12 +13,14 @@ space := $(subst ,, )
 
 .PHONY: setup test unit notebooks book clean
 
-$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml dance_book/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	# The book's code is its own distribution (dance-companion), never part of the library's wheel.
+	$(PY) -m pip install --quiet --no-deps -e ./dance_book
 	touch $(STAMP)
 
 setup: $(STAMP)
