@@ -5,6 +5,7 @@ from typing import Callable, List, Optional, Union
 
 import torch
 from captum.attr import Attribution, NoiseTunnel, Saliency
+from captum.log import log_usage
 from torch import nn
 
 from ._checks import check_images, check_int, check_model, check_target
@@ -154,6 +155,8 @@ class DecoyEnhanced(Attribution):
                              "pass decoys= to the call, or build it with layer=... and epsilon=...")
         return generate_decoys_batch(self.model, x, self.layer_name, self.config, masks=self.masks)
 
+    # As on Captum's own methods: NoiseTunnel calls the undecorated attribute (its __wrapped__).
+    @log_usage()
     def attribute(self, inputs: torch.Tensor, target: Union[None, int, torch.Tensor] = None, *,
                   batch_size: Optional[int] = None, return_decoys: bool = False,
                   decoys: Optional[List[Decoys]] = None, **attribution_kwargs):
