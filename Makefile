@@ -11,7 +11,7 @@ JOBS ?= 2
 LONGEST_FIRST := attacks layers fidelity
 space := $(subst ,, )
 
-.PHONY: setup test unit notebooks book clean
+.PHONY: setup test unit notebooks book install-check clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml dance_book/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ notebooks: setup
 book: setup
 	$(VENV)/bin/jupyter-book build --all .
 	test -f _build/html/index.html
+
+## make install-check: the library alone (no extras) in a fresh virtual environment runs the README example
+install-check:
+	bash .ci/install-check
 
 clean:
 	rm -rf _build $(NBDIR)
