@@ -198,3 +198,10 @@ def test_the_callers_arrays_and_model_are_left_unchanged(shapes):
     np.testing.assert_array_equal(inputs, x[:1].numpy())
     np.testing.assert_array_equal(targets, y[:1].numpy())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    result = doctest.testmod(dance.quantus, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
