@@ -11,14 +11,16 @@ JOBS ?= 2
 LONGEST_FIRST := attacks layers fidelity
 space := $(subst ,, )
 
-.PHONY: setup test lint unit notebooks paper-smoke book clean
+.PHONY: setup test lint unit notebooks paper-smoke book install-check clean
 
-$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml dance_book/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	# The book's code is its own distribution (dance-companion), never part of the library's wheel.
+	$(PY) -m pip install --quiet --no-deps -e ./dance_book
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -70,6 +72,10 @@ paper-smoke: setup
 book: setup
 	$(VENV)/bin/jupyter-book build --all .
 	test -f _build/html/index.html
+
+## make install-check: the library alone (no extras) in a fresh virtual environment runs the README example
+install-check:
+	bash .ci/install-check
 
 clean:
 	rm -rf _build $(NBDIR)
