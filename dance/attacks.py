@@ -166,26 +166,15 @@ def smoothgrad(model: Callable, inputs: torch.Tensor, target: TargetType, *, n_s
 
 
 def _ig_rule(method: str, n_steps: int):
-    """Step sizes and path positions, with Captum's conventions (so results match Captum)."""
+    """Step sizes and path positions of Captum's own rule (its approximation_parameters), so that
+    the attack's Integrated Gradients equal Captum's by construction (captum pinned in requirements)."""
+    from captum.attr._utils.approximation_methods import approximation_parameters
+
     check_choice(method, "method", IG_METHODS)
-    if method == "gausslegendre":
-        import numpy as np
-        nodes, weights = np.polynomial.legendre.leggauss(n_steps)
-        return (0.5 * weights).tolist(), (0.5 * (1 + nodes)).tolist()
-    if n_steps < 2:
+    if method != "gausslegendre" and n_steps < 2:
         raise ValueError(f"n_steps must be at least 2 for Riemann sums, got {n_steps}")
-    steps = [1.0 / n_steps] * n_steps
-    if method == "riemann_trapezoid":
-        steps[0] /= 2
-        steps[-1] /= 2
-        alphas = torch.linspace(0, 1, n_steps).tolist()
-    elif method == "riemann_left":
-        alphas = torch.linspace(0, 1 - 1 / n_steps, n_steps).tolist()
-    elif method == "riemann_middle":
-        alphas = torch.linspace(1 / (2 * n_steps), 1 - 1 / (2 * n_steps), n_steps).tolist()
-    else:
-        alphas = torch.linspace(1 / n_steps, 1, n_steps).tolist()
-    return steps, alphas
+    step_sizes, alphas = approximation_parameters(method)
+    return list(step_sizes(n_steps)), list(alphas(n_steps))
 
 
 def integrated_gradients(model: Callable, inputs: torch.Tensor, target: TargetType, *,

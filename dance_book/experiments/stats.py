@@ -22,10 +22,16 @@ def paired_difference(a, b, confidence: float = 0.95) -> Dict[str, float]:
     n = d.size
     mean = float(d.mean())
     sd = float(d.std(ddof=1)) if n > 1 else float("nan")
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+    if n > 1 and sd > 0:
+        ci = stats.ttest_rel(a, b).confidence_interval(confidence)  # SciPy's paired t-interval
+        low, high = float(ci.low), float(ci.high)
+    elif n > 1:  # no spread: the interval is the mean itself
+        low = high = mean
+    else:
+        low = high = float("nan")
     try:
         p = float(stats.wilcoxon(d).pvalue) if n > 1 and np.any(d != 0) else 1.0
     except ValueError:
         p = float("nan")
-    return {"n": n, "mean_diff": mean, "sd_diff": sd, "ci_low": mean - half, "ci_high": mean + half,
+    return {"n": n, "mean_diff": mean, "sd_diff": sd, "ci_low": low, "ci_high": high,
             "p_wilcoxon": p, "frac_positive": float((d > 0).mean())}
