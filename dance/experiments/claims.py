@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 from typing import Dict, List, Optional
 
 import pandas as pd
@@ -94,7 +95,7 @@ def collect(settings: Settings, modules: Optional[List[str]] = None) -> pd.DataF
     rows = []
     for name in modules or MODULES:
         module = importlib.import_module(f"{__package__}.{name}")
-        print(f"collecting claims from dance.experiments.{name} ...", flush=True)
+        print(f"collecting claims from dance.experiments.{name} ...", file=sys.stderr, flush=True)
         rows += module.claims(settings)
     for row in rows:
         if set(row) - {"counts"} != ROW_KEYS:

@@ -33,6 +33,7 @@ layers here, 30 times the cost.)
 """
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -213,7 +214,7 @@ def scores(settings: Settings, model_name: str, layer: str, method: str, kind: s
 
     def compute():
         pops = population(settings, model_name, layer, kind, n)
-        print(f"S_F: {model_name} @ {layer}, {METHODS[method]}, {kind}, {n} images ...", flush=True)
+        print(f"S_F: {model_name} @ {layer}, {METHODS[method]}, {kind}, {n} images ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
         model = load_model(model_name)
         data = load_images(settings, n)
@@ -233,7 +234,7 @@ def scores(settings: Settings, model_name: str, layer: str, method: str, kind: s
         out["target"] = target.cpu()
         out["n"] = n
         out["seconds"] = time.perf_counter() - start
-        print(f"    done in {out['seconds']:.1f} s", flush=True)
+        print(f"    done in {out['seconds']:.1f} s", file=sys.stderr, flush=True)
         return out
 
     return cached("fidelity-scores", config, compute)
@@ -293,7 +294,7 @@ def layer_scores(settings: Settings, n: Optional[int] = None, layers: Optional[S
     main = settings.layer(model_name)
     parts = [_frame(settings, model_name, main, methods, ("none",), n)]
     for i, layer in enumerate(layers):
-        print(f"layer {i + 1}/{len(layers)}: {layer}", flush=True)
+        print(f"layer {i + 1}/{len(layers)}: {layer}", file=sys.stderr, flush=True)
         parts.append(_frame(settings, model_name, layer, methods, ("decoys",), n))
     return pd.concat(parts, ignore_index=True)
 
@@ -305,7 +306,7 @@ def architecture_scores(settings: Settings, n: Optional[int] = None, models: Opt
     models = settings.architectures if models is None else list(models)
     parts = []
     for name in models:
-        print(f"model {name} @ {settings.layer(name)}", flush=True)
+        print(f"model {name} @ {settings.layer(name)}", file=sys.stderr, flush=True)
         parts.append(_frame(settings, name, settings.layer(name), methods, ("none", "decoys"), n))
     return pd.concat(parts, ignore_index=True)
 

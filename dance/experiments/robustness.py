@@ -26,6 +26,7 @@ frozen here, per scale (:data:`ATTACK_SETTINGS`).
 from __future__ import annotations
 
 import hashlib
+import sys
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
@@ -176,7 +177,7 @@ def clean_maps(settings: Settings, method: str, n: Optional[int] = None) -> Dict
         x = load_images(settings, n).images
         t = predicted(model, x)
         decoys = _clean_decoys(settings, n)
-        print(f"clean maps: {METHODS[method]}, {n} images ...", flush=True)
+        print(f"clean maps: {METHODS[method]}, {n} images ...", file=sys.stderr, flush=True)
         raw = to_heatmap(base_maps(model, x, t, method, settings)).cpu()
         enh = to_heatmap(enhanced_maps(model, x, t, method, settings, decoys, batch_size=MAP_BATCH)).cpu()
         return {"raw": raw, "dance": enh, "target": t.cpu()}
@@ -211,12 +212,12 @@ def attack_run(settings: Settings, kind: str, method: str, n: Optional[int] = No
         x = load_images(settings, n).images
         clean = clean_maps(settings, method, n)
         t = clean["target"].to(x.device)
-        print(f"attack {ATTACKS[kind]} on {METHODS[method]}: {n} images ...", flush=True)
+        print(f"attack {ATTACKS[kind]} on {METHODS[method]}: {n} images ...", file=sys.stderr, flush=True)
         r = _attacks.attack(model, x, t, kind=kind, explain=_attack_explainer(method, settings, cfg),
                             epsilon=cfg.epsilon, step_size=cfg.step_size, iterations=cfg.iterations,
                             beta=cfg.beta, seed=cfg.seed)
         xh = r.inputs.detach()
-        print(f"  decoys of the {n} attacked images ...", flush=True)
+        print(f"  decoys of the {n} attacked images ...", file=sys.stderr, flush=True)
         decoys = _attacked_decoys(model, xh, settings.layer(settings.main_model), settings)
         raw = to_heatmap(base_maps(model, xh, t, method, settings)).cpu()
         enh = to_heatmap(enhanced_maps(model, xh, t, method, settings, decoys, batch_size=MAP_BATCH)).cpu()
@@ -404,7 +405,7 @@ def sanity_run(settings: Settings, method: str, n: int, enhanced: bool = True, s
                 return lambda xx, tt: base_maps(net, xx, tt, method, settings, seed=seed)
 
         label = ("decoy-enhanced " if enhanced else "") + METHODS[method]
-        print(f"cascading randomisation: {label}, {n} images ...", flush=True)
+        print(f"cascading randomisation: {label}, {n} images ...", file=sys.stderr, flush=True)
         r = cascading_randomization(model, factory, x, t, layers=parameter_layers(model), seed=settings.seed)
         return {"method": method, "enhanced": bool(enhanced), "n": n, "layers": r.layers,
                 "ssim": r.ssim.cpu().numpy(), "spearman": r.spearman.cpu().numpy(),
@@ -461,7 +462,7 @@ def check_decoy_memo(settings: Settings, n: int = 1, step_layer: Optional[str] =
             raise ValueError(f"step_layer {top!r} is not above the decoy layer {layer!r}")
         if all(torch.equal(p, q) for p, q in zip(model.parameters(), net.parameters())):
             raise RuntimeError(f"randomising {top!r} changed no parameter")
-        print(f"re-optimising the decoys of {n} image(s) for a model randomised at {top} ...", flush=True)
+        print(f"re-optimising the decoys of {n} image(s) for a model randomised at {top} ...", file=sys.stderr, flush=True)
         before = _optimised_quietly(model, x, layer, settings)
         after = _optimised_quietly(net, x, layer, settings)
         return max(float((a.images - b.images).abs().max()) for a, b in zip(before, after))
