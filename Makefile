@@ -75,7 +75,7 @@ site-test: setup
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 	$(PY) tools/site_test.py _build/html
 	# The checks fail when they should: each kind of breakage, once, on a copy of the built site.
-	$(PY) -m pytest -q -p no:cacheprovider tests/site
+	$(PY) -m pytest -q -p no:cacheprovider --confcutdir=tests/site tests/site
 
 clean:
 	rm -rf _build $(NBDIR)
