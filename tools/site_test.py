@@ -236,11 +236,13 @@ class Browser:
         return res["result"].get("value")
 
     def screenshot(self, path: Path, width: int, height: int) -> int:
+        # The viewport is made as tall as the page and the layout let settle before the capture
+        # (capturing beyond the viewport, or at once, caught the theme's layout mid-change).
         height = max(HEIGHT, min(height, MAX_SHOT_HEIGHT))
         self.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=height, deviceScaleFactor=1,
                   mobile=False)
-        data = self.send("Page.captureScreenshot", timeout=120, format="png", captureBeyondViewport=True,
-                         clip={"x": 0, "y": 0, "width": max(width, WIDTH), "height": height, "scale": 1})["data"]
+        self.evaluate("new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 300))))")
+        data = self.send("Page.captureScreenshot", timeout=120, format="png")["data"]
         self.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1,
                   mobile=False)
         path.parent.mkdir(parents=True, exist_ok=True)
