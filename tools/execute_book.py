@@ -33,6 +33,12 @@ READER = {"name": "myst_nb_md", "type": "plugin"}  # myst-nb's own reader: the c
 LONGEST_FIRST = ("attacks", "layers", "fidelity")  # as in the Makefile's notebook tests
 
 
+def config_timeout(root: Path = ROOT, default: int = 1800) -> int:
+    """execute.timeout of _config.yml, the limit the build itself would give each cell."""
+    m = re.search(r"^execute:\n(?:[ \t]+.*\n)*?[ \t]+timeout:\s*(\d+)", (root / "_config.yml").read_text(), re.M)
+    return int(m.group(1)) if m else default
+
+
 def chapters(root: Path = ROOT) -> list[Path]:
     """The toc's files that are notebooks, the longest first, then in toc order."""
     toc = (root / "_toc.yml").read_text(encoding="utf8")
@@ -75,7 +81,8 @@ def run_chapter(name: str, timeout: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell, as execute.timeout")
+    parser.add_argument("--timeout", type=int, default=config_timeout(),
+                        help="seconds per cell (default: execute.timeout of _config.yml)")
     parser.add_argument("--cache", type=Path, default=ROOT / "_build" / ".jupyter_cache")
     parser.add_argument("--chapter", help="execute this chapter alone (book/NAME.md) into _build/chapters/NAME.ipynb")
     args = parser.parse_args(argv)
