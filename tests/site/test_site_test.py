@@ -73,9 +73,10 @@ def test_math_from_a_cdn_is_left_raw_offline(site):
 
 
 def test_raw_dollar_math_in_the_text_fails(site):
-    # math that the parser did not take as math (e.g. an escaped or unclosed $$) reaches the page as text
-    inject(site, "book/intro.html", r"<p>The decoy satisfies $$\lVert F(\tilde x) - F(x)\rVert \le \epsilon$$.</p>")
-    assert has(check(site, "book/intro.html"), "raw math in the text"), "raw $$ not reported"
+    # inline math that the parser did not take as math (dollarmath off, a stray escape) reaches the page
+    # as text; MathJax does not treat single dollars as delimiters, so the reader sees the TeX source
+    inject(site, "book/intro.html", r"<p>The decoy satisfies $\lVert F(\tilde x) - F(x)\rVert \le \epsilon$.</p>")
+    assert has(check(site, "book/intro.html"), "raw math in the text"), "raw $...$ not reported"
 
 
 def test_tex_error_fails(site):
