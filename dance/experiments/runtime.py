@@ -137,7 +137,7 @@ def _measure(settings: Settings, rounds: int, model_name: Optional[str], image: 
     target = predicted(model, x)
     info = machine_info()
     print(f"timing on {info['cpu']} ({info['usable_cores']} usable cores, {info['torch_threads']} torch "
-          f"thread(s), load {info['load_1min']:.2f}), {rounds} rounds ...", flush=True)
+          f"thread(s), load {info['load_1min']:.2f}), {rounds} rounds ...", file=sys.stderr, flush=True)
 
     def batched():
         return optimised_decoys(model, x, layer, settings)[0]
