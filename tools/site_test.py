@@ -86,8 +86,9 @@ PAGE_PROBE = r"""
   const texErrors = Array.from(document.querySelectorAll("mjx-merror, [data-mjx-error]"))
                          .map((e) => (e.getAttribute("data-mjx-error") || e.textContent).slice(0, 120));
   const text = (sel) => Array.from(document.querySelectorAll(sel)).map((e) => e.innerText.trim().slice(0, 160));
-  const cutOff = Array.from(document.querySelectorAll(".cell_output pre"))
-    .filter((p) => !hidden(p) && p.scrollWidth > p.clientWidth + 2)
+  // an output (console text, table) wider than its box: the reader sees it cut at the edge
+  const cutOff = Array.from(document.querySelectorAll(".cell_output pre, .cell_output .output"))
+    .filter((p) => !hidden(p) && p.clientWidth > 0 && p.scrollWidth > p.clientWidth + 2)
     .map((p) => `${p.innerText.split("\n").find((l) => l.length > 0)?.slice(0, 80)} (${p.scrollWidth} px in ${p.clientWidth} px)`);
   return {
     title: document.title,
