@@ -11,7 +11,7 @@ JOBS ?= 2
 LONGEST_FIRST := attacks layers fidelity
 space := $(subst ,, )
 
-.PHONY: setup test lint unit notebooks paper-smoke book install-check clean
+.PHONY: setup test lint unit notebooks paper-smoke book chapter site-test install-check clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml dance_book/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ lint: setup
 	$(PY) -m ruff check dance dance_book tests benchmarks
 
 unit: setup
-	$(PY) -m pytest tests dance dance_book -q -n $(JOBS)
+	$(PY) -m pytest tests dance dance_book -q -n $(JOBS) --ignore=tests/site
 
 notebooks: setup
 	rm -rf $(NBDIR) && mkdir -p $(NBDIR)
@@ -69,13 +69,33 @@ paper-smoke: setup
 	  -n $(JOBS) --dist loadfile --rootdir=. *.ipynb
 
 ## make book: execute the notebooks and build the HTML site into _build/html
+# The chapters run first on $(JOBS) processes into the jupyter-cache (every time, on the code as it
+# is), the longest first; the build then takes their outputs from there (execute_notebooks: cache).
+# Heavy results come from _build/.dance-cache, which make test fills too.
 book: setup
+	$(PY) tools/execute_book.py --jobs $(JOBS)
 	$(VENV)/bin/jupyter-book build --all .
 	test -f _build/html/index.html
 
 ## make install-check: the library alone (no extras) in a fresh virtual environment runs the README example
 install-check:
 	bash .ci/install-check
+
+## make chapter CHAPTER=claims: run one chapter alone into _build/chapters/claims.ipynb
+chapter: setup
+	@test -n "$(CHAPTER)" || { echo "usage: make chapter CHAPTER=<name of a file in book/, e.g. claims>"; exit 2; }
+	$(PY) tools/execute_book.py --chapter $(CHAPTER)
+
+## make site-test: every page of _build/html in headless Chromium, offline (after make book)
+# Installs Debian's chromium when no Chromium is on the PATH. Screenshots: _build/site-test/screenshots.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+site-test: setup
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || \
+	  { echo "installing chromium (apt-get)"; $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	$(PY) tools/site_test.py _build/html
+	# The checks fail when they should: each kind of breakage, once, on a copy of the built site.
+	$(PY) -m pytest -q -p no:cacheprovider --confcutdir=tests/site tests/site
 
 clean:
 	rm -rf _build $(NBDIR)

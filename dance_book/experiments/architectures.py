@@ -5,6 +5,8 @@ Each model's decoys use the main layer's mask family at its Table-A2-position la
 """
 from __future__ import annotations
 
+import sys
+
 from typing import List, Optional, Sequence
 
 import pandas as pd
@@ -23,7 +25,7 @@ def architecture_scores(settings: Settings, n: Optional[int] = None, models: Opt
     models = settings.architectures if models is None else list(models)
     parts = []
     for name in models:
-        print(f"model {name} @ {settings.layer(name)}", flush=True)
+        print(f"model {name} @ {settings.layer(name)}", file=sys.stderr, flush=True)
         parts.append(frame(settings, name, settings.layer(name), methods, ("none", "decoys"), n))
     return pd.concat(parts, ignore_index=True)
 

@@ -13,6 +13,8 @@ frozen here, per scale (:data:`ATTACK_SETTINGS`).
 """
 from __future__ import annotations
 
+import sys
+
 import hashlib
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
@@ -124,7 +126,7 @@ def clean_maps(settings: Settings, method: str, n: Optional[int] = None) -> Dict
         x = load_images(settings, n).images
         t = predicted(model, x)
         decoys = clean_decoys(settings, n)
-        print(f"clean maps: {METHODS[method]}, {n} images ...", flush=True)
+        print(f"clean maps: {METHODS[method]}, {n} images ...", file=sys.stderr, flush=True)
         raw = to_heatmap(base_maps(model, x, t, method, settings)).cpu()
         enh = to_heatmap(enhanced_maps(model, x, t, method, settings, decoys, batch_size=MAP_BATCH)).cpu()
         return {"raw": raw, "dance": enh, "target": t.cpu()}
@@ -159,12 +161,12 @@ def attack_run(settings: Settings, kind: str, method: str, n: Optional[int] = No
         x = load_images(settings, n).images
         clean = clean_maps(settings, method, n)
         t = clean["target"].to(x.device)
-        print(f"attack {ATTACKS[kind]} on {METHODS[method]}: {n} images ...", flush=True)
+        print(f"attack {ATTACKS[kind]} on {METHODS[method]}: {n} images ...", file=sys.stderr, flush=True)
         r = _attacks.attack(model, x, t, kind=kind, explain=_attack_explainer(method, settings, cfg),
                             epsilon=cfg.epsilon, step_size=cfg.step_size, iterations=cfg.iterations,
                             beta=cfg.beta, seed=cfg.seed)
         xh = r.inputs.detach()
-        print(f"  decoys of the {n} attacked images ...", flush=True)
+        print(f"  decoys of the {n} attacked images ...", file=sys.stderr, flush=True)
         decoys = _attacked_decoys(model, xh, settings.layer(settings.main_model), settings)
         raw = to_heatmap(base_maps(model, xh, t, method, settings)).cpu()
         enh = to_heatmap(enhanced_maps(model, xh, t, method, settings, decoys, batch_size=MAP_BATCH)).cpu()

@@ -11,6 +11,8 @@ This module only collects and counts; it computes no measure of its own.
 """
 from __future__ import annotations
 
+import sys
+
 import dataclasses
 import importlib
 import math
@@ -126,7 +128,7 @@ def collect(settings: Settings, modules: Optional[List[str]] = None) -> pd.DataF
     rows = []
     for name in modules or MODULES:
         module = importlib.import_module(f"{__package__}.{name}")
-        print(f"collecting claims from dance_book.experiments.{name} ...", flush=True)
+        print(f"collecting claims from dance_book.experiments.{name} ...", file=sys.stderr, flush=True)
         rows += module.claims(settings)
     bad = [type(r).__name__ for r in rows if not isinstance(r, Claim)]
     if bad:

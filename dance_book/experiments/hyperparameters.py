@@ -23,6 +23,7 @@ across-image standard deviation of ``S_F(c_ref)`` (a "small" standardised effect
 """
 from __future__ import annotations
 
+import sys
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -107,7 +108,7 @@ def c_sweep(settings: Settings, n: Optional[int] = None, c_values: Optional[Sequ
             base_heat[method] = to_heatmap(base).cpu()
         enhanced_heat = {}
         for c in c_values:
-            print(f"c = {c:g}: decoys of {n} images ...", flush=True)
+            print(f"c = {c:g}: decoys of {n} images ...", file=sys.stderr, flush=True)
             # Through the shared disk cache: the reference c gives the chapters' own decoys.
             pops = [d.to(x.device) for d in shared_decoys(settings, model_name, n, **_overrides(settings, c))]
             for i, d in enumerate(pops):
@@ -117,7 +118,7 @@ def c_sweep(settings: Settings, n: Optional[int] = None, c_values: Optional[Sequ
                                      dev_over_eps_max=float(rel.max()), dev_over_eps_mean=float(rel.mean()),
                                      steps_run=int(d.steps_run)))
             for method in METHODS:
-                print(f"c = {c:g}: {METHODS[method]} maps ...", flush=True)
+                print(f"c = {c:g}: {METHODS[method]} maps ...", file=sys.stderr, flush=True)
                 maps = enhanced_maps(model, x, target, method, settings, pops)
                 for i, v in enumerate(fidelity(model, x, maps, target).tolist()):
                     rows_sf.append(dict(setting=c, method=method, image=i, S_F=v))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+import sys
 from typing import List, Optional
 
 from torch import nn
@@ -100,7 +101,7 @@ def shared_decoys(settings: Settings, model_name: str, n: int, layer: Optional[s
     def compute():
         model = load_model(model_name)
         x = load_images(settings, size, offset=offset).images
-        print(f"optimising decoys: {model_name} at {layer}, {size} images ...", flush=True)
+        print(f"optimising decoys: {model_name} at {layer}, {size} images ...", file=sys.stderr, flush=True)
         return [d.to("cpu") for d in optimised_decoys(model, x, layer, settings, **overrides)]
 
     return cached("decoys", config, compute)[:n]

@@ -5,6 +5,8 @@ so only the representation the decoys preserve changes; see :mod:`dance_book.exp
 """
 from __future__ import annotations
 
+import sys
+
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -46,7 +48,7 @@ def layer_scores(settings: Settings, n: Optional[int] = None, layers: Optional[S
     main = settings.layer(model_name)
     parts = [frame(settings, model_name, main, methods, ("none",), n)]
     for i, layer in enumerate(layers):
-        print(f"layer {i + 1}/{len(layers)}: {layer}", flush=True)
+        print(f"layer {i + 1}/{len(layers)}: {layer}", file=sys.stderr, flush=True)
         parts.append(frame(settings, model_name, layer, methods, ("decoys",), n))
     return pd.concat(parts, ignore_index=True)
 

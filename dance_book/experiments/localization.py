@@ -15,6 +15,8 @@ images (:func:`dance_book.experiments.shared_decoys`), computed once for the who
 """
 from __future__ import annotations
 
+import sys
+
 from typing import List
 
 import numpy as np
@@ -75,7 +77,7 @@ def localization_run(settings: Settings) -> dict:
         height, width = x.shape[-2:]
         layer = settings.layer(settings.main_model)
         decoys = shared_decoys(settings, settings.main_model, settings.n_fidelity)
-        print(f"localization: gradient maps of {n} images (raw, decoys, blurry decoys) ...", flush=True)
+        print(f"localization: gradient maps of {n} images (raw, decoys, blurry decoys) ...", file=sys.stderr, flush=True)
         blur = replacement_populations(model, x, layer, settings, "blur")
         signed = {
             "gradient": base_maps(model, x, t, "gradient", settings).cpu(),

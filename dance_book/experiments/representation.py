@@ -19,6 +19,7 @@ decoys' construction, so the decoys may differ there as much as blur does; the c
 """
 from __future__ import annotations
 
+import sys
 from typing import Dict, List, Optional, Sequence
 
 import pandas as pd
@@ -103,7 +104,7 @@ def representation_study(settings: Settings, n: Optional[int] = None, sigmas: Se
         layer = settings.layer(model_name)
         x = load_images(settings, n).images
         layers = measured_layers(model)
-        print(f"decoys of {n} images at {layer} ...", flush=True)
+        print(f"decoys of {n} images at {layer} ...", file=sys.stderr, flush=True)
         decoys = shared_decoys(settings, model_name, n)
         masks = mask_family(model, x, layer, settings)
         rows, moves = [], []
@@ -116,7 +117,7 @@ def representation_study(settings: Settings, n: Optional[int] = None, sigmas: Se
             l1 = (images - x[b:b + 1]).abs().flatten(1).sum(dim=1).cpu().tolist()
             moves.extend((kind, b, member, v) for member, v in enumerate(l1))
 
-        print(f"relative differences at {len(layers)} layers ...", flush=True)
+        print(f"relative differences at {len(layers)} layers ...", file=sys.stderr, flush=True)
         for b in range(n):
             xb = x[b:b + 1]
             dec = decoys[b].images.to(x.device)

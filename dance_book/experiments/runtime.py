@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -135,7 +136,7 @@ def _measure(settings: Settings, rounds: int, model_name: Optional[str], image: 
     target = predicted(model, x)
     info = machine_info()
     print(f"timing on {info['cpu']} ({info['usable_cores']} usable cores, {info['torch_threads']} torch "
-          f"thread(s), load {info['load_1min']:.2f}), {rounds} rounds ...", flush=True)
+          f"thread(s), load {info['load_1min']:.2f}), {rounds} rounds ...", file=sys.stderr, flush=True)
 
     def batched():
         return optimised_decoys(model, x, layer, settings)[0]
@@ -170,7 +171,7 @@ def _measure(settings: Settings, rounds: int, model_name: Optional[str], image: 
         for method in METHODS:
             wm, cm = time_call(lambda: enhanced_maps(model, x, target, method, settings, [decoys]), device)
             add(f"DANCE map: {METHODS[method]}", r, w + wm, c + cm)
-        print(f"round {r + 1}/{rounds} done", flush=True)
+        print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
     return dict(machine=info, load_1min_after=machine_info()["load_1min"], rounds=rounds, n_decoys=n_dec,
                 model=model_name, layer=layer, clock=CLOCK.get(torch.device(device).type, "wall"),
                 times=pd.DataFrame(rows))

@@ -11,6 +11,8 @@ pay for a new optimisation. The chapter checks the shortcut by re-optimising onc
 """
 from __future__ import annotations
 
+import sys
+
 import copy
 import hashlib
 from typing import Dict, List, Optional, Sequence
@@ -131,7 +133,7 @@ def sanity_run(settings: Settings, method: str, n: int, enhanced: bool = True, s
                 return lambda xx, tt: base_maps(net, xx, tt, method, settings, seed=seed)
 
         label = ("decoy-enhanced " if enhanced else "") + METHODS[method]
-        print(f"cascading randomisation: {label}, {n} images ...", flush=True)
+        print(f"cascading randomisation: {label}, {n} images ...", file=sys.stderr, flush=True)
         r = cascading_randomization(model, factory, x, t, layers=parameter_layers(model), seed=settings.seed)
         return {"method": method, "enhanced": bool(enhanced), "n": n, "layers": r.layers,
                 "ssim": r.ssim.cpu().numpy(), "spearman": r.spearman.cpu().numpy(),
@@ -184,7 +186,7 @@ def check_decoy_memo(settings: Settings, n: int = 1, step_layer: Optional[str] =
             raise ValueError(f"step_layer {top!r} is not above the decoy layer {layer!r}")
         if all(torch.equal(p, q) for p, q in zip(model.parameters(), net.parameters())):
             raise RuntimeError(f"randomising {top!r} changed no parameter")
-        print(f"re-optimising the decoys of {n} image(s) for a model randomised at {top} ...", flush=True)
+        print(f"re-optimising the decoys of {n} image(s) for a model randomised at {top} ...", file=sys.stderr, flush=True)
         before = optimised_quietly(model, x, layer, settings)
         after = optimised_quietly(net, x, layer, settings)
         return max(float((a.images - b.images).abs().max()) for a, b in zip(before, after))

@@ -33,6 +33,8 @@ layers here, 30 times the cost.)
 """
 from __future__ import annotations
 
+import sys
+
 import time
 import warnings
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -202,7 +204,7 @@ def scores(settings: Settings, model_name: str, layer: str, method: str, kind: s
 
     def compute():
         pops = population(settings, model_name, layer, kind, n)
-        print(f"S_F: {model_name} @ {layer}, {METHODS[method]}, {kind}, {n} images ...", flush=True)
+        print(f"S_F: {model_name} @ {layer}, {METHODS[method]}, {kind}, {n} images ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
         model = load_model(model_name)
         data = load_images(settings, n)
@@ -225,7 +227,7 @@ def scores(settings: Settings, model_name: str, layer: str, method: str, kind: s
         out["mass_note"] = masks_unavailable(data)
         out["n"] = n
         out["seconds"] = time.perf_counter() - start
-        print(f"    done in {out['seconds']:.1f} s", flush=True)
+        print(f"    done in {out['seconds']:.1f} s", file=sys.stderr, flush=True)
         return out
 
     return cached("fidelity-scores", config, compute)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+import sys
 from typing import Optional, Sequence, Union
 
 import torch
@@ -899,7 +900,7 @@ def proposition1_sweep(
             frames.append(df)
         instance += per_group
         if progress and (gi + 1) % max(1, len(groups) // 6) == 0:
-            print(f"  {gi + 1}/{len(groups)} groups, {instance} networks", flush=True)
+            print(f"  {gi + 1}/{len(groups)} groups, {instance} networks", file=sys.stderr, flush=True)
     return pd.concat(frames, ignore_index=True)
 
 

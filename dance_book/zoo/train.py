@@ -1,6 +1,8 @@
 """Training the zoo's models with their fixed configuration (``python -m dance_book.zoo train ...``)."""
 from __future__ import annotations
 
+import sys
+
 import io
 import json
 import math
@@ -62,7 +64,7 @@ def train(
             cfg[key] = value
     out = Path(out or WEIGHTS_DIR)
     out.mkdir(parents=True, exist_ok=True)
-    log = log or (lambda line: print(line, flush=True))
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
