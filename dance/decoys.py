@@ -682,6 +682,22 @@ def generate_decoys_batch(model: nn.Module, images: torch.Tensor, layer: Union[s
 
 def _generate(model: nn.Module, images: torch.Tensor, layer, config: DecoyConfig,
               masks: Optional[torch.Tensor] = None) -> List[Decoys]:
+    """Decoys for every image of a checked batch ``images [B, C, H, W]``, each image solved on its own.
+
+    An image's decoys must not depend on the other images of its batch. Solved together, they
+    did beyond float rounding: the solver's discrete decisions (feasible or not, a new best
+    iterate, a frozen row) flip on the last bit of a forward pass, and those bits depend on the
+    batch's composition. So the rows of one image are optimised together, and never with another
+    image's rows: the result of ``images[b]`` is bit for bit that of ``images[b:b + 1]`` alone.
+    """
+    if images.shape[0] == 1:
+        return _generate_together(model, images, layer, config, masks)
+    return [d for b in range(images.shape[0])
+            for d in _generate_together(model, images[b:b + 1], layer, config, masks)]
+
+
+def _generate_together(model: nn.Module, images: torch.Tensor, layer, config: DecoyConfig,
+                       masks: Optional[torch.Tensor] = None) -> List[Decoys]:
     """Decoys for every image of a checked batch ``images [B, C, H, W]``, optimised together."""
     epsilon, relative, seed = config.epsilon, config.relative, config.seed
     patch_size, stride, spacing, n_masks = config.patch_size, config.stride, config.spacing, config.n_masks

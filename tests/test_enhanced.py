@@ -458,3 +458,28 @@ def test_a_layer_typo_on_a_wrapped_model_suggests_the_close_names(make_model):
     assert "model.3" in str(info.value)
     with pytest.raises(ValueError, match=r"model\.3"):
         dance.DecoyEnhanced(Saliency(wrapped), layer="3", epsilon=0.1)  # the wrapper's prefix left out
+
+
+@pytest.mark.parametrize("solver", ["adam", "linesearch"])
+def test_an_images_decoys_do_not_depend_on_its_batch(solver, make_model, make_image):
+    # Bit for bit: the solver's discrete decisions (feasibility, best iterate, freezing) must not
+    # see the other images' rows, whose presence changes the last bits of a batched forward pass.
+    net = make_model("vgg")
+    X = make_image(12, batch=4, seed=5)
+    cfg = dance.DecoyConfig(epsilon=0.1, relative=True, solver=solver if solver == "linesearch" else
+                            dance.Adam(steps=40), batch_size=7)
+    alone = dance.generate_decoys_batch(net, X[2:3], "3", cfg)[0]
+    for batch in (X[1:3], X, X.flip(0)):
+        index = next(i for i in range(batch.shape[0]) if torch.equal(batch[i], X[2]))
+        d = dance.generate_decoys_batch(net, batch, "3", cfg)[index]
+        assert torch.equal(d.images, alone.images) and torch.equal(d.deviation, alone.deviation)
+
+
+def test_an_images_map_does_not_depend_on_its_batch(make_model, make_image):
+    net = make_model("vgg")
+    X = make_image(12, batch=3, seed=6)
+    explainer = dance.DecoyEnhanced(Saliency(net), layer="3", epsilon=0.1, relative=True, solver=dance.Adam(steps=40))
+    together = explainer.attribute(X, 1)
+    for b in range(3):
+        # the base method's batch may still round differently: maps agree to float precision
+        torch.testing.assert_close(together[b:b + 1], explainer.attribute(X[b:b + 1], 1), rtol=1e-5, atol=1e-7)
