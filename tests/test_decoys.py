@@ -460,3 +460,26 @@ def test_cuda_decoys_stay_on_cuda_and_satisfy_the_guarantees(cuda_only, make_mod
     assert float(d.images.min()) >= 0 and float(d.images.max()) <= 1
     dev = deviations_one_at_a_time(model, "5", x, d.images)
     assert bool((dev <= d.epsilon).all())
+
+
+def test_a_stride_larger_than_the_patch_is_refused_since_pixels_would_lie_in_no_mask(make_model, make_image):
+    with pytest.raises(ValueError, match="stride=4 is larger than patch_size=3"):
+        dance.generate_decoys(make_model("vgg"), make_image(12), "3", epsilon=0.1, stride=4)
+    # the largest allowed stride still covers every pixel
+    d = dance.generate_decoys(make_model("vgg"), make_image(12), "3", epsilon=0.1, stride=3, solver="linesearch")
+    assert bool(d.masks.any(dim=0).all())
+
+
+def test_the_adam_solver_warns_that_it_stalls_in_16_bit_floats(make_model, make_image):
+    net = make_model("vgg").to(torch.bfloat16)
+    x = make_image(12).to(torch.bfloat16)
+    with pytest.warns(RuntimeWarning, match="stalls in 16-bit floats"):
+        dance.generate_decoys(net, x, "3", epsilon=0.1, relative=True, solver=dance.Adam(steps=3))
+
+
+def test_long_optimisations_show_a_progress_bar_and_short_ones_do_not(make_model, make_image, capsys):
+    net, x = make_model("vgg"), make_image(12)
+    dance.generate_decoys(net, x, "3", epsilon=0.1, solver=dance.Adam(steps=3))
+    assert "dance: optimising" not in capsys.readouterr().err
+    dance.generate_decoys(net, x, "3", epsilon=0.1, solver=dance.Adam(steps=3), progress=True)
+    assert "dance: optimising" in capsys.readouterr().err
