@@ -677,7 +677,7 @@ def generate_decoys_batch(model: nn.Module, images: torch.Tensor, layer: Union[s
     if not isinstance(config, DecoyConfig):
         raise TypeError(f"config must be a dance.DecoyConfig, got {type(config).__name__}")
     with gradients_on():  # the Adam solver needs autograd, also inside the caller's inference_mode
-        return _generate(model, ordinary(images), layer, config, None if masks is None else ordinary(masks))
+        return _generate(model, ordinary(images), layer, config, masks if not isinstance(masks, torch.Tensor) else ordinary(masks))
 
 
 def _generate(model: nn.Module, images: torch.Tensor, layer, config: DecoyConfig,
@@ -887,4 +887,4 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
                          n_masks=n_masks, directions=directions, seed=seed, batch_size=batch_size, solver=solver,
                          progress=progress)
     with gradients_on():  # the Adam solver needs autograd, also inside the caller's inference_mode
-        return _generate(model, ordinary(x), layer, config, None if masks is None else ordinary(masks))[0]
+        return _generate(model, ordinary(x), layer, config, masks if not isinstance(masks, torch.Tensor) else ordinary(masks))[0]

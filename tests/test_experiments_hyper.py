@@ -105,8 +105,8 @@ def test_runtime_measures_and_memoises(tiny, monkeypatch):
     info = result["machine"]
     assert info["torch_threads"] == Rt.THREADS and info["usable_cores"] >= 1
     rows = Rt.claims(tiny)
-    assert len(rows) == 3 and all(r["n"] == 1 and r["ci_low"] <= r["value"] <= r["ci_high"] for r in rows)
-    assert [r["counts"] for r in rows] == [True, True, False]  # the line search is context only
+    assert len(rows) == 3 and all(r.n == 1 and r.ci_low <= r.value <= r.ci_high for r in rows)
+    assert [r.counts for r in rows] == [True, True, False]  # the line search is context only
     with pytest.raises(ValueError, match="rounds"):
         Rt.measure_runtime(tiny, rounds=0)
     with pytest.raises(ValueError, match="threads"):
@@ -146,4 +146,4 @@ def test_representation_study(tiny):
     assert len(summary) == len(layers) * 3
     assert summary[summary.kind == "decoy"].ci_low.notna().all()
     rows = Rp.claims(tiny)
-    assert len(rows) == 3 and all(r["n"] == N and r["supports"] in (True, False, None) for r in rows)
+    assert len(rows) == 3 and all(r.n == N and r.supports in (True, False, None) for r in rows)

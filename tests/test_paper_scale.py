@@ -119,17 +119,17 @@ def test_localization_without_boxes_reports_not_available(paper):
     table = Lc.accuracy_table(run)
     assert table.drop(columns=[c for c in table if c.startswith("box area")]).isna().all().all()
     claims = Lc.claims(s)
-    assert all(c["supports"] is None and E.MASKS_MISSING in c["note"] for c in claims)
+    assert all(c.supports is None and E.MASKS_MISSING in c.note for c in claims)
 
 
 def test_cache_key_follows_image_set_weights_and_versions(paper, folders):
     paper("plain")
-    plain = cache._key("x", {"a": 1})
+    plain = cache.entry_key("x", {"a": 1})
     identity = cache.inputs_identity()
     assert set(identity["versions"]) == {"torch", "torchvision", "captum"}
     assert identity["weights"] == "random"
     paper("boxes")
-    assert cache._key("x", {"a": 1}) != plain  # another folder (and boxes): another result
+    assert cache.entry_key("x", {"a": 1}) != plain  # another folder (and boxes): another result
     assert imagenet.image_set_digest(folders["plain"]) != imagenet.image_set_digest(folders["boxes"])
 
 

@@ -82,7 +82,8 @@ def inputs_identity() -> dict:
     return out
 
 
-def _key(name: str, config: Any) -> str:
+def entry_key(name: str, config: Any) -> str:
+    """The name of a result's cache entry: its name and a hash of its config, the code and the inputs."""
     blob = json.dumps({"name": name, "config": config, "code": code_version(), "inputs": inputs_identity()},
                       sort_keys=True, default=repr)
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
@@ -119,7 +120,7 @@ def cached(name: str, config: Any, compute: Callable[[], Any]) -> Any:
     """Return ``compute()``, stored on disk under (``name``, ``config``, code version)."""
     if os.environ.get("DANCE_CACHE", "on").lower() in ("off", "0", "false"):
         return compute()
-    path = cache_dir() / f"{_key(name, config)}.pt"
+    path = cache_dir() / f"{entry_key(name, config)}.pt"
     if path.exists():
         found, value = _load(path)
         if found:

@@ -35,7 +35,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 
-from .cache import _key, cache_dir, cached
+from .cache import cache_dir, cached, entry_key
 from .inputs import decoys_key, load_images, load_model
 from .maps import optimised_decoys
 from .settings import Settings, settings as current_settings
@@ -73,7 +73,7 @@ def assigned(all_chunks: Sequence[Tuple[int, int]], rank: int, world: int) -> Li
 
 def shard_folder(config: dict) -> Path:
     """Where the chunk files of the decoy set with cache configuration ``config`` live."""
-    return cache_dir() / "shards" / _key("decoys", config)
+    return cache_dir() / "shards" / entry_key("decoys", config)
 
 
 def _chunk_file(folder: Path, lo: int, hi: int) -> Path:
@@ -161,7 +161,7 @@ def run_decoys(settings: Settings, model_name: str, n: Optional[int] = None, *, 
         cached("decoys", config, gather)
         log(f"[rank 0/{world}] {size} images' decoys gathered into {cache_dir()}", flush=True)
     _barrier(world)
-    return dict(rank=rank, world=world, computed=computed, kept=kept, chunks=len(every), key=_key("decoys", config))
+    return dict(rank=rank, world=world, computed=computed, kept=kept, chunks=len(every), key=entry_key("decoys", config))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
