@@ -46,6 +46,8 @@ DECOY = dict(epsilon=0.1, relative=True)
 SOLVERS = {"adam": {}, "linesearch": {"solver": "linesearch"}}
 #: The paper's figure (Supplementary A10): one decoy costs 37.7% of one vanilla-gradient map.
 PAPER_RATIO = 0.377
+#: The parts of a run: the four targets and the scaling curves.
+PARTS = ["1", "2", "3", "4", "curves"]
 #: A timed call is repeated within a round until its calls add up to this many seconds.
 MIN_SECONDS = 0.05
 
@@ -513,8 +515,16 @@ def _write_csv(path: Path, rows: List[dict]) -> None:
 
 
 def run(quick: bool = False, device: str = "cpu", threads: int = 1, out: Optional[Path] = RESULTS,
-        vgg16: bool = True, memory: str = "auto") -> Dict[str, object]:
-    """Run the benchmarks; returns the result dict (also written to ``out`` unless None)."""
+        vgg16: bool = True, memory: str = "auto", only: Optional[List[str]] = None) -> Dict[str, object]:
+    """Run the benchmarks; returns the result dict (also written to ``out`` unless None).
+
+    ``only``: a subset of ``["1", "2", "3", "4", "curves"]`` (default: all), e.g. on a lent GPU
+    with little time.
+    """
+    parts = set(only or PARTS)
+    unknown = parts - set(PARTS)
+    if unknown:
+        raise ValueError(f"only must name parts among {PARTS}, got {sorted(unknown)}")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda was asked for, but torch.cuda.is_available() is False")
@@ -533,7 +543,7 @@ def run(quick: bool = False, device: str = "cpu", threads: int = 1, out: Optiona
     base = {k: {**v, "n_masks": 4} for k, v in SOLVERS.items()} if quick else dict(SOLVERS)
     print("target 1: amortised optimisation cost per decoy / one vanilla-gradient map", flush=True)
     result["target1"] = []
-    for s in setups:
+    for s in setups if "1" in parts else []:
         big = s is not ci
         solvers = dict(base)
         if not quick:
@@ -546,17 +556,17 @@ def run(quick: bool = False, device: str = "cpu", threads: int = 1, out: Optiona
         result["target1"] += target1(s, dev, 1 if big else rounds, solvers)
     print("target 2: DANCE map with N decoys / SmoothGrad with N samples", flush=True)
     result["target2"] = []
-    for s in setups:
+    for s in setups if "2" in parts else []:
         big = s is not ci
         solvers = {"linesearch": SOLVERS["linesearch"]} if big else dict(base)
         result["target2"] += target2(s, dev, 1 if big else rounds, solvers)
     print("target 3: batched vs one at a time", flush=True)
-    result["target3"] = target3(ci, dev, 1 if quick else 3, base)
+    result["target3"] = target3(ci, dev, 1 if quick else 3, base) if "3" in parts else []
     print("target 4: peak memory vs N with batch_size", flush=True)
-    result["target4"] = target4(dev, quick, threads, in_process)
+    result["target4"] = target4(dev, quick, threads, in_process) if "4" in parts else []
     print("scaling curves", flush=True)
     sizes = [32] if quick else [32, 64, 128, 224]
-    result["scaling"] = (curve_size(dev, 1 if quick else 3, sizes, base)
+    result["scaling"] = [] if "curves" not in parts else (curve_size(dev, 1 if quick else 3, sizes, base)
                          + curve_depth(dev, 1 if quick else 3,
                                        ["features.conv1_1"] if quick else None,
                                        base, adam_max_decoys=64)
@@ -586,13 +596,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     p.add_argument("--no-vgg16", action="store_true", help="skip torchvision VGG16 at 224x224")
     p.add_argument("--memory", choices=["auto", "subprocess", "inprocess"], default="auto",
                    help="how CPU peak memory is measured (auto: subprocess, in-process with --quick)")
+    p.add_argument("--only", help=f"comma-separated parts to run among {','.join(PARTS)} (default: all)")
     p.add_argument("--memory-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_worker:
         print(json.dumps(memory_worker(json.loads(args.memory_worker))))
         return {}
     return run(quick=args.quick, device=args.device, threads=args.threads, out=Path(args.out) if args.out else None,
-               vgg16=not args.no_vgg16, memory=args.memory)
+               vgg16=not args.no_vgg16, memory=args.memory, only=args.only.split(",") if args.only else None)
 
 
 if __name__ == "__main__":

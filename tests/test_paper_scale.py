@@ -33,7 +33,7 @@ def write_fake_imagenet(root: Path, n: int = N_FAKE, boxes: bool = True) -> Path
         folder.mkdir(parents=True, exist_ok=True)
         pixels = rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)
         x0, y0, x1, y1 = 20 + 4 * i, 16, 70, 60
-        pixels[y0:y1, x0:x1] = (230, 40 + 40 * i, 30)
+        pixels[y0:y1, x0:x1] = (230, 40 + 40 * (i % 5), 30)
         Image.fromarray(pixels).save(folder / f"ILSVRC2012_val_{i:08d}.png")
         if boxes:
             (folder / f"ILSVRC2012_val_{i:08d}.xml").write_text(
