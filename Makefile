@@ -4,12 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NBDIR  := .nbtest
-# nbval gives each cell this long (seconds); long cells print progress.
+# nbval (the paper-scale smoke run) gives each cell this long (seconds).
 CELL_TIMEOUT ?= 1200
 # pytest-xdist workers for the unit tests and the notebooks (the machines have 2 cores).
 JOBS ?= 2
-LONGEST_FIRST := attacks layers fidelity
-space := $(subst ,, )
 
 .PHONY: setup test lint unit notebooks paper-smoke book chapter site-test install-check clean
 
@@ -25,38 +23,21 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml dance_book/pyp
 
 setup: $(STAMP)
 
-## make test: the linter, unit tests and docstring examples, every notebook of the book through nbval,
-## then the paper-scale smoke run
+## make test: the linter, unit tests and docstring examples, every chapter of the book executed (a cell
+## that raises fails), then the paper-scale smoke run
 test: lint unit notebooks paper-smoke
 
 lint: setup
-	$(PY) -m ruff check dance dance_book tests benchmarks
+	$(PY) -m ruff check dance dance_book tests benchmarks tools _ext
 
 unit: setup
 	$(PY) -m pytest tests dance dance_book -q -n $(JOBS) --ignore=tests/site
 
 notebooks: setup
-	rm -rf $(NBDIR) && mkdir -p $(NBDIR)
-	# Every notebook of the book, numbered in table-of-contents order (the claims chapter last).
-	i=10; for f in $$($(PY) -c "import re; print(' '.join(re.findall(r'file:\s*(\S+)', open('_toc.yml').read())))"); do \
-	  f="$$f.md"; i=$$((i + 1)); \
-	  if grep -q '^kernelspec:' "$$f"; then \
-	    $(VENV)/bin/jupytext --quiet --to ipynb -o "$(NBDIR)/$${i}_$$(basename "$${f%.md}").ipynb" "$$f" || exit 1; \
-	  fi; \
-	done
-	# A notebook missing from the toc is still tested.
-	for f in book/*.md; do \
-	  grep -q "$${f%.md}" _toc.yml || { grep -q '^kernelspec:' "$$f" && \
-	    $(VENV)/bin/jupytext --quiet --to ipynb -o "$(NBDIR)/99_$$(basename "$${f%.md}").ipynb" "$$f"; } || true; \
-	done
-	# Notebooks on $(JOBS) pytest-xdist workers, a notebook's cells in order in one kernel (loadfile),
-	# the longest chapters first so that the workers finish together (cold run on 2 cores: attacks
-	# ~300 s, layers ~170 s, fidelity ~85 s, every other chapter under 60 s). Chapters that need the
-	# same result compute it once: the experiments' disk cache makes the other worker wait for it.
-	cd $(NBDIR) && files="$$(for n in $(LONGEST_FIRST); do ls *_$$n.ipynb; done) \
-	  $$(ls *.ipynb | grep -v -E '_($(subst $(space),|,$(LONGEST_FIRST)))\.ipynb$$')" && \
-	  ../$(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) \
-	  -p no:cacheprovider -n $(JOBS) --dist loadfile --no-loadscope-reorder --rootdir=. $$files
+	# Every chapter (those of the toc, then any notebook missing from it), executed on $(JOBS)
+	# processes into the jupyter-cache that the book's build reads, the longest first; a cell that
+	# raises fails the stage. `make book` afterwards reuses these executions (they are the book's).
+	$(PY) tools/execute_book.py --jobs $(JOBS)
 
 ## make paper-smoke: two chapters that read object masks (PAPER_SMOKE_CHAPTERS), at paper scale in miniature (DANCE_PAPER_SMOKE=1:
 ## random-init torchvision models, two 64x64 images per experiment), on fake ImageNet folders without boxes
@@ -69,11 +50,11 @@ paper-smoke: setup
 	  -n $(JOBS) --dist loadfile --rootdir=. *.ipynb
 
 ## make book: execute the notebooks and build the HTML site into _build/html
-# The chapters run first on $(JOBS) processes into the jupyter-cache (every time, on the code as it
-# is), the longest first; the build then takes their outputs from there (execute_notebooks: cache).
-# Heavy results come from _build/.dance-cache, which make test fills too.
+# The chapters run first on $(JOBS) processes into the jupyter-cache, the longest first, except those
+# that make test (or an earlier make book) already executed on the same code; the build then takes
+# their outputs from there (execute_notebooks: cache). Heavy results come from _build/.dance-cache.
 book: setup
-	$(PY) tools/execute_book.py --jobs $(JOBS)
+	$(PY) tools/execute_book.py --jobs $(JOBS) --reuse
 	$(VENV)/bin/jupyter-book build --all .
 	test -f _build/html/index.html
 

@@ -1,12 +1,15 @@
 """Execute the book's chapters in parallel into the jupyter-cache that `jupyter-book build` reads.
 
-`make book` runs this first and then `jupyter-book build` with ``execute_notebooks: cache``: the
-build finds every chapter's outputs in the cache (matched on the code of its cells) and executes
-nothing itself. The cache is emptied first, so every `make book` executes every chapter again, on
-the code as it is now; what it reuses is the experiments' own results cache (``_build/.dance-cache``,
-keyed by settings and a hash of the sources), which `make test` fills too.
+`make test` (its notebook stage) runs this on an emptied cache: every chapter executes, on the code
+as it is now, and any cell that raises fails the stage. `make book` runs it with ``--reuse`` and then
+`jupyter-book build` with ``execute_notebooks: cache``: a chapter whose executed copy is already in
+the cache (matched on the code of its cells) and whose project sources outside ``book/`` are
+unchanged since (the source stamp) is not executed again, so `make book` after `make test` only
+builds. The build finds every chapter's outputs in the cache and executes nothing itself. Heavy
+results come from the experiments' own cache (``_build/.dance-cache``, keyed by settings and a hash
+of the sources) in both cases.
 
-    python tools/execute_book.py [--jobs 2] [--timeout 1800] [--cache _build/.jupyter_cache]
+    python tools/execute_book.py [--jobs 2] [--timeout 1800] [--cache _build/.jupyter_cache] [--reuse]
     python tools/execute_book.py --chapter claims   # one chapter alone, into _build/chapters/claims.ipynb
 
 Chapters run on ``--jobs`` worker processes, the longest first so that the workers finish together;
@@ -39,13 +42,38 @@ def config_timeout(root: Path = ROOT, default: int = 1800) -> int:
     return int(m.group(1)) if m else default
 
 
+def _is_notebook(path: Path) -> bool:
+    return path.is_file() and "\nkernelspec:" in path.read_text(encoding="utf8")[:2000]
+
+
 def chapters(root: Path = ROOT) -> list[Path]:
-    """The toc's files that are notebooks, the longest first, then in toc order."""
+    """The toc's files that are notebooks, the longest first, then in toc order, then any notebook
+    of ``book/`` missing from the toc (it is executed, and so tested, too)."""
     toc = (root / "_toc.yml").read_text(encoding="utf8")
     files = [root / f"{name}.md" for name in re.findall(r"(?:file|root):\s*(\S+)", toc)]
-    notebooks = [f for f in files if f.is_file() and "\nkernelspec:" in f.read_text(encoding="utf8")[:2000]]
+    notebooks = [f for f in files if _is_notebook(f)]
+    notebooks += [f for f in sorted((root / "book").glob("*.md")) if f not in files and _is_notebook(f)]
     first = [f for n in LONGEST_FIRST for f in notebooks if f.stem == n]
     return first + [f for f in notebooks if f not in first]
+
+
+def still_current(cache, paths: list[Path], cache_dir: Path, root: Path = ROOT) -> set[Path]:
+    """The chapters whose executed copy in ``cache`` is current: same cell code, and the project's
+    sources outside ``book/`` unchanged since the cache was filled (the stamp)."""
+    from dance_site import STAMP, source_stamp
+    from jupyter_cache.readers import get_reader
+
+    stamp = cache_dir / STAMP
+    if not stamp.is_file() or stamp.read_text().strip() != source_stamp(root):
+        return set()
+    current = set()
+    for p in paths:
+        try:
+            cache.match_cache_notebook(get_reader(READER)(str(p)))
+        except KeyError:  # no cached record with this code
+            continue
+        current.add(p)
+    return current
 
 
 def _execute(path: str, timeout: int) -> tuple[str, str | None, float, str | None]:
@@ -85,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds per cell (default: execute.timeout of _config.yml)")
     parser.add_argument("--cache", type=Path, default=ROOT / "_build" / ".jupyter_cache")
     parser.add_argument("--chapter", help="execute this chapter alone (book/NAME.md) into _build/chapters/NAME.ipynb")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the chapters already executed on the same code (make book after make test)")
     args = parser.parse_args(argv)
     if args.chapter:
         return run_chapter(args.chapter, args.timeout)
@@ -93,11 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
 
-    shutil.rmtree(args.cache, ignore_errors=True)  # every make book executes every chapter again
-    cache = get_cache(args.cache)
     paths = chapters()
+    current = set()
+    if args.reuse and args.cache.is_dir():
+        current = still_current(get_cache(args.cache), paths, args.cache)
+    if not current:
+        shutil.rmtree(args.cache, ignore_errors=True)  # execute every chapter, on the code as it is
+    cache = get_cache(args.cache)
     for p in paths:
         cache.add_nb_to_project(str(p), read_data=READER)
+    if current:
+        print(f"{len(current)}/{len(paths)} chapters already executed on this code (kept): "
+              f"{', '.join(p.stem for p in paths if p in current)}", flush=True)
+    paths = [p for p in paths if p not in current]
     start = time.perf_counter()
     print(f"executing {len(paths)} chapters on {args.jobs} worker(s), longest first", flush=True)
     failed = []
@@ -116,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"executed {name} in {seconds:.0f} s", flush=True)
     print(f"executed {len(paths) - len(failed)}/{len(paths)} chapters in {time.perf_counter() - start:.0f} s",
           flush=True)
+    for name in failed:
+        print(f"FAILED {name}", flush=True)
     if failed:
         return 1
     write_source_stamp(args.cache, ROOT)

@@ -13,7 +13,8 @@ internet. A page fails when
 * an image does not load, or an internal link points to a missing file or anchor;
 * a cell shows an error (traceback), a stderr/log output, or the build left a warning in the page
   (``keep_warnings``: an unresolved glue reference, an unknown role, ...);
-* a cell's output is wider than its box (cut off at the page edge);
+* a cell's output is wider than its box (cut off at the page edge), or a display equation is wider
+  than the text column (the reader would scroll it sideways);
 * the page requests anything from another host, a local request fails (404), or a script throws.
 
 A full-page screenshot of each page is saved (default ``_build/site-test/screenshots``, outside git)
@@ -29,9 +30,7 @@ import html.parser
 import http.server
 import itertools
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -90,8 +89,14 @@ PAGE_PROBE = r"""
   const cutOff = Array.from(document.querySelectorAll(".cell_output pre, .cell_output .output"))
     .filter((p) => !hidden(p) && p.clientWidth > 0 && p.scrollWidth > p.clientWidth + 2)
     .map((p) => `${p.innerText.split("\n").find((l) => l.length > 0)?.slice(0, 80)} (${p.scrollWidth} px in ${p.clientWidth} px)`);
+  // a display equation wider than the text column: the reader has to scroll it sideways
+  const wideMath = Array.from(document.querySelectorAll("mjx-container[display='true']"))
+    .filter((m) => !hidden(m) && m.firstElementChild && m.clientWidth > 0
+                   && m.firstElementChild.getBoundingClientRect().width > m.clientWidth + 2)
+    .map((m) => `${(m.closest(".math") || m).getAttribute("id") || "equation"}: `
+                + `${Math.round(m.firstElementChild.getBoundingClientRect().width)} px in ${m.clientWidth} px`);
   return {
-    title: document.title,
+    title: document.title, wideMath,
     math: mathEls.length,
     typeset: document.querySelectorAll("mjx-container").length,
     untypeset, texErrors, raw, cutOff,
@@ -150,7 +155,6 @@ class Browser:
     def __init__(self, origin: str):
         self.origin = origin
         self.profile = tempfile.mkdtemp(prefix="site-test-chromium-")
-        port = urllib.parse.urlsplit(origin).port
         self.proc = subprocess.Popen(
             [find_browser(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
              "--no-first-run", "--no-default-browser-check", "--disable-extensions",
@@ -327,9 +331,12 @@ def check_page(browser: Browser, root: Path, origin: str, page: str, shots: Path
         if why and why not in seen:
             seen.add(why)
             f.append(f"broken internal link: {why}")
-    for kind in ("errors", "stderr", "warnings"):
+    kinds = {"errors": "error output", "stderr": "stderr/log output", "warnings": "build warning in the page"}
+    for kind, what in kinds.items():
         for text in info[kind]:
-            f.append(f"{ {'errors': 'error output', 'stderr': 'stderr/log output', 'warnings': 'build warning in the page'}[kind]}: {text!r}")
+            f.append(f"{what}: {text!r}")
+    for line in info["wideMath"]:
+        f.append(f"equation wider than the text column: {line}")
     for line in info["cutOff"]:
         f.append(f"output cut off at the page edge: {line}")
     for url in sorted(set(browser.external)):

@@ -132,3 +132,11 @@ def test_output_cut_off_at_the_page_edge_fails(site):
            '<div class="cell_output docutils container"><div class="output stream highlight-myst-ansi notranslate">'
            f'<div class="highlight"><pre style="white-space: pre; overflow-wrap: normal">{line}</pre></div></div></div>')
     assert has(check(site, "book/claims.html"), "output cut off at the page edge"), "overflow not reported"
+
+
+def test_equation_wider_than_the_column_fails(site):
+    # one display equation with many terms on one line, as the theory chapter's were before they were broken
+    terms = "+".join(f"\\mathbf x_{{{i}}}" for i in range(80))
+    inject(site, "book/intro.html", f'<div class="math notranslate nohighlight" id="equation-wide">\\[{terms}\\]</div>')
+    assert has(check(site, "book/intro.html"), "equation wider than the text column", "equation-wide"), \
+        "wide equation not reported"
