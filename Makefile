@@ -9,7 +9,7 @@ CELL_TIMEOUT ?= 1200
 # pytest-xdist workers for the unit tests and the notebooks (the machines have 2 cores).
 JOBS ?= 2
 
-.PHONY: setup test lint unit notebooks paper-smoke book chapter site-test install-check clean
+.PHONY: setup test lint unit notebooks paper-smoke paper-smoke-all book chapter site-test install-check clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml dance_book/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,15 +39,21 @@ notebooks: setup
 	# raises fails the stage. `make book` afterwards reuses these executions (they are the book's).
 	$(PY) tools/execute_book.py --jobs $(JOBS)
 
-## make paper-smoke: two chapters that read object masks (PAPER_SMOKE_CHAPTERS), at paper scale in miniature (DANCE_PAPER_SMOKE=1:
-## random-init torchvision models, two 64x64 images per experiment), on fake ImageNet folders without boxes
+## make paper-smoke: the chapters that read images and object masks (PAPER_SMOKE_CHAPTERS), at paper scale
+## in miniature (DANCE_PAPER_SMOKE=1: random-init torchvision models, two 64x64 images per experiment), on
+## a fake ImageNet folder without boxes. make paper-smoke-all: every chapter the same way (about 40 minutes
+## on 2 cores, so not part of make test).
 PAPER_SMOKE_CHAPTERS ?= localization fidelity
+ALL_CHAPTERS = $(shell $(PY) -c "import re; print(' '.join(n for n in re.findall(r'file:\s*book/(\w+)\s', open('_toc.yml').read()) if '\nkernelspec:' in open(f'book/{n}.md').read()[:2000]))")
 paper-smoke: setup
 	rm -rf $(NBDIR)/paper && mkdir -p $(NBDIR)/paper && $(PY) tests/test_paper_scale.py $(NBDIR)/paper/data
 	for c in $(PAPER_SMOKE_CHAPTERS); do $(VENV)/bin/jupytext --quiet --to ipynb -o $(NBDIR)/paper/$$c.ipynb book/$$c.md || exit 1; done
 	cd $(NBDIR)/paper && DANCE_SCALE=paper DANCE_PAPER_SMOKE=1 DANCE_TEST_RANDOM_WEIGHTS=1 DANCE_CACHE_DIR=$$PWD/cache \
 	  DANCE_IMAGENET_DIR=$$PWD/data/plain ../../$(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider \
-	  -n $(JOBS) --dist loadfile --rootdir=. *.ipynb
+	  --nbval-cell-timeout=$(CELL_TIMEOUT) -n $(JOBS) --dist loadfile --rootdir=. *.ipynb
+
+paper-smoke-all: setup
+	$(MAKE) paper-smoke PAPER_SMOKE_CHAPTERS="$(ALL_CHAPTERS)"
 
 ## make book: execute the notebooks and build the HTML site into _build/html
 # The chapters run first on $(JOBS) processes into the jupyter-cache, the longest first, except those
