@@ -10,7 +10,8 @@ apart: the shared decoys (every chapter reads them) and the chapter's own maps a
     python benchmarks/chapter_cost.py --smoke        # the paper-scale smoke settings (CPU, seconds)
 
 Writes ``--out`` (default ``benchmarks/results/chapter_cost_<device>.json``). Seconds are wall
-seconds (on a GPU with ``torch.cuda.synchronize``).
+seconds of one run (on a GPU with ``torch.cuda.synchronize``): the book's
+:func:`dance_book.experiments.runtime.timed_once`; the machine is its ``machine_info``.
 """
 from __future__ import annotations
 
@@ -18,10 +19,8 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +48,7 @@ def main(argv=None) -> dict:
     from dance_book.experiments import PAPER, shared_decoys
     from dance_book.experiments.settings import PAPER_SMOKE
     from dance_book.experiments.localization import localization_run
+    from dance_book.experiments.runtime import machine_info, timed_once
 
     write_fake_imagenet(work / "images", n=args.images)
     base = PAPER_SMOKE if args.smoke else PAPER
@@ -59,26 +59,15 @@ def main(argv=None) -> dict:
     if device.type != torch.device(args.device).type:
         raise SystemExit(f"--device {args.device} asked for, but the paper-scale device is {device}")
 
-    def timed(fn):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        value = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return value, time.perf_counter() - start
-
-    decoys, t_decoys = timed(lambda: shared_decoys(settings, settings.main_model, args.images))
+    decoys, t_decoys, _ = timed_once(lambda: shared_decoys(settings, settings.main_model, args.images), device)
     print(f"decoys of {args.images} images: {t_decoys:.1f} s", flush=True)
-    run, t_chapter = timed(lambda: localization_run(settings))
+    run, t_chapter, _ = timed_once(lambda: localization_run(settings), device)
     print(f"localization maps and measures: {t_chapter:.1f} s", flush=True)
     n_decoys = [int(d.images.shape[0]) for d in decoys]
     result = dict(
         chapter="localization", settings="PAPER_SMOKE" if args.smoke else "PAPER", model=settings.main_model,
         layer=settings.layer(settings.main_model), images=args.images, crop=int(decoys[0].images.shape[-1]),
-        decoys_per_image=n_decoys[0], device=str(device),
-        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        torch=torch.__version__, threads=torch.get_num_threads(),
+        decoys_per_image=n_decoys[0], device=str(device), machine=machine_info(device),
         seconds_decoys=t_decoys, seconds_chapter=t_chapter,
         seconds_per_image=(t_decoys + t_chapter) / args.images,
         hours_paper_localization=50000 * (t_decoys + t_chapter) / args.images / 3600,

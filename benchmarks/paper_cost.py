@@ -8,7 +8,8 @@ Measures the units every chapter is made of, on one image with the paper-scale s
 * the time of one base map (one row: an image or one decoy) per method.
 
 Times are CPU seconds of this process on one thread (on a shared machine, what an idle core
-would take), or wall seconds on a GPU.
+would take), or wall seconds on a GPU: :func:`dance_book.experiments.runtime.clock_seconds`, the
+book's timing helper; the machine is recorded by its :func:`~dance_book.experiments.runtime.machine_info`.
 
 From these it extrapolates, per image, DANCE's cost (decoys + a map of every decoy) and the
 cost of the paper's N (50,000 localization images). Writes ``benchmarks/results/paper_cost.json``,
@@ -18,32 +19,16 @@ Usage: ``.venv/bin/python benchmarks/paper_cost.py [--device cuda]``
 """
 import argparse
 import json
-import os
-import platform
-import time
 from pathlib import Path
 
 import torch
 
 from dance_book.imagenet import imagenet
 from dance_book.experiments import PAPER, mask_family, optimised_decoys, base_maps, METHODS
+from dance_book.experiments.runtime import clock_seconds, machine_info
 from dance_book.experiments.settings import DECOY_LAYER
 
 OUT = Path(__file__).resolve().parent / "results" / "paper_cost.json"
-
-
-def _timed(fn, device):
-    """Seconds of ``fn()``: process CPU time on the CPU (one thread: what an idle core takes, whatever
-    the machine's load), wall time on a GPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        return time.perf_counter() - start
-    start = time.process_time()
-    fn()
-    return time.process_time() - start
 
 
 def main():
@@ -62,17 +47,15 @@ def main():
     n_decoys = 2 * masks.shape[0]  # both directions
     print(f"{masks.shape[0]} masks per image", flush=True)
     base_maps(model, x, target, "gradient", PAPER)  # warm-up
-    one_decoy = _timed(lambda: optimised_decoys(model, x, layer, PAPER, n_masks=1, directions=(1,)), device)
+    one_decoy = clock_seconds(lambda: optimised_decoys(model, x, layer, PAPER, n_masks=1, directions=(1,)), device)
     print(f"one decoy: {one_decoy:.2f} s", flush=True)
     per_map = {}
     for method in METHODS:
-        per_map[method] = _timed(lambda: base_maps(model, x, target, method, PAPER), device)
+        per_map[method] = clock_seconds(lambda: base_maps(model, x, target, method, PAPER), device)
         print(f"one {method} map: {per_map[method]:.2f} s", flush=True)
     per_image = {m: n_decoys * one_decoy + (1 + n_decoys) * t for m, t in per_map.items()}
     result = dict(
-        model="vgg16", size=224, device=str(device),
-        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        threads=torch.get_num_threads(), load_1min=os.getloadavg()[0],
+        model="vgg16", size=224, device=str(device), machine=machine_info(device),
         masks_per_image=int(masks.shape[0]), decoys_per_image=int(n_decoys),
         seconds_one_decoy=one_decoy, seconds_one_map=per_map,
         seconds_dance_per_image=per_image,

@@ -1,5 +1,10 @@
 """Benchmarks of decoy generation: the four targets of issue 7 and scaling curves.
 
+The targets, each a function here and a key of the result file (``"target1"`` ... ``"target4"``):
+:func:`cost_per_decoy` (1), :func:`dance_vs_smoothgrad` (2), :func:`batched_speedup` (3) and
+:func:`memory_vs_n` (4). Timing and the machine record are the book's
+(:mod:`dance_book.experiments.runtime`), so the book and the benchmarks measure alike.
+
 Run from the repository root::
 
     python benchmarks/run.py                 # CPU, full (about 15 minutes on 2 cores)
@@ -15,10 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -36,7 +38,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 import dance  # noqa: E402
 import dance.decoys  # noqa: E402
-from dance_book.experiments.runtime import time_call  # noqa: E402
+from dance_book.experiments.runtime import CLOCK, PAPER_RATIO, machine_info, sync, time_call  # noqa: E402
 import dance_book.data  # noqa: E402
 from dance_book import zoo  # noqa: E402
 
@@ -44,72 +46,20 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: The decoy settings of every measurement: the book's CI setting (tolerance 10% of max|F_l(x)|).
 DECOY = dict(epsilon=0.1, relative=True)
 SOLVERS = {"adam": {}, "linesearch": {"solver": "linesearch"}}
-#: The paper's figure (Supplementary A10): one decoy costs 37.7% of one vanilla-gradient map.
-PAPER_RATIO = 0.377
 #: The parts of a run: the four targets and the scaling curves.
 PARTS = ["1", "2", "3", "4", "curves"]
-#: A timed call is repeated within a round until its calls add up to this many seconds.
-MIN_SECONDS = 0.05
 
 
 # ------------------------------------------------------------------------------------------
 # Machine, timing, memory
 # ------------------------------------------------------------------------------------------
 
-def machine_info(device: torch.device) -> Dict[str, object]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    info = {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "cpu": cpu,
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-        "git_commit": commit,
-    }
-    try:
-        info["load_average_1min"] = os.getloadavg()[0]
-    except OSError:
-        pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device, min_seconds: float = MIN_SECONDS):
-    """``(wall, cpu)`` seconds per call: the book's timing helper, so both measure alike."""
-    return time_call(fn, device, min_seconds)
-
-
-#: Which clock the ratios use: on a CPU the process's CPU time, which a busy shared machine
-#: disturbs far less than wall time (both are recorded); on a GPU wall time (kernels run
-#: asynchronously, the host mostly waits).
-CLOCK = {"cpu": "cpu", "cuda": "wall"}
-
-
 def interleaved(fns: Dict[str, Callable[[], object]], device: torch.device, rounds: int) -> Dict[str, List[float]]:
-    """Time every function once per round, the rounds interleaved, after one warm-up call each.
+    """Time every function once per round (:func:`~dance_book.experiments.runtime.time_call`), the
+    rounds interleaved, after one warm-up call each.
 
-    Returns, per name, the list of per-round seconds on the primary clock (:data:`CLOCK`) and,
+    Returns, per name, the list of per-round seconds on the primary clock
+    (:data:`~dance_book.experiments.runtime.CLOCK`) and,
     under ``name + "_wall"`` / ``name + "_cpu"``, both clocks.
     """
     for fn in fns.values():
@@ -118,7 +68,7 @@ def interleaved(fns: Dict[str, Callable[[], object]], device: torch.device, roun
     times: Dict[str, List[float]] = {}
     for _ in range(rounds):
         for name, fn in fns.items():
-            wall, cpu = timed(fn, device)
+            wall, cpu = time_call(fn, device)
             times.setdefault(name, []).append(cpu if primary == "cpu" else wall)
             times.setdefault(name + "_wall", []).append(wall)
             times.setdefault(name + "_cpu", []).append(cpu)
@@ -208,8 +158,8 @@ def _decoy_stats(d) -> Dict[str, object]:
     }
 
 
-def target1(setup, device, rounds: int, solvers: Dict[str, dict]) -> List[dict]:
-    """Amortised optimisation cost per decoy / one vanilla-gradient map (Captum Saliency)."""
+def cost_per_decoy(setup, device, rounds: int, solvers: Dict[str, dict]) -> List[dict]:
+    """Target 1: amortised optimisation cost per decoy / one vanilla-gradient map (Captum Saliency)."""
     from captum.attr import Saliency
     model, x, target, layer = setup["model"], setup["x"], setup["target"], setup["layer"]
     saliency = Saliency(model)
@@ -219,7 +169,7 @@ def target1(setup, device, rounds: int, solvers: Dict[str, dict]) -> List[dict]:
         forget_caches(model)
         start = time.perf_counter()
         d = quiet(dance.generate_decoys, model, x, layer, **kw)
-        _sync(device)
+        sync(device)
         first = time.perf_counter() - start
         t = interleaved({
             "decoys": lambda: quiet(dance.generate_decoys, model, x, layer, **kw),
@@ -242,8 +192,8 @@ def target1(setup, device, rounds: int, solvers: Dict[str, dict]) -> List[dict]:
     return rows
 
 
-def target2(setup, device, rounds: int, solvers: Dict[str, dict]) -> List[dict]:
-    """DANCE map (gradient base, N decoys) / Captum NoiseTunnel(Saliency) SmoothGrad with N samples."""
+def dance_vs_smoothgrad(setup, device, rounds: int, solvers: Dict[str, dict]) -> List[dict]:
+    """Target 2: DANCE map (gradient base, N decoys) / Captum NoiseTunnel(Saliency) SmoothGrad with N samples."""
     from captum.attr import NoiseTunnel, Saliency
     model, x, target, layer = setup["model"], setup["x"], setup["target"], setup["layer"]
     rows = []
@@ -270,8 +220,8 @@ def target2(setup, device, rounds: int, solvers: Dict[str, dict]) -> List[dict]:
     return rows
 
 
-def target3(setup, device, rounds: int, solvers: Dict[str, dict]) -> List[dict]:
-    """Batched optimiser vs the same decoys optimised one at a time (``batch_size=1``)."""
+def batched_speedup(setup, device, rounds: int, solvers: Dict[str, dict]) -> List[dict]:
+    """Target 3: batched optimiser vs the same decoys optimised one at a time (``batch_size=1``)."""
     model, x, layer = setup["model"], setup["x"], setup["layer"]
     rows = []
     for solver, opts in solvers.items():
@@ -352,7 +302,7 @@ def memory_worker(spec: Dict[str, object]) -> Dict[str, object]:
         method = "ru_maxrss growth"
     start = time.perf_counter()
     d = quiet(dance.generate_decoys, model, x, layer, **decoy_kwargs({**DECOY, **opts}))
-    _sync(device)
+    sync(device)
     seconds_first = time.perf_counter() - start
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - before
@@ -362,7 +312,7 @@ def memory_worker(spec: Dict[str, object]) -> Dict[str, object]:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     start = time.perf_counter()
     quiet(dance.generate_decoys, model, x, layer, **decoy_kwargs({**DECOY, **opts}))
-    _sync(device)
+    sync(device)
     return {"peak_mb": max(0, peak) / 2 ** 20, "seconds_first_call": seconds_first, "method": method,
             "seconds": time.perf_counter() - start, "n_decoys": len(d) + d.dropped, "passes": d.steps_run}
 
@@ -377,8 +327,8 @@ def measure_memory(spec: Dict[str, object], in_process: bool) -> Dict[str, objec
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def target4(device, quick: bool, threads: int, in_process: bool) -> List[dict]:
-    """Peak memory vs the number of decoys N, with and without ``batch_size``: one patch per mask
+def memory_vs_n(device, quick: bool, threads: int, in_process: bool) -> List[dict]:
+    """Target 4: peak memory vs the number of decoys N, with and without ``batch_size``: one patch per mask
     (``spacing=None``, the paper's construction) on the 64x64 CI model, a seeded subset of masks."""
     n_masks = [4, 16] if quick else [16, 64, 256, 484]
     batch_sizes = [None, 16] if quick else [None, 32]
@@ -553,17 +503,17 @@ def run(quick: bool = False, device: str = "cpu", threads: int = 1, out: Optiona
             # Adam at 224x224 on a CPU: capped (its default runs until stalled: ~30 steps on the
             # CI model, up to steps * (1 + max_doublings)); recorded in the options column.
             solvers["adam"] = {"steps": 5, "max_doublings": 0}
-        result["target1"] += target1(s, dev, 1 if big else rounds, solvers)
+        result["target1"] += cost_per_decoy(s, dev, 1 if big else rounds, solvers)
     print("target 2: DANCE map with N decoys / SmoothGrad with N samples", flush=True)
     result["target2"] = []
     for s in setups if "2" in parts else []:
         big = s is not ci
         solvers = {"linesearch": SOLVERS["linesearch"]} if big else dict(base)
-        result["target2"] += target2(s, dev, 1 if big else rounds, solvers)
+        result["target2"] += dance_vs_smoothgrad(s, dev, 1 if big else rounds, solvers)
     print("target 3: batched vs one at a time", flush=True)
-    result["target3"] = target3(ci, dev, 1 if quick else 3, base) if "3" in parts else []
+    result["target3"] = batched_speedup(ci, dev, 1 if quick else 3, base) if "3" in parts else []
     print("target 4: peak memory vs N with batch_size", flush=True)
-    result["target4"] = target4(dev, quick, threads, in_process) if "4" in parts else []
+    result["target4"] = memory_vs_n(dev, quick, threads, in_process) if "4" in parts else []
     print("scaling curves", flush=True)
     sizes = [32] if quick else [32, 64, 128, 224]
     result["scaling"] = [] if "curves" not in parts else (curve_size(dev, 1 if quick else 3, sizes, base)

@@ -24,6 +24,8 @@ KINDS = ("blur", "inpaint", "noise", "constant")
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    # Written out because torchvision (whose gaussian_blur computes the same) is not a dependency of the
+    # library, and scipy.ndimage.gaussian_filter(mode="mirror") agrees only to float rounding, on the CPU.
     radius = max(1, int(round(3 * sigma)))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)

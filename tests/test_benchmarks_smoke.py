@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ def test_quick_benchmark_runs_and_writes_results(tmp_path):
     for name in ("cpu-quick.json", "cpu-quick_targets.csv", "cpu-quick_scaling.csv"):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "cpu-quick.json").read_text())
-    assert saved["machine"]["cpu_cores"] >= 1 and saved["quick"] is True
+    assert saved["machine"]["cores"] >= 1 and saved["quick"] is True
     solvers = {"adam", "linesearch"}
     for key, field in (("target1", "ratio"), ("target2", "ratio"), ("target3", "speedup")):
         rows = saved[key]
@@ -47,3 +48,24 @@ def test_quick_benchmark_runs_and_writes_results(tmp_path):
     assert {(r["solver"], r["batch_size"]) for r in saved["target4"]} >= {("linesearch", None), ("linesearch", 16)}
     assert {r["curve"] for r in saved["scaling"]} == {"image size", "layer depth", "number of masks"}
     assert "1 optimisation per decoy" in bench.summary(result)
+
+
+def test_committed_results_read_in_todays_machine_fields():
+    """Result files written before the benchmarks shared the book's machine record (run.py's
+    ``cpu_cores``/``load_average_1min``, paper_cost's top-level ``threads``/``device_name``) read in
+    :func:`machine_info`'s field names."""
+    from dance_book.experiments.runtime import machine_info, read_machine
+
+    results = ROOT / "benchmarks" / "results"
+    now = set(machine_info("cpu")) | {"gpu"}
+    for name in ("cpu.json", "gpu/cuda.json"):
+        machine = read_machine(json.loads((results / name).read_text()))
+        assert machine["cores"] >= 1 and machine["load_1min"] >= 0 and set(machine) <= now, name
+    cost = read_machine(json.loads((results / "paper_cost.json").read_text()))
+    assert cost["device"] == "cpu" and cost["torch_threads"] == 1 and cost["load_1min"] >= 0 and set(cost) <= now
+    gpu = read_machine(json.loads((results / "gpu" / "paper_cost_cuda.json").read_text()))
+    assert gpu["gpu"].startswith("NVIDIA") and "cpu" not in gpu
+    fresh = {"machine": machine_info("cpu")}
+    assert read_machine(fresh) == fresh["machine"]
+    with pytest.raises(TypeError, match="record must be a dict"):
+        read_machine([("cpu", "x")])

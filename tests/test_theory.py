@@ -1,5 +1,6 @@
 """Tests of dance_book.theory: closed forms against torch autograd (float64), the theorems of the
 theory chapters asserted on random instances, and the counterexamples asserted as facts."""
+import dataclasses
 import math
 
 import numpy as np
@@ -257,7 +258,7 @@ def test_decoy_enhanced_saliency_on_the_toy_equals_the_closed_form_Z():
     pop, masks = T.population_from_decoys(decoys[0])
     assert pop.shape == (1, len(decoys[0]) + 1, side * side) and torch.equal(pop[0, 0], x[0])
     R = T.proposition1_terms(params, x, pop, target=c)
-    assert torch.allclose(Z_map.reshape(1, -1), R["Z"], atol=1e-13)
+    assert torch.allclose(Z_map.reshape(1, -1), R.Z, atol=1e-13)
 
 
 # ----------------------------------------------------------------------------------- Proposition 1
@@ -270,41 +271,64 @@ def test_proposition1_terms_match_autograd():
     st = T.toy_forward(params, x)
     dec, masks = T.decoy_population(params, x, 0.2 * st.m.amax(-1), kind="spaced", n_random=3, seed=3)
     R = T.proposition1_terms(params, x, dec)
-    c = R["target"]
+    c = R.target
     for i in range(n):
         net = params.module(i)
         for j in (0, 7, 12, 24):
-            t = int(R["t_plus"][i, j])
+            t = int(R.t_plus[i, j])
             xt = dec[i, t].clone()
             f = lambda z: net(z.reshape(1, 1, side, side))[0, c[i]]
             g = torch.autograd.functional.jacobian(f, xt)
             H = torch.autograd.functional.hessian(f, xt)
             D = x[i] - xt
-            assert abs(float(R["E_tilde"][i, j] - g[j])) < 1e-13
-            assert abs(float(R["H_jj"][i, j] - H[j, j])) < 1e-13
-            assert abs(float(R["eq17_fixed"][i, j] - H[j, j])) < 1e-13
-            assert abs(float(R["lin"][i, j] - g @ D)) < 1e-13
-            assert abs(float(R["quad"][i, j] - 0.5 * D @ H @ D)) < 1e-13
-            assert abs(float(R["p_tilde"][i, j] - f(xt).detach())) < 1e-14
-            assert abs(float(R["delta"][i, j] - (xt[j] - x[i, j]))) == 0
+            assert abs(float(R.plus.E_tilde[i, j] - g[j])) < 1e-13
+            assert abs(float(R.plus.H_jj[i, j] - H[j, j])) < 1e-13
+            assert abs(float(R.plus.eq17_fixed[i, j] - H[j, j])) < 1e-13
+            assert abs(float(R.plus.lin[i, j] - g @ D)) < 1e-13
+            assert abs(float(R.plus.quad[i, j] - 0.5 * D @ H @ D)) < 1e-13
+            assert abs(float(R.plus.p_tilde[i, j] - f(xt).detach())) < 1e-14
+            assert abs(float(R.plus.delta[i, j] - (xt[j] - x[i, j]))) == 0
             # Σ_k ã_{j+k} and C2 of Eq. 22 by explicit loops over the 9 offsets
             a_t = T.toy_forward(params.select(i), xt[None]).a[0].reshape(side, side)
             r, col = divmod(j, side)
             nbrs = [(r + u, col + v, u, v) for u in (-1, 0, 1) for v in (-1, 0, 1)
                     if 0 <= r + u < side and 0 <= col + v < side]
-            assert float(R["sum_a"][i, j]) == sum(float(a_t[rr, cc]) for rr, cc, _, _ in nbrs)
+            assert float(R.plus.sum_a[i, j]) == sum(float(a_t[rr, cc]) for rr, cc, _, _ in nbrs)
             p_t = torch.softmax(net.fc(net.relu(net.conv(xt.reshape(1, 1, side, side))).reshape(1, -1))[0], -1)
             Pc = torch.diag(p_t)[:, c[i]] - p_t * p_t[c[i]]
             Pc = Pc.detach()
             alt = max(abs(float(params.g[i, 1 - u, 1 - v] * params.W[i, rr * side + cc] @ Pc)) for rr, cc, u, v in nbrs)
-            assert abs(float(R["C2_alt"][i, j]) - alt) < 1e-14
+            assert abs(float(R.plus.C2_alt[i, j]) - alt) < 1e-14
             # P̃_{·c} = ∂P̂_{·c}/∂x_j at x̃ by autograd, P̂_{·c}(x) = p_c (e_c - p)
             def Pcol(z):
                 pz = net(z.reshape(1, 1, side, side))[0]
                 return pz[c[i]] * (torch.nn.functional.one_hot(c[i], C).to(DT) - pz)
             dP = torch.autograd.functional.jacobian(Pcol, xt)[:, j]
             fixed = max(abs(float(params.g[i, 1 - u, 1 - v] * params.W[i, rr * side + cc] @ dP)) for rr, cc, u, v in nbrs)
-            assert abs(float(R["C2_fixed"][i, j]) - fixed) < 1e-13
+            assert abs(float(R.plus.C2_fixed[i, j]) - fixed) < 1e-13
+
+
+def test_proposition1_terms_is_a_frozen_dataclass_with_both_members():
+    """Fields by name, frozen; the minimising member's terms are those of ``t_minus``, and the
+    table columns list the maximising member's bounds and the minimising member's as ``bound_minus_*``."""
+    params = T.ToyParams.random(3, side=5, n_classes=3, seed=15, weight_scale=4.0)
+    x = rand_x(3, 25, 16)
+    dec, masks = T.decoy_population(params, x, 0.2 * T.toy_forward(params, x).m.amax(-1), kind="uniform", seed=2)
+    R = T.proposition1_terms(params, x, dec, masks=masks)
+    assert isinstance(R, T.Proposition1Terms) and isinstance(R.minus, T.MemberTerms)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        R.Z = R.Z_plus
+    pick = lambda t: R.E.gather(1, t[:, None, :])[:, 0]
+    assert torch.equal(R.plus.E_tilde, pick(R.t_plus)) and torch.equal(R.minus.E_tilde, pick(R.t_minus))
+    assert torch.allclose(R.Z_minus, R.E[:, 0] - R.minus.E_tilde, atol=1e-15)
+    assert torch.equal(R.minus.delta, (dec - x[:, None]).gather(1, R.t_minus[:, None, :])[:, 0])
+    cols = R.columns()
+    assert all(v.shape == (3, 25) for v in cols.values())
+    for key in ("printed", "fixed", "alt", "generous"):
+        assert torch.equal(cols[f"bound_{key}"], getattr(R.plus, f"bound_{key}"))
+        assert torch.equal(cols[f"bound_minus_{key}"], getattr(R.minus, f"bound_{key}"))
+    assert torch.equal(R.plus.bound_generous, torch.maximum(torch.maximum(R.plus.bound_printed, R.plus.bound_fixed),
+                                                             R.plus.bound_alt))
 
 
 def test_flip_part_is_the_exact_share_of_activation_flips():
@@ -314,13 +338,13 @@ def test_flip_part_is_the_exact_share_of_activation_flips():
     dec, masks = T.decoy_population(params, x, 0.2 * st.m.amax(-1), kind="extreme")
     R = T.proposition1_terms(params, x, dec, masks=masks)
     b = T.toy_jacobian_output(params, x)  # b_j at x
-    p_t = T.toy_forward(params, dec).p.gather(1, R["t_plus"][..., None].expand(6, 36, 4))  # p at x̃ of pixel j
-    c = R["target"]
+    p_t = T.toy_forward(params, dec).p.gather(1, R.t_plus[..., None].expand(6, 36, 4))  # p at x̃ of pixel j
+    c = R.target
     Pc = lambda p: p.gather(-1, c[:, None, None].expand(*p.shape[:-1], 1)) * (torch.nn.functional.one_hot(c, 4)[:, None].to(DT) - p)
     smooth = (b * (Pc(p_t) - Pc(st.p[:, None]))).sum(-1)
-    assert torch.allclose(R["flip_part"] + smooth, R["E_tilde"] - R["E"][:, 0], atol=1e-14)
-    assert float(R["flip_part"][R["flips"] == 0].abs().max()) < 1e-14
-    assert int((R["flips"] > 0).sum()) > 0
+    assert torch.allclose(R.plus.flip_part + smooth, R.plus.E_tilde - R.E[:, 0], atol=1e-14)
+    assert float(R.plus.flip_part[R.plus.flips == 0].abs().max()) < 1e-14
+    assert int((R.plus.flips > 0).sum()) > 0
 
 
 def small_sweep():
@@ -360,14 +384,14 @@ def test_counterexample_to_proposition1_as_stated():
     for scale in (1.0, 0.5, 0.1):
         t = T.counterexample_proposition1(scale=scale)["terms"]
         j = 4
-        assert float(t["C1"][0, j]) == 0.0 and float(t["flips"][0, j]) >= 1
-        assert float(t["Z"][0, j]) > float(t["bound_printed"][0, j])
+        assert float(t.C1[0, j]) == 0.0 and float(t.plus.flips[0, j]) >= 1
+        assert float(t.Z[0, j]) > float(t.plus.bound_printed[0, j])
         if scale <= 0.5:
-            assert float(t["Z"][0, j]) > float(t["bound_fixed"][0, j])
-        assert float(t["Z"][0, j]) <= float(t["corr_Z"][0, j]) * (1 + 1e-9)
+            assert float(t.Z[0, j]) > float(t.plus.bound_fixed[0, j])
+        assert float(t.Z[0, j]) <= float(t.corr_Z[0, j]) * (1 + 1e-9)
     # first order in the weight scale for Z, second order for the C2 term
-    z = [float(T.counterexample_proposition1(scale=s)["terms"]["Z"][0, 4]) for s in (0.02, 0.01)]
-    b = [float(T.counterexample_proposition1(scale=s)["terms"]["bound_fixed"][0, 4]) for s in (0.02, 0.01)]
+    z = [float(T.counterexample_proposition1(scale=s)["terms"].Z[0, 4]) for s in (0.02, 0.01)]
+    b = [float(T.counterexample_proposition1(scale=s)["terms"].plus.bound_fixed[0, 4]) for s in (0.02, 0.01)]
     assert 1.9 < z[0] / z[1] < 2.1 and b[0] / b[1] > 3.8  # (here even third order: p -> (1/2, 1/2))
 
 
@@ -379,7 +403,7 @@ def test_near_kink_counterexample_fails_every_reading():
         dev = (T.toy_forward(ce["params"], ce["decoys"]).m - T.toy_forward(ce["params"], ce["x"]).m[:, None]).abs().amax(-1)
         assert float(dev.max()) <= eps
         for reading in ("own", "all"):
-            t = {k: float(v[0, 4]) for k, v in ce[reading].items() if torch.is_tensor(v) and v.shape == (1, 9)}
+            t = {k: float(v[0, 4]) for k, v in ce[reading].columns().items()}
             assert t["C1"] == 0.0 and t["flips"] >= 1 and t["Z"] == t["Z_plus"]
             for key in ("printed", "fixed", "alt", "generous"):
                 assert t["Z"] > 10 * t[f"bound_{key}"]                                  # one-sided
@@ -391,7 +415,7 @@ def test_old_counterexample_needs_the_derivative_reading():
     """The first hand-built counterexample fails for P̃ = ∂P̂/∂x but not for P̃ = P̂(x̃)."""
     for scale in (1.0, 0.1, 0.01):
         t = T.counterexample_proposition1(scale=scale)["terms"]
-        assert float(t["Z"][0, 4]) <= float(t["bound_alt"][0, 4])
+        assert float(t.Z[0, 4]) <= float(t.plus.bound_alt[0, 4])
 
 
 def test_segment_decomposition_is_exact():

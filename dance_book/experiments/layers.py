@@ -73,6 +73,8 @@ def layer_spread(df: pd.DataFrame, method: str, value: str = "sf", n_boot: int =
         sd = a.std(axis=0, ddof=1).mean()
         return float(np.ptp(a.mean(axis=0)) / sd) if sd > 0 else float("nan")
 
+    # Percentile bootstrap by hand: scipy.stats.bootstrap(method="percentile") draws the same resamples
+    # but keeps the degenerate ones (a NaN interval for a handful of images) and rounds its percentiles apart.
     rng = np.random.default_rng(seed)
     boot = np.array([ratio(v[rng.integers(0, n, n)]) for _ in range(n_boot)])
     boot = boot[np.isfinite(boot)]  # resamples of one repeated image have no spread

@@ -20,17 +20,23 @@ on. Every quantity is timed in ``rounds`` interleaved rounds after one warm-up c
 one-time costs such as the mask family's footprint analysis); the tables report the median and the
 range over rounds. Fast calls are repeated within a round until they add up to
 :data:`MIN_SECONDS`, and their mean is used. Both clocks are recorded; ratios use the process's CPU
-time on a CPU, which a busy shared machine disturbs far less than wall time, and wall time on a GPU
-(the same convention as ``benchmarks/run.py``, whose helpers are a script's, not importable from
-the package, hence this small module).
+time on a CPU, which a busy shared machine disturbs far less than wall time, and wall time on a GPU.
+
+The timing helpers (:func:`time_call`, :func:`timed_once`, :func:`clock_seconds`, :func:`sync`) and
+the machine record (:func:`machine_info`, :func:`read_machine`) are public: the scripts in
+``benchmarks/`` time and describe their runs with them, so the book and the benchmarks measure alike
+and their result files name the machine's fields alike.
 """
 from __future__ import annotations
 
+import datetime
 import os
 import platform
+import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pandas as pd
 import torch
@@ -50,16 +56,43 @@ THREADS = 1
 #: The paper's figure (A10): one decoy costs this fraction of a vanilla gradient map.
 PAPER_RATIO = 0.377
 
-#: The clock ratios use, per device type (see the module docstring).
+#: The clock ratios use, per device type (see the module docstring): on a CPU the process's CPU
+#: time, on a GPU wall time (kernels run asynchronously, the host mostly waits).
 CLOCK = {"cpu": "cpu", "cuda": "wall"}
 
+#: Field names of result files written before the benchmarks used :func:`machine_info`, and
+#: their names now (``benchmarks/run.py``: ``cpu_cores``, ``load_average_1min``;
+#: ``benchmarks/paper_cost.py`` and ``chapter_cost.py``: top-level ``threads``).
+OLD_MACHINE_FIELDS = {"cpu_cores": "cores", "load_average_1min": "load_1min", "threads": "torch_threads"}
+
+_ROOT = Path(__file__).resolve().parents[2]
 _MEMO: Dict[tuple, dict] = {}
 
 
-def machine_info() -> Dict[str, object]:
-    """The machine and threading the timings ran with (cores, torch threads, load, versions)."""
-    from ..scale import default_device
+def machine_info(device=None) -> Dict[str, object]:
+    """What timings are measured on: one record for the book's timing and the benchmarks' files.
 
+    Args:
+        device: the device timed (default the book's :func:`~dance_book.scale.default_device`).
+
+    Returns:
+        dict with ``date_utc`` (``"YYYY-MM-DD HH:MM"``), ``cpu`` (model name), ``cores``
+        (``os.cpu_count()``), ``usable_cores`` (the cores this process may run on),
+        ``torch_threads``, ``load_1min`` (1-minute load average, NaN where unknown), ``torch``,
+        ``python``, ``device``, ``git_commit`` (short hash of the checkout, None outside one) and,
+        on a CUDA device, ``gpu`` (its name).
+
+    Example:
+        >>> from dance_book.experiments.runtime import machine_info
+        >>> info = machine_info("cpu")
+        >>> info["device"], info["cores"] >= info["usable_cores"] >= 1, "gpu" in info
+        ('cpu', True, False)
+    """
+    if device is None:
+        from ..scale import default_device
+
+        device = default_device()
+    device = torch.device(device)
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -71,28 +104,89 @@ def machine_info() -> Dict[str, object]:
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return dict(cpu=cpu or "unknown", cores=os.cpu_count(), usable_cores=usable,
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    info = dict(date_utc=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+                cpu=cpu or "unknown", cores=os.cpu_count(), usable_cores=usable,
                 torch_threads=torch.get_num_threads(), load_1min=float(load), torch=torch.__version__,
-                python=platform.python_version(), device=str(default_device()))
+                python=platform.python_version(), device=str(device), git_commit=commit)
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
+def read_machine(record: Dict[str, object]) -> Dict[str, object]:
+    """The machine of a result file in :func:`machine_info`'s field names, whichever version wrote it.
+
+    Args:
+        record: a machine record, or a whole result: its ``"machine"`` entry if it has one; a
+            result with a top-level ``device_name`` instead (``paper_cost.json`` and
+            ``chapter_cost_*.json`` as first written) gives its top-level machine fields
+            ``device``, ``device_name``, ``threads``, ``load_1min`` and ``torch``.
+
+    Returns:
+        A new dict: old names renamed by :data:`OLD_MACHINE_FIELDS`; an old ``device_name`` becomes
+        ``gpu`` on a CUDA device and ``cpu`` otherwise. Fields the record lacks stay absent.
+
+    Example:
+        >>> from dance_book.experiments.runtime import read_machine
+        >>> read_machine({"cpu": "AMD EPYC", "cpu_cores": 2, "load_average_1min": 2.5})
+        {'cpu': 'AMD EPYC', 'cores': 2, 'load_1min': 2.5}
+        >>> read_machine({"model": "vgg16", "device": "cuda", "device_name": "H100", "threads": 1, "size": 224})
+        {'device': 'cuda', 'gpu': 'H100', 'torch_threads': 1}
+    """
+    if not isinstance(record, dict):
+        raise TypeError(f"record must be a dict (a result or its 'machine' entry), got {type(record).__name__}")
+    if isinstance(record.get("machine"), dict):
+        fields = dict(record["machine"])
+    elif "device_name" in record:
+        fields = {k: record[k] for k in ("device", "device_name", "threads", "load_1min", "torch") if k in record}
+    else:
+        fields = dict(record)
+    out = {}
+    for key, value in fields.items():
+        if key == "device_name":
+            key = "gpu" if str(fields.get("device", "")).startswith("cuda") else "cpu"
+        out.setdefault(OLD_MACHINE_FIELDS.get(key, key), value)
+    return out
 
 
-def time_call(fn: Callable[[], object], device, min_seconds: float = MIN_SECONDS):
-    """``(wall seconds, CPU seconds)`` per call of ``fn``, averaged over enough calls."""
+def sync(device) -> None:
+    """Wait for the device's queued work (a no-op on a CPU): call before reading a clock."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_once(fn: Callable[[], object], device) -> Tuple[object, float, float]:
+    """One call of ``fn``: ``(its value, wall seconds, CPU seconds)``, the device synchronised
+    before and after (for calls long enough to time once, or whose value is needed)."""
+    sync(device)
+    w0, c0 = time.perf_counter(), time.process_time()
+    value = fn()
+    sync(device)
+    return value, time.perf_counter() - w0, time.process_time() - c0
+
+
+def time_call(fn: Callable[[], object], device, min_seconds: float = MIN_SECONDS) -> Tuple[float, float]:
+    """``(wall seconds, CPU seconds)`` per call of ``fn``, averaged over enough calls (repeated
+    until the calls add up to ``min_seconds`` of wall time; long calls run once)."""
     calls, wall, cpu = 0, 0.0, 0.0
     while wall < min_seconds or calls == 0:
-        _sync(device)
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        _sync(device)
-        wall += time.perf_counter() - w0
-        cpu += time.process_time() - c0
+        _, w, c = timed_once(fn, device)
+        wall += w
+        cpu += c
         calls += 1
     return wall / calls, cpu / calls
+
+
+def clock_seconds(fn: Callable[[], object], device, min_seconds: float = MIN_SECONDS) -> float:
+    """Seconds per call of ``fn`` (:func:`time_call`) on the device's clock, :data:`CLOCK`."""
+    wall, cpu = time_call(fn, device, min_seconds)
+    return cpu if CLOCK.get(torch.device(device).type, "wall") == "cpu" else wall
 
 
 def measure_runtime(settings: Settings, *, rounds: int = 3, model_name: Optional[str] = None,
@@ -134,7 +228,7 @@ def _measure(settings: Settings, rounds: int, model_name: Optional[str], image: 
     layer = settings.layer(model_name)
     x = load_images(settings, image + 1).images[image:image + 1]
     target = predicted(model, x)
-    info = machine_info()
+    info = machine_info(device)
     print(f"timing on {info['cpu']} ({info['usable_cores']} usable cores, {info['torch_threads']} torch "
           f"thread(s), load {info['load_1min']:.2f}), {rounds} rounds ...", file=sys.stderr, flush=True)
 
@@ -172,7 +266,7 @@ def _measure(settings: Settings, rounds: int, model_name: Optional[str], image: 
             wm, cm = time_call(lambda: enhanced_maps(model, x, target, method, settings, [decoys]), device)
             add(f"DANCE map: {METHODS[method]}", r, w + wm, c + cm)
         print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
-    return dict(machine=info, load_1min_after=machine_info()["load_1min"], rounds=rounds, n_decoys=n_dec,
+    return dict(machine=info, load_1min_after=machine_info(device)["load_1min"], rounds=rounds, n_decoys=n_dec,
                 model=model_name, layer=layer, clock=CLOCK.get(torch.device(device).type, "wall"),
                 times=pd.DataFrame(rows))
 

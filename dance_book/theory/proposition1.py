@@ -44,6 +44,8 @@ __all__ = [
     "feasible_shifts",
     "decoy_population",
     "decoy_scores",
+    "MemberTerms",
+    "Proposition1Terms",
     "proposition1_terms",
     "proposition1_sweep",
     "population_from_decoys",
@@ -644,7 +646,138 @@ def _range(v: Tensor) -> Tensor:
     return v.amax(-1) - v.amin(-1)
 
 
-def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None, masks: Optional[Tensor] = None) -> dict:
+@dataclass(frozen=True)
+class MemberTerms:
+    """The proof of Proposition 1 at one chosen population member per pixel: for pixel ``j`` the
+    member ``x̃`` that maximises (:attr:`Proposition1Terms.plus`) or minimises
+    (:attr:`Proposition1Terms.minus`) ``E_j`` over ``j``'s population. Every field is ``[N, d]``.
+
+    Attributes:
+        delta: ``(x̃ - x)_j``.
+        sum_a: ``Σ_k ã_{j+k}``, the active outputs that ``j`` feeds at ``x̃``.
+        C2_printed: ``C2`` of Eq. 22 with ``g_k`` and Eq. 18 as printed.
+        C2_fixed: ``C2`` with ``g_{-k}`` and the sign of Eq. 18 fixed (``P̃_{·c} = ∂P̂_{·c}/∂x`` at ``x̃``).
+        C2_alt: ``C2`` reading ``P̃_{·c}`` as ``P̂_{·c}`` at ``x̃``.
+        bound_printed, bound_fixed, bound_alt: the right side of Proposition 1,
+            ``C2_* · |delta| · sum_a + C1``, under each reading of ``C2``.
+        bound_generous: the largest of the three.
+        p_tilde: ``F^c(x̃)``.
+        lin: ``∇p_c(x̃)ᵀΔ`` with ``Δ = x - x̃``.
+        quad: ``½ ΔᵀH̃Δ``.
+        taylor_remainder: ``F^c(x) - (p_tilde + lin + quad)``, the remainder of the Taylor step.
+        E_tilde: ``E(x̃)_j``.
+        H_jj: the exact Hessian entry ``H̃_jj``.
+        eq21: ``½ (x̃ - x)_j H̃_jj`` (the right side of Eq. 21).
+        eq17_printed, eq17_fixed: ``H̃_jj`` from Eq. 17-18 as printed / fixed.
+        flips: neighbours of ``j`` whose activation differs between ``x`` and ``x̃``.
+        n_moved: pixels in which ``x̃`` differs from ``x``.
+        flip_part: ``(b̃_j - b_j)ᵀ P̂_{·c}(x̃)``, the exact part of ``E(x̃)_j - E(x)_j`` caused by
+            activation flips (the rest, ``b_jᵀ(P̂_{·c}(x̃) - P̂_{·c}(x))``, comes from the change of ``p``).
+    """
+
+    delta: Tensor
+    sum_a: Tensor
+    C2_printed: Tensor
+    C2_fixed: Tensor
+    C2_alt: Tensor
+    bound_printed: Tensor
+    bound_fixed: Tensor
+    bound_alt: Tensor
+    bound_generous: Tensor
+    p_tilde: Tensor
+    lin: Tensor
+    quad: Tensor
+    taylor_remainder: Tensor
+    E_tilde: Tensor
+    H_jj: Tensor
+    eq21: Tensor
+    eq17_printed: Tensor
+    eq17_fixed: Tensor
+    flips: Tensor
+    n_moved: Tensor
+    flip_part: Tensor
+
+
+#: The per-pixel fields of :class:`MemberTerms` (of the maximising member) that
+#: :meth:`Proposition1Terms.columns` lists under their own names.
+_PLUS_COLUMNS = ("flip_part", "sum_a", "delta", "C2_printed", "C2_fixed", "C2_alt", "p_tilde", "lin", "quad",
+                 "E_tilde", "H_jj", "eq21", "eq17_printed", "eq17_fixed", "flips", "n_moved")
+
+
+@dataclass(frozen=True)
+class Proposition1Terms:
+    """Everything Proposition 1 and its proof talk about, for ``N`` networks and each pixel ``j``
+    (returned by :func:`proposition1_terms`). Fields are ``[N, d]`` unless noted.
+
+    Attributes:
+        target: ``[N]`` the explained class ``c``.
+        E: ``[N, n, d]`` the saliency maps ``E(x̃)`` of the population (``E[:, 0] = E(x)``).
+        Z, Z_plus, Z_minus: the decoy-enhanced score ``max - min`` of Eq. 3 over pixel ``j``'s
+            population, and its parts ``max - E(x)_j`` and ``E(x)_j - min``.
+        t_plus, t_minus: indices of the maximising / minimising members (LongTensor).
+        C1: ``|∇_{x_j} p_c|`` at ``x``.
+        p_x: ``F^c(x) = p_c(x)``.
+        a0: the activation pattern ``a = 1{g * x ≥ 0}`` at ``x``.
+        sum_a0: ``Σ_k a_{j+k}`` at ``x``.
+        pixel_range: ``max - min`` of ``x_j`` over the population.
+        plus: :class:`MemberTerms` of the maximising member (the decoy the proof bounds).
+        minus: :class:`MemberTerms` of the minimising member (so ``Z ≤ plus.bound_* + minus.bound_*``
+            is the two-sided reading).
+        repair_plus: the minimal repair (a theorem), ``plus.C2_alt · plus.sum_a + C1 ≥ Z_plus``.
+        repair_Z: the same added for the minimising member, ``≥ Z``.
+        corr_smooth, corr_flip: ``[N, n, d]`` the two terms of the corrected bound (Proposition 1′).
+        corr_bound: ``[N, n, d]`` their sum, a theorem: ``|E(x̃ᵗ)_j - E(x)_j| ≤ corr_bound[t, j]``
+            for every member ``t``.
+        corr_Z: ``corr_bound[t⁺] + corr_bound[t⁻] ≥ Z``.
+        corr_single: ``KAPPA · range(b_j) · max_k |g_{-k}| range(W_{j+k}) · |plus.delta| · sum_a0``,
+            the Proposition-1-shaped form valid for 1×1 decoys at ``j`` that flip no activation.
+        smooth_tightness: the largest ``|E(x̃)_j - E(x)_j| / corr_smooth`` over the members that flip
+            no activation around ``j`` (1 would mean the smooth term is attained; 0 if none qualifies).
+    """
+
+    target: Tensor
+    E: Tensor
+    Z: Tensor
+    Z_plus: Tensor
+    Z_minus: Tensor
+    t_plus: Tensor
+    t_minus: Tensor
+    C1: Tensor
+    p_x: Tensor
+    a0: Tensor
+    sum_a0: Tensor
+    pixel_range: Tensor
+    plus: MemberTerms
+    minus: MemberTerms
+    repair_plus: Tensor
+    repair_Z: Tensor
+    corr_smooth: Tensor
+    corr_flip: Tensor
+    corr_bound: Tensor
+    corr_Z: Tensor
+    corr_single: Tensor
+    smooth_tightness: Tensor
+
+    def columns(self) -> dict:
+        """The per-pixel ``[N, d]`` quantities as table columns: the fields above, the maximising
+        member's proof quantities under their own names (``delta``, ``C2_fixed``, ``H_jj``, ...), its
+        bounds as ``bound_printed`` ... ``bound_generous`` and the minimising member's as
+        ``bound_minus_printed`` ... ``bound_minus_generous`` (the columns of :func:`proposition1_sweep`)."""
+        plus, minus = self.plus, self.minus
+        cols = {"Z": self.Z, "Z_plus": self.Z_plus, "Z_minus": self.Z_minus, "t_plus": self.t_plus,
+                "t_minus": self.t_minus, "C1": self.C1}
+        cols.update({k: getattr(plus, k) for k in _PLUS_COLUMNS})
+        cols["p_x"], cols["taylor_remainder"] = self.p_x, plus.taylor_remainder
+        for key in ("printed", "fixed", "alt", "generous"):
+            cols[f"bound_{key}"] = getattr(plus, f"bound_{key}")
+            cols[f"bound_minus_{key}"] = getattr(minus, f"bound_{key}")
+        cols.update(repair_plus=self.repair_plus, repair_Z=self.repair_Z, smooth_tightness=self.smooth_tightness,
+                    corr_Z=self.corr_Z, corr_single=self.corr_single, sum_a0=self.sum_a0,
+                    pixel_range=self.pixel_range, a0=self.a0)
+        return cols
+
+
+def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None, masks: Optional[Tensor] = None) -> Proposition1Terms:
     """Everything Proposition 1 and its proof talk about, for each network and pixel.
 
     Args:
@@ -656,35 +789,22 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
             otherwise every member counts for every pixel (Eq. 3 as defined).
 
     Returns:
-        dict of tensors (``[N, d]`` unless noted):
+        :class:`Proposition1Terms`: the scores, ``C1``, the proof quantities and the bounds of
+        Proposition 1 for the maximising and the minimising member (:class:`MemberTerms`), the
+        minimal repair and the corrected bound (Proposition 1′); :meth:`Proposition1Terms.columns`
+        gives the per-pixel ones as table columns.
 
-        * ``E [N, n, d]`` saliency maps; ``Z``, ``Z_plus``, ``Z_minus``, ``t_plus``, ``t_minus``;
-        * ``C1 = |∇_{x_j} p_c|`` at ``x``; ``delta = (x̃ - x)_j`` and ``sum_a = Σ_k ã_{j+k}`` for
-          the maximising decoy ``x̃``;
-        * ``C2_printed`` (Eq. 22 with ``g_k`` and Eq. 18 as printed), ``C2_fixed`` (``g_{-k}``,
-          correct sign), ``C2_alt`` (reading ``P̃_{·c}`` as ``P̂_{·c}`` at ``x̃``), and the three
-          bounds ``bound_* = C2_* |delta| sum_a + C1``; ``bound_minus_fixed`` for the minimising
-          decoy (so ``Z ≤ bound_fixed + bound_minus_fixed`` is the two-sided reading);
-        * proof steps for the maximising decoy: ``p_x``, ``p_tilde`` (``F^c`` at both),
-          ``lin = ∇p_c(x̃)ᵀΔ``, ``quad = ½ ΔᵀH̃Δ`` with ``Δ = x - x̃``, ``taylor_remainder =
-          p_x - (p_tilde + lin + quad)``, ``E_tilde = E(x̃)_j``, ``eq21 = ½ (x̃ - x)_j H̃_jj``,
-          ``eq17_printed`` / ``eq17_fixed`` (``H̃_jj`` from Eq. 17-18 as printed / fixed) and
-          ``H_jj`` (exact), ``flips`` (number of neighbours of ``j`` whose activation differs
-          between ``x`` and ``x̃``), ``n_moved`` (pixels in which ``x̃`` differs from ``x``),
-          ``flip_part = (b̃_j - b_j)ᵀ P̂_{·c}(x̃)``, the exact part of ``E(x̃)_j - E(x)_j`` caused by
-          activation flips (the rest, ``b_jᵀ(P̂_{·c}(x̃) - P̂_{·c}(x))``, comes from the change of ``p``);
-        * ``pixel_range``: ``max - min`` of ``x_j`` over the population;
-        * the minimal repair (a theorem): ``repair_plus = C2_alt · sum_a + C1 ≥ Z_plus`` and
-          ``repair_Z`` (adding the same for the minimising decoy) ``≥ Z``;
-        * the corrected bound (Proposition 1′, a theorem): ``corr_bound [N, n, d]`` with
-          ``|E(x̃ᵗ)_j - E(x)_j| ≤ corr_bound[t, j]`` for every member ``t``, split into
-          ``corr_smooth`` and ``corr_flip``; ``corr_Z = corr_bound[t⁺] + corr_bound[t⁻] ≥ Z``;
-          ``smooth_tightness``: the largest ``|E(x̃)_j - E(x)_j| / corr_smooth`` over the members
-          that flip no activation around ``j`` (1 would mean the smooth term is attained);
-        * ``bound_minus_*`` the same bounds for the minimising decoy, and ``bound_generous`` /
-          ``bound_minus_generous`` with the largest of the three ``C2`` readings;
-          ``corr_single = KAPPA · range(b_j) · max_k |g_{-k}| range(W_{j+k}) · |delta| · Σ_k a_{j+k}``
-          (the Proposition-1-shaped form valid for 1×1 decoys at ``j`` that flip no activation).
+    Example:
+        >>> import torch
+        >>> from dance_book.theory import ToyParams, decoy_population, proposition1_terms
+        >>> params = ToyParams.random(2, side=4, n_classes=3, seed=0)
+        >>> x = torch.rand(2, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> decoys, masks = decoy_population(params, x, 0.05)
+        >>> R = proposition1_terms(params, x, decoys, masks=masks)
+        >>> R.Z.shape, R.plus.bound_fixed.shape, R.corr_bound.shape
+        (torch.Size([2, 16]), torch.Size([2, 16]), torch.Size([2, 33, 16]))
+        >>> bool(((R.E - R.E[:, :1]).abs() <= R.corr_bound * (1 + 1e-9) + 1e-15).all())  # Proposition 1′
+        True
     """
     x = _check_x(params, x)
     decoys = _check_x(params, decoys, "decoys")
@@ -695,18 +815,17 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
     N, d, C, s = params.n, params.d, params.n_classes, params.side
     st0 = toy_forward(params, x)
     c = st0.p.argmax(-1) if target is None else _target(params, target, (N,), x.device)
-    out: dict = {"target": c}
     E = toy_gradient(params, decoys, c)
-    out["E"] = E
     if masks is not None:
         if not isinstance(masks, torch.Tensor) or masks.shape != decoys.shape:
             raise ValueError(f"masks must be a bool tensor shaped like decoys {tuple(decoys.shape)}")
         counts = masks.bool().clone()
         counts[:, 0] = True
-        out.update(decoy_scores(torch.where(counts, E, E[:, :1])))
+        scores = decoy_scores(torch.where(counts, E, E[:, :1]))
     else:
-        out.update(decoy_scores(E))
-    out["C1"] = E[:, 0].abs()
+        scores = decoy_scores(E)
+    C1 = E[:, 0].abs()
+    pc_x = torch.gather(st0.p, -1, c[:, None]).expand(N, d)  # F^c(x)
 
     rangeW = _range(params.W)  # [N, d]
     # Everything per member once ([N, n, ...]); per pixel j we then gather the member t_j.
@@ -728,7 +847,7 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
     g_mk = _flip(params.g).reshape(N, 1, 9)
     b0 = toy_jacobian_output(params, x)  # [N, d, C]: b_j = (BW)_{j·} at x
 
-    def at_member(t_idx: Tensor) -> dict:
+    def at_member(t_idx: Tensor) -> MemberTerms:
         """Quantities at the member chosen for each pixel j (x̃ = decoys[n, t_idx[n, j]])."""
         pick = lambda T: torch.gather(T, 1, t_idx.reshape(N, d, *([1] * (T.dim() - 2))).expand(N, d, *T.shape[2:]))
         a_t = pick(stT.a)  # [N, j, d]: ã of the member chosen for j
@@ -755,43 +874,41 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
         tj = lambda T: torch.gather(T, 1, t_idx)  # per-member [N, n] -> [N, j]
         H_jj = torch.einsum("nja,njab,njb->nj", rows_fixed, S_t, rows_fixed)
         delta = (-Dm).gather(1, t_idx[:, None, :])[:, 0]  # (x̃ - x)_j for the member of pixel j
-        return {
-            "flip_part": ((rows_fixed - b0) * Pc_t).sum(-1),  # exact share of E(x̃)_j - E(x)_j due to flips
-            "sum_a": a_nb.sum(-1),
-            "delta": delta,
-            "C2_printed": C2(dP_printed, g_k),
-            "C2_fixed": C2(dP_fixed, g_mk),
-            "C2_alt": C2(Pc_t, g_mk),
-            "p_tilde": tj(pcT),
-            "lin": tj(lin_T),
-            "quad": tj(quad_T),
-            "E_tilde": E.gather(1, t_idx[:, None, :])[:, 0],
-            "H_jj": H_jj,
-            "eq21": 0.5 * delta * H_jj,
-            "eq17_printed": (rows_printed * dP_printed).sum(-1),
-            "eq17_fixed": (rows_fixed * dP_fixed).sum(-1),
-            "flips": (a_nb != a0_nb).to(x.dtype).sum(-1),
-            "n_moved": tj(moved_T),
-        }
+        sum_a = a_nb.sum(-1)
+        C2s = {"printed": C2(dP_printed, g_k), "fixed": C2(dP_fixed, g_mk), "alt": C2(Pc_t, g_mk)}
+        bounds = {key: C2s[key] * delta.abs() * sum_a + C1 for key in C2s}
+        p_tilde, lin, quad = tj(pcT), tj(lin_T), tj(quad_T)
+        return MemberTerms(
+            delta=delta,
+            sum_a=sum_a,
+            C2_printed=C2s["printed"],
+            C2_fixed=C2s["fixed"],
+            C2_alt=C2s["alt"],
+            bound_printed=bounds["printed"],
+            bound_fixed=bounds["fixed"],
+            bound_alt=bounds["alt"],
+            # the most generous reading of C2: the largest of the three, decoy by decoy
+            bound_generous=torch.maximum(torch.maximum(bounds["printed"], bounds["fixed"]), bounds["alt"]),
+            p_tilde=p_tilde,
+            lin=lin,
+            quad=quad,
+            taylor_remainder=pc_x - (p_tilde + lin + quad),
+            E_tilde=E.gather(1, t_idx[:, None, :])[:, 0],
+            H_jj=H_jj,
+            eq21=0.5 * delta * H_jj,
+            eq17_printed=(rows_printed * dP_printed).sum(-1),
+            eq17_fixed=(rows_fixed * dP_fixed).sum(-1),
+            flips=(a_nb != a0_nb).to(x.dtype).sum(-1),
+            n_moved=tj(moved_T),
+            flip_part=((rows_fixed - b0) * Pc_t).sum(-1),  # exact share of E(x̃)_j - E(x)_j due to flips
+        )
 
-    plus = at_member(out["t_plus"])
-    minus = at_member(out["t_minus"])
-    out.update(plus)
-    pc_x = torch.gather(st0.p, -1, c[:, None])  # [N, 1]
-    out["p_x"] = pc_x.expand(N, d)
-    out["taylor_remainder"] = out["p_x"] - (plus["p_tilde"] + plus["lin"] + plus["quad"])
-    for key in ("printed", "fixed", "alt"):
-        out[f"bound_{key}"] = plus[f"C2_{key}"] * plus["delta"].abs() * plus["sum_a"] + out["C1"]
-    for key in ("printed", "fixed", "alt"):
-        out[f"bound_minus_{key}"] = minus[f"C2_{key}"] * minus["delta"].abs() * minus["sum_a"] + out["C1"]
-    # the most generous reading of C2: the largest of the three, decoy by decoy
-    out["bound_generous"] = torch.maximum(torch.maximum(out["bound_printed"], out["bound_fixed"]), out["bound_alt"])
-    out["bound_minus_generous"] = torch.maximum(torch.maximum(out["bound_minus_printed"], out["bound_minus_fixed"]),
-                                                out["bound_minus_alt"])
+    plus = at_member(scores["t_plus"])
+    minus = at_member(scores["t_minus"])
     # Minimal repair (a theorem, Eq. 16 + triangle inequality): drop the |(x̃ - x)_j| factor and read
     # P̃_{·c} as P̂_{·c} at x̃; then C2 Σ_k ã_{j+k} ≥ |E(x̃)_j| for every member.
-    out["repair_plus"] = plus["C2_alt"] * plus["sum_a"] + out["C1"]
-    out["repair_Z"] = out["repair_plus"] + minus["C2_alt"] * minus["sum_a"] + out["C1"]
+    repair_plus = plus.C2_alt * plus.sum_a + C1
+    repair_Z = repair_plus + minus.C2_alt * minus.sum_a + C1
 
     # ---- Proposition 1′ (a theorem): exact decomposition of E(x̃)_j - E(x)_j ------------------
     range_b = _range(b0)  # [N, d]
@@ -802,22 +919,39 @@ def proposition1_terms(params: ToyParams, x: Tensor, decoys: Tensor, target=None
     # Σ_k |Δa_{j+k}| |g_{-k}| range(W_{j+k}) is the forward correlation of |Δa|·rangeW with |g_{-k}|
     flip_w = _conv(absg, dA * _expand(rangeW, (decoys.shape[1],)), s).reshape(N, -1, d)
     flip_term = (pcT * (1 - pcT))[:, :, None] * flip_w
-    out["corr_smooth"], out["corr_flip"] = smooth, flip_term
-    out["corr_bound"] = smooth + flip_term
+    corr_bound = smooth + flip_term
     # how close the smooth term comes to being attained: max over flip-free members of
     # |E(x̃)_j - E(x)_j| / smooth term (≤ 1 by Proposition 1′; 0 where no member qualifies)
     free = (flip_w == 0) & (smooth > 1e-12)  # (below, rounding noise would dominate the ratio)
     diff = (E - E[:, :1]).abs()
-    out["smooth_tightness"] = torch.where(free, diff / smooth.clamp_min(1e-300), torch.zeros_like(diff)).amax(1)
-    gather = lambda t_idx: torch.gather(out["corr_bound"], 1, t_idx[:, None, :])[:, 0]
-    out["corr_Z"] = gather(out["t_plus"]) + gather(out["t_minus"])
+    smooth_tightness = torch.where(free, diff / smooth.clamp_min(1e-300), torch.zeros_like(diff)).amax(1)
+    gather = lambda t_idx: torch.gather(corr_bound, 1, t_idx[:, None, :])[:, 0]
     gmax = (_flip(params.g).abs().reshape(N, 1, 9) * torch.cat([rangeW, rangeW.new_zeros(N, 1)], 1)[:, nb]).amax(-1)
     sum_a0 = _box(st0.a, s)
-    out["corr_single"] = KAPPA * range_b * gmax * plus["delta"].abs() * sum_a0
-    out["sum_a0"] = sum_a0
-    out["pixel_range"] = decoys.amax(1) - decoys.amin(1)  # spread of x_j over the population
-    out["a0"] = st0.a
-    return out
+    return Proposition1Terms(
+        target=c,
+        E=E,
+        Z=scores["Z"],
+        Z_plus=scores["Z_plus"],
+        Z_minus=scores["Z_minus"],
+        t_plus=scores["t_plus"],
+        t_minus=scores["t_minus"],
+        C1=C1,
+        p_x=pc_x,
+        a0=st0.a,
+        sum_a0=sum_a0,
+        pixel_range=decoys.amax(1) - decoys.amin(1),  # spread of x_j over the population
+        plus=plus,
+        minus=minus,
+        repair_plus=repair_plus,
+        repair_Z=repair_Z,
+        corr_smooth=smooth,
+        corr_flip=flip_term,
+        corr_bound=corr_bound,
+        corr_Z=gather(scores["t_plus"]) + gather(scores["t_minus"]),
+        corr_single=KAPPA * range_b * gmax * plus.delta.abs() * sum_a0,
+        smooth_tightness=smooth_tightness,
+    )
 
 
 def population_from_decoys(decoys) -> tuple[Tensor, Tensor]:
@@ -852,8 +986,8 @@ def proposition1_sweep(
     member, Eq. 3; ``reading="own"``: ``x`` plus the members whose mask contains the pixel).
 
     Returns:
-        A ``pandas.DataFrame`` with one row per (network, pixel, reading) and the columns of
-        :func:`proposition1_terms` that are per-pixel, plus ``instance``, ``side``, ``C``,
+        A ``pandas.DataFrame`` with one row per (network, pixel, reading) and most of the
+        :meth:`Proposition1Terms.columns`, plus ``instance``, ``side``, ``C``,
         ``eps_rel``, ``epsilon``, ``kind``, ``weight_scale``, ``reading``, ``F_gap_bound`` (the
         proved bound on ``|p_c(x) - p_c(x̃)|``) and ``corr_ok`` (whether every member obeyed
         Proposition 1′).
@@ -885,10 +1019,11 @@ def proposition1_sweep(
         dm = (toy_forward(params, decoys).m - st.m[:, None]).abs().amax(-1)  # [N, n] achieved deviation
         for reading, mk in (("all", None), ("own", masks)):
             R = proposition1_terms(params, x, decoys, masks=mk)
-            diff = (R["E"] - R["E"][:, :1]).abs()
-            corr_ok = (diff <= R["corr_bound"] * (1 + 1e-9) + 1e-15).all(1)  # per pixel, every member
-            dev_t = torch.gather(dm, 1, R["t_plus"])
-            cols = {k: R[k].reshape(-1).numpy() for k in keys}
+            diff = (R.E - R.E[:, :1]).abs()
+            corr_ok = (diff <= R.corr_bound * (1 + 1e-9) + 1e-15).all(1)  # per pixel, every member
+            dev_t = torch.gather(dm, 1, R.t_plus)
+            terms = R.columns()
+            cols = {k: terms[k].reshape(-1).numpy() for k in keys}
             cols["F_gap_bound"] = (dev_t / 4 * _range(params.W).sum(-1, keepdim=True)).reshape(-1).numpy()
             cols["corr_ok"] = corr_ok.reshape(-1).numpy()
             df = pd.DataFrame(cols)
@@ -918,7 +1053,7 @@ def counterexample_proposition1(scale: float = 1.0, epsilon: float = 0.05) -> di
     :func:`counterexample_near_kink` fails under every reading.
 
     Returns:
-        dict with ``params``, ``x``, ``decoys`` and the :func:`proposition1_terms` result ``terms``
+        dict with ``params``, ``x``, ``decoys`` and the :class:`Proposition1Terms` ``terms``
         (read at pixel ``j = 4``).
     """
     g = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, -1.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
@@ -952,13 +1087,13 @@ def counterexample_near_kink(epsilon: float = 0.01, scale: float = 1.0, x_centre
 
     Returns:
         dict with ``params``, ``x``, ``decoys``, ``masks`` (the full ``"extreme"`` population:
-        every pixel, both directions) and the :func:`proposition1_terms` results ``own`` and
-        ``all`` (the two readings), read at pixel ``j = 4``.
+        every pixel, both directions) and the :class:`Proposition1Terms` ``own`` and ``all`` (the
+        two readings), read at pixel ``j = 4``.
 
     Example:
         >>> from dance_book.theory import counterexample_near_kink
         >>> t = counterexample_near_kink()["own"]
-        >>> bool(t["Z"][0, 4] > 10 * t["bound_generous"][0, 4])
+        >>> bool(t.Z[0, 4] > 10 * t.plus.bound_generous[0, 4])
         True
     """
     if not 0.0 < float(epsilon):
