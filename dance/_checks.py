@@ -8,7 +8,9 @@ modifies what it checks: tensors are read (and detached views returned), never w
 """
 from __future__ import annotations
 
+import importlib
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
@@ -104,6 +106,34 @@ def check_choice(value, name: str, choices: Sequence) -> object:
     if not any(value is c or (type(value) is type(c) and value == c) for c in choices):
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
+
+
+# --------------------------------------------------------------------------------------------
+# Optional dependencies (the "metrics" extra)
+# --------------------------------------------------------------------------------------------
+
+#: How to install the optional dependencies of dance (scikit-image, Pillow, pandas).
+METRICS_EXTRA = 'pip install "dance-saliency[metrics]"'
+
+
+class MissingExtraError(ModuleNotFoundError):
+    """An optional dependency of one function of dance is not installed (an ``ImportError``)."""
+
+
+def optional_import(module: str, *, package: str, needed_by: str) -> ModuleType:
+    """Import ``module`` (from the distribution ``package``) for the function ``needed_by``.
+
+    A missing module is a :class:`MissingExtraError` that names the function, the package and the
+    fix (``pip install "dance-saliency[metrics]"``) instead of a bare ``ModuleNotFoundError``.
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        raise MissingExtraError(
+            f"{needed_by} needs {package}, which is not installed ({err}); it is an optional dependency "
+            f"of dance: {METRICS_EXTRA}",
+            name=err.name or module,
+        ) from err
 
 
 # --------------------------------------------------------------------------------------------

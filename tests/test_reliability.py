@@ -343,3 +343,47 @@ def test_snapshot_helper_sees_each_kind_of_change(images):
         change(net, x)
         changes = "; ".join(snap.changes())
         assert (word is None and changes == "") or (word is not None and word in changes), (word, changes)
+
+
+# ----------------------------------------------------------------------------------------------
+# The optional functions without their extra: a bare ModuleNotFoundError named no fix
+# ----------------------------------------------------------------------------------------------
+
+def _inpaint(x):
+    from dance.baselines import replacement_decoys
+    return replacement_decoys(x[0], dance.lattice_masks(8, 8, 2, 2, (2, 2)), "inpaint")
+
+
+OPTIONAL = {  # function, the import it needs, the distribution that provides it
+    "dance.metrics.ssim": (lambda x: M.ssim(x[:, 0], x[:, 1]), "skimage", "scikit-image"),
+    "dance.metrics.saliency_size": (lambda x: M.saliency_size(x[:, 0]), "PIL", "Pillow"),
+    "dance.metrics.summary": (lambda x: M.summary(), "pandas", "pandas"),
+    'replacement_decoys(kind="inpaint")': (_inpaint, "skimage", "scikit-image"),
+}
+
+
+def _uninstall(monkeypatch, top: str) -> None:
+    """Make ``import top`` (and its submodules) fail as if the distribution were not installed."""
+    import sys
+    for name in [m for m in sys.modules if m == top or m.startswith(top + ".")] + [top]:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONAL))
+def test_a_missing_extra_names_the_function_the_package_and_the_fix(name, images, monkeypatch):
+    call, module, package = OPTIONAL[name]
+    call(images)  # installed here: it works
+    _uninstall(monkeypatch, module)
+    with pytest.raises(ImportError) as info:
+        call(images)
+    message = str(info.value)
+    assert name in message and package in message and 'pip install "dance-saliency[metrics]"' in message, message
+    assert isinstance(info.value, ModuleNotFoundError)  # what `except ModuleNotFoundError` callers catch
+
+
+def test_sanity_frame_without_pandas_names_the_fix(images, monkeypatch):
+    result = M.SanityResult(["original"], torch.zeros(1, 2, 8, 8), torch.ones(1, 2), torch.ones(1, 2))
+    assert len(result.to_frame()) == 2
+    _uninstall(monkeypatch, "pandas")
+    with pytest.raises(ImportError, match=r"SanityResult\.to_frame needs pandas.*dance-saliency\[metrics\]"):
+        result.to_frame()
