@@ -336,12 +336,36 @@ def _check_class_range(t: torch.Tensor, n_classes: Optional[int]) -> None:
         raise ValueError(f"target must be in [0, {n_classes - 1}] for this model, got {t.tolist()}")
 
 
+def _class_index(value, what: str) -> int:
+    """One class index given the Captum way: an int, or a 1-tuple ``(k,)`` (an index into a
+    ``[B, classes]`` output's only non-batch axis)."""
+    if isinstance(value, tuple):
+        if len(value) != 1:
+            raise ValueError(f"{what} is a tuple {value!r}: Captum reads a tuple as an index into the model's "
+                             f"output axes after the batch, and a classifier's [B, classes] output has one; "
+                             f"pass (k,) or k for one class, or a list / LongTensor with one class per image")
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer class index, got {value!r} ({type(value).__name__})")
+    return value
+
+
 def check_target(target, batch: int, n_classes: Optional[int], device) -> torch.Tensor:
-    """``target``: an int or a LongTensor of length ``batch``; returns a LongTensor [batch]."""
+    """``target`` in any of Captum's forms for a ``[B, classes]`` output; returns a LongTensor [batch].
+
+    Accepted: an int or a 1-tuple ``(k,)`` (one class for every image); a LongTensor of one or
+    ``batch`` values; a list of ``batch`` ints or of ``batch`` 1-tuples (one class per image).
+    """
     if isinstance(target, bool):
         raise TypeError("target must be an int or a LongTensor of length B, got a bool")
-    if isinstance(target, int):
-        t = torch.full((batch,), target, dtype=torch.long, device=device)
+    if isinstance(target, (int, tuple)):
+        t = torch.full((batch,), _class_index(target, "target"), dtype=torch.long, device=device)
+    elif isinstance(target, list):
+        if len(target) != batch:
+            raise ValueError(f"target is a list of {len(target)} classes, but inputs hold {batch} images: "
+                             f"give one class per image (or one int for all)")
+        t = torch.tensor([_class_index(v, f"target[{i}]") for i, v in enumerate(target)], dtype=torch.long,
+                         device=device)
     elif isinstance(target, torch.Tensor):
         if target.dtype not in _INTEGER_DTYPES:
             raise TypeError(f"target must be an int or a LongTensor, got a tensor of dtype {target.dtype}")
@@ -356,7 +380,7 @@ def check_target(target, batch: int, n_classes: Optional[int], device) -> torch.
         t = t.to(device=device, dtype=torch.long)
     else:
         raise TypeError(
-            f"target must be an int or a LongTensor of length B, got {type(target).__name__}"
+            f"target must be an int, a list of ints or a LongTensor of length B, got {type(target).__name__}"
         )
     _check_class_range(t, n_classes)
     return t

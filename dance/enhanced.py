@@ -1,7 +1,7 @@
 """DecoyEnhanced: wrap any attribution method so that it returns decoy-enhanced maps (paper §3.2)."""
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 from captum.attr import Attribution, NoiseTunnel, Saliency
@@ -16,6 +16,9 @@ AGGREGATES = ("range", "mean", "std")
 #: The keywords of :func:`dance.generate_decoys` that :class:`DecoyEnhanced` passes on (all of
 #: :class:`dance.DecoyConfig`'s fields but ``epsilon``).
 DECOY_OPTIONS = frozenset(DecoyConfig.__dataclass_fields__) - {"epsilon"}
+#: Captum's forms of ``target`` for a classifier: an int or ``(k,)`` for every image, or one class
+#: per image as a list of ints, a list of 1-tuples or an integer tensor.
+Target = Union[int, Tuple[int], List[int], List[Tuple[int]], torch.Tensor]
 
 
 def _wants_signed_gradient(attribution) -> bool:
@@ -157,14 +160,16 @@ class DecoyEnhanced(Attribution):
 
     # Captum's wrappers (NoiseTunnel) call attribute.__wrapped__, which its log_usage decorator sets.
     @log_usage()
-    def attribute(self, inputs: torch.Tensor, target: Union[None, int, torch.Tensor] = None, *,
+    def attribute(self, inputs: torch.Tensor, target: Optional[Target] = None, *,
                   batch_size: Optional[int] = None, return_decoys: bool = False,
                   decoys: Optional[List[Decoys]] = None, **attribution_kwargs):
         """Decoy-enhanced attributions of a batch.
 
         Args:
             inputs: ``[B, C, H, W]`` float images in [0, 1] (one image ``[C, H, W]`` is accepted).
-            target: the class to explain: an int, or a LongTensor of length B.
+            target: the class to explain, in any of Captum's forms: an int (or ``(k,)``) for every
+                image, or one class per image as a list of ints (or of 1-tuples) or a LongTensor
+                of length B.
             batch_size: at most this many images (originals and decoys) per call of the base
                 attribution, to bound memory; default: all at once.
             return_decoys: also return the list of :class:`Decoys`, one per image.
@@ -179,7 +184,7 @@ class DecoyEnhanced(Attribution):
         out = torch.stack([aggregate_maps(m, self.aggregate) for m in maps])
         return (out, decoys) if return_decoys else out
 
-    def population_maps(self, inputs: torch.Tensor, target: Union[None, int, torch.Tensor] = None, *,
+    def population_maps(self, inputs: torch.Tensor, target: Optional[Target] = None, *,
                         batch_size: Optional[int] = None, decoys: Optional[List[Decoys]] = None,
                         **attribution_kwargs) -> List[torch.Tensor]:
         """The unreduced maps: for each image, the base method's map of the image and of each decoy.

@@ -66,13 +66,36 @@ def test_every_accepted_target_form_gives_the_same_maps(net, images):
     torch.testing.assert_close(mixed[1:2], e.attribute(images[1:2], target=0))
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="Captum accepts target as a list of ints (one per example); DecoyEnhanced takes an int "
-                          "or a LongTensor (dance._checks.check_target)")
 def test_a_list_of_ints_is_a_target(net, images):
     e = explainer(net)
     torch.testing.assert_close(e.attribute(images, target=[2, 0, 2]),
                                e.attribute(images, target=torch.tensor([2, 0, 2])))
+
+
+def test_tuple_targets_index_the_output_as_in_captum(net, images):
+    """Captum reads a tuple as an index into the output after the batch axis: ``(k,)`` is class k
+    for every image, and a list of 1-tuples gives one class per image."""
+    e = explainer(net)
+    torch.testing.assert_close(e.attribute(images, target=(2,)), e.attribute(images, target=2))
+    torch.testing.assert_close(e.attribute(images, target=[(2,), (0,), (2,)]),
+                               e.attribute(images, target=torch.tensor([2, 0, 2])))
+    # The same forms, given to Captum itself, select the same logits.
+    sal = Saliency(net)
+    torch.testing.assert_close(sal.attribute(images, target=[(2,), (0,), (2,)]),
+                               sal.attribute(images, target=[2, 0, 2]))
+
+
+@pytest.mark.parametrize("target, error, match", [
+    ([2, 0], ValueError, "one class per image"),
+    ([2, 0, 1.0], TypeError, r"target\[2\]"),
+    ([2, 0, True], TypeError, r"target\[2\]"),
+    ((2, 0, 2), ValueError, "tuple"),
+    ([(2, 0), (0, 1), (1, 1)], ValueError, "tuple"),
+    ([2, 0, 5], ValueError, r"target must be in \[0, 4\]"),
+])
+def test_bad_list_and_tuple_targets_are_refused_with_the_reason(net, images, target, error, match):
+    with pytest.raises(error, match=match):
+        explainer(net).attribute(images, target=target)
 
 
 class _Shifted(nn.Module):
