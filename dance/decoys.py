@@ -27,17 +27,18 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ._checks import check_dtype, check_images, check_int, check_model, check_positive, gradients_on, ordinary
 from .layers import LayerProbe, eval_mode, resolve_layer
-from .masks import default_masks, group_footprints, mask_groups
+from .masks import code_bits, default_masks, group_footprints, mask_groups
 
 # Tolerance kept below epsilon when a decoy is accepted, so that recomputing F_l in another
 # batch composition (different float summation order) cannot push it over epsilon.
@@ -162,8 +163,9 @@ class DecoyConfig:
         batch_size: decoys optimised at once (bounds memory); default all.
         solver: :class:`Adam` (default, the paper's method) or :class:`LineSearch`; the strings
             ``"adam"`` and ``"linesearch"`` stand for their default settings.
-        progress: show a progress bar (tqdm, on stderr) while optimising; ``None`` (default)
-            shows one only for long optimisations (see :func:`generate_decoys`).
+        progress: say the estimated time and show a progress bar (tqdm, on stderr) while
+            optimising; ``None`` (default) only for calls estimated to be long (see
+            :func:`generate_decoys`).
 
     Example:
         >>> import dance
@@ -300,18 +302,30 @@ class _FamilyAnalysis:
     def __init__(self, model, probe, image, family, key, subset):
         self.probe, self.image, self.family, self.subset = probe, image, family, subset
         self.full = None
+        #: NaN images the analysis still has to evaluate (known before it runs, for the cost
+        #: estimate; not counted for families analysed chunk by chunk).
+        self.passes = 0
+        self._todo = None
         M, _, H, W = family.shape
         if M * H * W > _ANALYSIS_CACHE_LIMIT:
             return
         per_model = _SPACING_CACHE.setdefault(model, {}) if key is not None else {}
-        akey = ("analysis",) + tuple(key or ())
-        if akey not in per_model:
-            per_model[akey] = tuple(t.cpu() for t in self._measure(family))
-        device = family.device
-        self.full = tuple(t.to(device) for t in per_model[akey])
+        self._store, self._akey = per_model, ("analysis",) + tuple(key or ())
+        if self._akey not in per_model:
+            self._todo = mask_groups(family)
+            self.passes = sum(code_bits(int(n)) for n in self._todo[1])
+        else:
+            self.full = tuple(t.to(family.device) for t in per_model[self._akey])
 
-    def _measure(self, masks):
-        pieces, counts = mask_groups(masks)
+    def prepare(self) -> None:
+        """Run the (cached) analysis of the whole family, unless it is known already."""
+        if self._todo is not None:
+            self._store[self._akey] = tuple(t.cpu() for t in self._measure(self.family, self._todo))
+            self.full = tuple(t.to(self.family.device) for t in self._store[self._akey])
+            self._todo, self.passes = None, 0
+
+    def _measure(self, masks, groups=None):
+        pieces, counts = mask_groups(masks) if groups is None else groups
         pieces, counts, cells = group_footprints(self.probe, self.image, pieces.to(torch.int32), counts)
         return pieces.long(), counts, cells.long()
 
@@ -622,26 +636,57 @@ def _linesearch(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor,
     return images, row_dev, movement, feasible, evaluations, exact
 
 
-#: Optimisations above this much work (rows x pixels per row x solver passes) show a progress bar
-#: by default (``progress=None``): the paper's solver on one 224x224 image is about 1e10.
-PROGRESS_WORK = 5e9
+#: A call estimated to take longer than this many seconds (on this machine) says so on stderr
+#: before it starts, with the estimate, and shows a progress bar while it optimises
+#: (``progress=None``, the default; ``progress=False`` silences both, ``True`` always shows them).
+PROGRESS_SECONDS = 10.0
+#: Images in the batch timed again before a long call is announced (a warm, batched pass).
+ESTIMATE_BATCH = 4
+#: The cost of a backward pass through the layers up to ``l``, in forward passes (the usual rule of thumb).
+BACKWARD_FORWARDS = 2.0
 
 
-def _progress_bar(config: DecoyConfig, rows: int, images: torch.Tensor, solver: str):
-    """A tqdm bar on stderr for a long optimisation (see ``DecoyConfig.progress``), or None."""
-    passes = config.solver.steps * (config.solver.max_doublings + 1) if solver == "adam" else 1 + _LS_MAX_EVALS
-    work = rows * images[0].numel() * passes
-    show = work > PROGRESS_WORK if config.progress is None else config.progress
-    if not show:
+def _announce(config: DecoyConfig, rows: int, images: torch.Tensor, name: str, solver: str,
+              analysis_passes: int, pass_seconds: Callable[[bool], float]) -> Optional[object]:
+    """Say what a long optimisation will cost before it starts (stderr) and return its progress
+    bar (tqdm), or None for a short one (see ``DecoyConfig.progress``).
+
+    The estimate counts forward passes through the layers up to ``l`` (one image each): the
+    one-time mask analysis, and per decoy the line search's probe, evaluations and final
+    measurement, or Adam's forward and backward passes per step. ``pass_seconds(False)`` is the
+    seconds of one, measured on the call's first pass (which may include one-time warm-up);
+    ``pass_seconds(True)`` measures it again on a small warm batch, which is done only before
+    announcing a long call (the estimate is rough: the machine's load varies).
+    """
+    if config.progress is False:
         return None
+    if solver == "adam":
+        cfg = config.solver
+        per_step = rows * (1.0 + BACKWARD_FORWARDS)
+        max_steps = cfg.steps * (cfg.max_doublings + 1)
+        passes = analysis_passes + per_step * cfg.steps
+    else:
+        passes = analysis_passes + rows * (2 + _LS_MAX_EVALS)
+    seconds = pass_seconds(False)
+    if config.progress is None and passes * seconds > PROGRESS_SECONDS:
+        seconds = pass_seconds(True)
+    if config.progress is None and passes * seconds <= PROGRESS_SECONDS:
+        return None
+    shape = tuple(images.shape[1:])
+    head = f"dance: optimising {rows} decoys of {images.shape[0]} image(s) of {shape} at layer {name!r}"
+    if solver == "adam":
+        msg = (f"{head} with Adam (the paper's solver): about {per_step * seconds:.2g} s per step on this machine, "
+               f"about {passes * seconds:.0f} s for {cfg.steps} steps and up to {max_steps} steps (decoys stop "
+               f"early once they stop improving); dance.LineSearch() is a much faster solver")
+    else:
+        once = (f", of which about {analysis_passes * seconds:.0f} s is the one-time analysis of the masks"
+                if analysis_passes else "")
+        msg = f"{head} with the line search: about {passes * seconds:.0f} s on this machine{once}"
     from tqdm.auto import tqdm
 
-    chunks = -(-rows // (config.batch_size or rows))
-    unit = "Adam steps" if solver == "adam" else "passes"
-    hint = " (dance.LineSearch() is a much faster solver)" if solver == "adam" else ""
-    tqdm.write(f"dance: optimising {rows} decoys of {images.shape[0]} image(s) of {tuple(images.shape[1:])} in "
-               f"{chunks} batch(es), up to {passes} {unit} each{hint}", file=sys.stderr)
-    return tqdm(total=None, desc="decoys", unit=unit.split()[-1], file=sys.stderr, leave=False)
+    tqdm.write(msg + " (progress=False hides this)", file=sys.stderr)
+    unit = "step" if solver == "adam" else "pass"
+    return tqdm(total=None, desc="decoys", unit=unit, file=sys.stderr, leave=False)
 
 
 def generate_decoys_batch(model: nn.Module, images: torch.Tensor, layer: Union[str, nn.Module],
@@ -719,7 +764,20 @@ def _generate_together(model: nn.Module, images: torch.Tensor, layer, config: De
     # One eval-mode block for the whole call (entering it walks every module of the model).
     with eval_mode(model):
         with torch.no_grad():
+            clock = time.perf_counter()
             ref = probe(_fast_layout(images)).detach()
+            first_pass = (time.perf_counter() - clock) / B
+
+        def pass_seconds(again: bool) -> float:
+            if not again:
+                return first_pass
+            # A small batch, warm: closer to the batched passes of the solver than one cold image.
+            batch = images[:1].repeat(ESTIMATE_BATCH, 1, 1, 1)
+            with torch.no_grad():
+                clock = time.perf_counter()
+                probe(_fast_layout(batch))
+                return min(first_pass, (time.perf_counter() - clock) / ESTIMATE_BATCH)
+
         if relative:
             scale = ref.abs().flatten(1).amax(dim=1)
             if bool((scale == 0).any()):
@@ -762,7 +820,9 @@ def _generate_together(model: nn.Module, images: torch.Tensor, layer, config: De
         steps_run = 0
         # Nothing here draws random numbers: the solvers are deterministic, and the caller's global
         # RNG is left alone.
-        bar = _progress_bar(config, R, images, solver)
+        bar = _announce(config, R, images, name, solver, 0 if analysis is None else analysis.passes, pass_seconds)
+        if analysis is not None:
+            analysis.prepare()
         tick = None if bar is None else (lambda: bar.update(1))
         with torch.enable_grad() if solver == "adam" else torch.no_grad():
             for lo in range(0, R, chunk):
@@ -860,9 +920,10 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
         solver: ``"adam"`` (default): the paper's method (§3.4), or ``dance.Adam(c=..., steps=...)``
             with other settings; ``"linesearch"`` / ``dance.LineSearch(rtol=...)``: a forward-only
             solver that uses the masks' structure, much faster (see :class:`LineSearch`).
-        progress: a progress bar on stderr (tqdm); ``None`` (default) shows one, with the
-            estimated cost, only when the optimisation is long (over about a million pixel-rows
-            times steps, e.g. the paper's solver on a 224x224 image).
+        progress: the estimated time and a progress bar on stderr (tqdm); ``None`` (default)
+            shows them only when the call is estimated, from its own first forward pass, to take
+            longer than ``dance.decoys.PROGRESS_SECONDS`` (10 s) on this machine, e.g. the
+            paper's solver on a 224x224 image; ``False`` never, ``True`` always.
 
     Returns:
         :class:`Decoys` with ``images [N, C, H, W]``, ``masks [N, 1, H, W]``, ``signs [N]``,

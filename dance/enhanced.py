@@ -1,6 +1,8 @@
 """DecoyEnhanced: wrap any attribution method so that it returns decoy-enhanced maps (paper §3.2)."""
 from __future__ import annotations
 
+import sys
+import time
 from typing import Callable, List, Optional, Tuple, Union
 
 import torch
@@ -9,7 +11,7 @@ from captum.log import log_usage
 from torch import nn
 
 from ._checks import check_dtype, check_images, check_int, check_logits, check_model, check_target, gradients_on, ordinary
-from .decoys import DecoyConfig, Decoys, generate_decoys_batch
+from .decoys import BACKWARD_FORWARDS, ESTIMATE_BATCH, PROGRESS_SECONDS, DecoyConfig, Decoys, generate_decoys_batch
 from .layers import eval_mode, resolve_layer
 
 AGGREGATES = ("range", "mean", "std")
@@ -134,6 +136,7 @@ class DecoyEnhanced(Attribution):
         elif decoy_options or self.masks is not None:
             raise TypeError(f"decoy options {sorted(decoy_options)} need layer= and epsilon= (they make decoys)")
         self._n_classes = {}
+        self._forward_seconds = {}
 
     @property
     def epsilon(self) -> Optional[float]:
@@ -209,20 +212,44 @@ class DecoyEnhanced(Attribution):
             key = (tuple(x.shape[1:]), x.device.type, x.dtype)
             if key not in self._n_classes:
                 with torch.no_grad():
+                    clock = time.perf_counter()
                     self._n_classes[key] = check_logits(self.model(x[:1])).shape[-1]
+                    self._forward_seconds[key] = time.perf_counter() - clock
             t = check_target(target, B, self._n_classes[key], x.device)
             if decoys is None:
                 decoys = self._make_decoys(x)
             else:
                 _check_decoys_belong(decoys, x)
-            maps = self._maps_of_populations(x, decoys, t, batch_size, kwargs)
+            maps = self._maps_of_populations(x, decoys, t, batch_size, kwargs, self._forward_seconds[key])
         return x, maps, decoys
 
-    def _maps_of_populations(self, x, decoys, target, batch_size, kwargs) -> torch.Tensor:
+    def _announce(self, x: torch.Tensor, rows: int, forward_seconds: float) -> None:
+        """Say on stderr what the base attribution over every image and decoy will cost, when it is long
+        (estimated at one gradient per image from a timed forward pass; see ``DecoyConfig.progress``)."""
+        progress = None if self.config is None else self.config.progress
+        per_gradient = 1.0 + BACKWARD_FORWARDS
+        if progress is False or (progress is None and rows * per_gradient * forward_seconds <= PROGRESS_SECONDS):
+            return
+        if progress is None:  # the first forward may include one-time warm-up: measure a small batch again
+            batch = x[:1].repeat(ESTIMATE_BATCH, *([1] * (x.dim() - 1)))
+            with torch.no_grad():
+                clock = time.perf_counter()
+                self.model(batch)
+                forward_seconds = min(forward_seconds, (time.perf_counter() - clock) / ESTIMATE_BATCH)
+            if rows * per_gradient * forward_seconds <= PROGRESS_SECONDS:
+                return
+        method = type(self.attribution).__name__ if isinstance(self.attribution, Attribution) else "the attribution"
+        print(f"dance: {method} on {rows} images (the {x.shape[0]} image(s) and their decoys): about "
+              f"{rows * per_gradient * forward_seconds:.0f} s on this machine at one gradient per image (methods "
+              f"that take several, such as IntegratedGradients' n_steps, take that many times longer; "
+              f"progress=False hides this)", file=sys.stderr, flush=True)
+
+    def _maps_of_populations(self, x, decoys, target, batch_size, kwargs, forward_seconds: float) -> torch.Tensor:
         # One flat batch of every original and decoy, so the base method runs in few, large calls.
         populations = [torch.cat([x[b:b + 1], d.images.to(x.device, x.dtype)]) for b, d in enumerate(decoys)]
         sizes = [p.shape[0] for p in populations]
         rows = torch.cat(populations)
+        self._announce(x, rows.shape[0], forward_seconds)
         row_target = torch.cat([target[b:b + 1].expand(n) for b, n in enumerate(sizes)])
         if self._signed_default and "abs" not in kwargs:
             kwargs = dict(kwargs, abs=False)

@@ -7,6 +7,8 @@ numbers that made them findings.
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from captum.attr import Saliency
@@ -387,3 +389,59 @@ def test_sanity_frame_without_pandas_names_the_fix(images, monkeypatch):
     _uninstall(monkeypatch, "pandas")
     with pytest.raises(ImportError, match=r"SanityResult\.to_frame needs pandas.*dance-saliency\[metrics\]"):
         result.to_frame()
+
+
+# ----------------------------------------------------------------------------------------------
+# A practitioner's first call: a long call says what it will cost before it starts
+# ----------------------------------------------------------------------------------------------
+
+def _spy(calls, function, capsys):
+    """``function``, recording what was on stderr when it was first called."""
+    def wrapper(*args, **kwargs):
+        if not calls:
+            calls.append(capsys.readouterr().err)
+        return function(*args, **kwargs)
+    return wrapper
+
+
+@pytest.mark.parametrize("solver", ["linesearch", "adam"])
+def test_a_long_call_says_what_it_will_cost_before_it_starts(make_model, make_image, monkeypatch, capsys, solver):
+    import dance.decoys as D
+    import dance.enhanced as E
+    net, x = make_model("vgg"), make_image(12)
+    e = dance.DecoyEnhanced(Saliency(net), layer="3", epsilon=0.1, relative=True, seed=0,
+                            solver=solver if solver == "linesearch" else dance.Adam(steps=2, max_doublings=0))
+    # Every call counts as long; the machine's speed does not enter the test.
+    monkeypatch.setattr(D, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(E, "PROGRESS_SECONDS", 0.0)
+    D.forget_mask_cache(net)
+    before_solver, before_attribution = [], []
+    solver_fn = "_linesearch" if solver == "linesearch" else "_optimise"
+    monkeypatch.setattr(D, solver_fn, _spy(before_solver, getattr(D, solver_fn), capsys))
+    before_analysis = []
+    monkeypatch.setattr(D, "group_footprints", _spy(before_analysis, D.group_footprints, capsys))
+    e._attribute_fn = _spy(before_attribution, e._attribute_fn, capsys)
+    _, decoys = e.attribute(x, target=1, return_decoys=True)
+    n = len(decoys[0])
+    announced = (before_analysis or before_solver)[0]
+    assert f"dance: optimising {n} decoys of 1 image(s) of (3, 12, 12) at layer '3'" in announced
+    assert re.search(r"about \d+ s", announced) and "progress=False" in announced
+    if solver == "linesearch":
+        assert "one-time analysis of the masks" in announced
+    else:
+        assert "Adam (the paper's solver)" in announced and "up to 2 steps" in announced
+    assert f"dance: Saliency on {n + 1} images" in before_attribution[0]
+    assert re.search(r"about \d+ s on this machine at one gradient per image", before_attribution[0])
+
+
+def test_progress_false_silences_the_estimate_and_short_calls_say_nothing(make_model, make_image, monkeypatch, capsys):
+    import dance.decoys as D
+    import dance.enhanced as E
+    net, x = make_model("vgg"), make_image(12)
+    options = {"layer": "3", "epsilon": 0.1, "relative": True, "solver": "linesearch"}
+    dance.DecoyEnhanced(Saliency(net), **options).attribute(x, target=1)  # a tiny model: seconds below 10
+    assert "dance:" not in capsys.readouterr().err
+    monkeypatch.setattr(D, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(E, "PROGRESS_SECONDS", 0.0)
+    dance.DecoyEnhanced(Saliency(net), progress=False, **options).attribute(x, target=1)
+    assert capsys.readouterr().err == ""
