@@ -641,7 +641,29 @@ def _linesearch(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor,
 #: (``progress=None``, the default; ``progress=False`` silences both, ``True`` always shows them).
 PROGRESS_SECONDS = 10.0
 #: Images in the batch timed again before a long call is announced (a warm, batched pass).
-ESTIMATE_BATCH = 4
+ESTIMATE_BATCH = 8
+#: How long :func:`seconds_per_image` keeps timing (it takes the fastest of its repetitions).
+ESTIMATE_SECONDS = 0.2
+
+
+def seconds_per_image(call: Callable[[torch.Tensor], object], image: torch.Tensor) -> float:
+    """Seconds per image of ``call`` on a warm batch of ``ESTIMATE_BATCH`` copies of ``image``
+    ``[1, C, H, W]`` (no gradients): the fastest of repetitions over about ``ESTIMATE_SECONDS``
+    (at most 10), so that a busy moment of a shared machine or per-call overhead is not taken
+    for the pass's cost."""
+    batch = image[:1].repeat(ESTIMATE_BATCH, *([1] * (image.dim() - 1)))
+    best, spent = math.inf, 0.0
+    with torch.no_grad():
+        for _ in range(10):
+            clock = time.perf_counter()
+            call(batch)
+            took = time.perf_counter() - clock
+            best, spent = min(best, took), spent + took
+            if spent >= ESTIMATE_SECONDS:
+                break
+    return best / ESTIMATE_BATCH
+
+
 #: The cost of a backward pass through the layers up to ``l``, in forward passes (the usual rule of thumb).
 BACKWARD_FORWARDS = 2.0
 
@@ -655,8 +677,8 @@ def _announce(config: DecoyConfig, rows: int, images: torch.Tensor, name: str, s
     one-time mask analysis, and per decoy the line search's probe, evaluations and final
     measurement, or Adam's forward and backward passes per step. ``pass_seconds(False)`` is the
     seconds of one, measured on the call's first pass (which may include one-time warm-up);
-    ``pass_seconds(True)`` measures it again on a small warm batch, which is done only before
-    announcing a long call (the estimate is rough: the machine's load varies).
+    ``pass_seconds(True)`` measures it again (:func:`seconds_per_image`), which is done only
+    before announcing a long call (the estimate is rough: a shared machine's load varies).
     """
     if config.progress is False:
         return None
@@ -769,14 +791,8 @@ def _generate_together(model: nn.Module, images: torch.Tensor, layer, config: De
             first_pass = (time.perf_counter() - clock) / B
 
         def pass_seconds(again: bool) -> float:
-            if not again:
-                return first_pass
-            # A small batch, warm: closer to the batched passes of the solver than one cold image.
-            batch = images[:1].repeat(ESTIMATE_BATCH, 1, 1, 1)
-            with torch.no_grad():
-                clock = time.perf_counter()
-                probe(_fast_layout(batch))
-                return min(first_pass, (time.perf_counter() - clock) / ESTIMATE_BATCH)
+            # Again: a small warm batch, closer to the solver's batched passes than one cold image.
+            return min(first_pass, seconds_per_image(lambda b: probe(_fast_layout(b)), images[:1])) if again else first_pass
 
         if relative:
             scale = ref.abs().flatten(1).amax(dim=1)

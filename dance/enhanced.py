@@ -11,7 +11,7 @@ from captum.log import log_usage
 from torch import nn
 
 from ._checks import check_dtype, check_images, check_int, check_logits, check_model, check_target, gradients_on, ordinary
-from .decoys import BACKWARD_FORWARDS, ESTIMATE_BATCH, PROGRESS_SECONDS, DecoyConfig, Decoys, generate_decoys_batch
+from .decoys import BACKWARD_FORWARDS, PROGRESS_SECONDS, DecoyConfig, Decoys, generate_decoys_batch, seconds_per_image
 from .layers import eval_mode, resolve_layer
 
 AGGREGATES = ("range", "mean", "std")
@@ -137,6 +137,7 @@ class DecoyEnhanced(Attribution):
             raise TypeError(f"decoy options {sorted(decoy_options)} need layer= and epsilon= (they make decoys)")
         self._n_classes = {}
         self._forward_seconds = {}
+        self._forward_measured = set()
 
     @property
     def epsilon(self) -> Optional[float]:
@@ -230,12 +231,11 @@ class DecoyEnhanced(Attribution):
         per_gradient = 1.0 + BACKWARD_FORWARDS
         if progress is False or (progress is None and rows * per_gradient * forward_seconds <= PROGRESS_SECONDS):
             return
-        if progress is None:  # the first forward may include one-time warm-up: measure a small batch again
-            batch = x[:1].repeat(ESTIMATE_BATCH, *([1] * (x.dim() - 1)))
-            with torch.no_grad():
-                clock = time.perf_counter()
-                self.model(batch)
-                forward_seconds = min(forward_seconds, (time.perf_counter() - clock) / ESTIMATE_BATCH)
+        key = (tuple(x.shape[1:]), x.device.type, x.dtype)
+        if progress is None and key not in self._forward_measured:
+            # The first forward may include one-time warm-up: measure again, once per input shape.
+            self._forward_seconds[key] = forward_seconds = min(forward_seconds, seconds_per_image(self.model, x[:1]))
+            self._forward_measured.add(key)
             if rows * per_gradient * forward_seconds <= PROGRESS_SECONDS:
                 return
         method = type(self.attribution).__name__ if isinstance(self.attribution, Attribution) else "the attribution"
