@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ._checks import check_dtype, check_images, check_int, check_model, check_positive, gradients_on, ordinary
-from .layers import LayerProbe, eval_mode, resolve_layer
+from .layers import ImageArgs, LayerProbe, eval_mode, resolve_layer, split_forward_args
 from .masks import code_bits, default_masks, group_footprints, mask_groups
 
 # Tolerance kept below epsilon when a decoy is accepted, so that recomputing F_l in another
@@ -280,9 +280,12 @@ def forget_mask_cache(model: nn.Module) -> None:
     _SPACING_CACHE.pop(model, None)
 
 
-def _mask_family(model, probe, name, image, patch_size, stride, spacing):
-    """The default mask family and its cache key (None when it is not cached)."""
+def _mask_family(model, probe, name, image, patch_size, stride, spacing, cache: bool = True):
+    """The default mask family and its cache key (None when it is not cached). Not cached with
+    extra forward arguments (they might change which pixels a layer cell depends on)."""
     key = (name, tuple(image.shape[1:]), patch_size, stride, spacing, image.device.type)
+    if not cache:
+        return default_masks(probe, image, patch_size, stride, spacing), None
     if spacing != "auto":
         return default_masks(probe, image, patch_size, stride, spacing), key
     per_model = _SPACING_CACHE.setdefault(model, {})
@@ -712,7 +715,8 @@ def _announce(config: DecoyConfig, rows: int, images: torch.Tensor, name: str, s
 
 
 def generate_decoys_batch(model: nn.Module, images: torch.Tensor, layer: Union[str, nn.Module],
-                          config: DecoyConfig, *, masks: Optional[torch.Tensor] = None) -> List[Decoys]:
+                          config: DecoyConfig, *, masks: Optional[torch.Tensor] = None,
+                          additional_forward_args=None) -> List[Decoys]:
     """The decoys of every image of a batch, optimised together in one batched loop.
 
     The batched form of :func:`generate_decoys`, for callers that explain many images at once
@@ -726,6 +730,9 @@ def generate_decoys_batch(model: nn.Module, images: torch.Tensor, layer: Union[s
         config: the :class:`DecoyConfig` (epsilon, masks, solver, ...).
         masks: explicit masks ``[N, 1, H, W]`` (bool or 0/1) overriding the default family; their
             union must cover every pixel.
+        additional_forward_args: extra arguments of the model's forward after the images, as in
+            Captum: a tensor with one entry per image (first axis ``B``) is given each image's
+            entry for all its rows, anything else as it is (``model(x, *args)``).
 
     Returns:
         list of ``B`` :class:`Decoys`, one per image, in order.
@@ -744,11 +751,12 @@ def generate_decoys_batch(model: nn.Module, images: torch.Tensor, layer: Union[s
     if not isinstance(config, DecoyConfig):
         raise TypeError(f"config must be a dance.DecoyConfig, got {type(config).__name__}")
     with gradients_on():  # the Adam solver needs autograd, also inside the caller's inference_mode
-        return _generate(model, ordinary(images), layer, config, masks if not isinstance(masks, torch.Tensor) else ordinary(masks))
+        return _generate(model, ordinary(images), layer, config, masks if not isinstance(masks, torch.Tensor) else ordinary(masks),
+                         additional_forward_args)
 
 
 def _generate(model: nn.Module, images: torch.Tensor, layer, config: DecoyConfig,
-              masks: Optional[torch.Tensor] = None) -> List[Decoys]:
+              masks: Optional[torch.Tensor] = None, forward_args=None) -> List[Decoys]:
     """Decoys for every image of a checked batch ``images [B, C, H, W]``, each image solved on its own.
 
     An image's decoys must not depend on the other images of its batch. Solved together, they
@@ -757,14 +765,15 @@ def _generate(model: nn.Module, images: torch.Tensor, layer, config: DecoyConfig
     batch's composition. So the rows of one image are optimised together, and never with another
     image's rows: the result of ``images[b]`` is bit for bit that of ``images[b:b + 1]`` alone.
     """
+    per_image = split_forward_args(forward_args, images.shape[0])
     if images.shape[0] == 1:
-        return _generate_together(model, images, layer, config, masks)
+        return _generate_together(model, images, layer, config, masks, per_image[0])
     return [d for b in range(images.shape[0])
-            for d in _generate_together(model, images[b:b + 1], layer, config, masks)]
+            for d in _generate_together(model, images[b:b + 1], layer, config, masks, per_image[b])]
 
 
 def _generate_together(model: nn.Module, images: torch.Tensor, layer, config: DecoyConfig,
-                       masks: Optional[torch.Tensor] = None) -> List[Decoys]:
+                       masks: Optional[torch.Tensor] = None, image_args: Optional[ImageArgs] = None) -> List[Decoys]:
     """Decoys for every image of a checked batch ``images [B, C, H, W]``, optimised together."""
     epsilon, relative, seed = config.epsilon, config.relative, config.seed
     patch_size, stride, spacing, n_masks = config.patch_size, config.stride, config.spacing, config.n_masks
@@ -780,7 +789,7 @@ def _generate_together(model: nn.Module, images: torch.Tensor, layer, config: De
     if patch_size > min(H, W):
         raise ValueError(f"patch_size={patch_size} is larger than the image ({H}x{W})")
     name, module = resolve_layer(model, layer)
-    probe = LayerProbe(model, module, name)
+    probe = LayerProbe(model, module, name, image_args)
     device = images.device
 
     # One eval-mode block for the whole call (entering it walks every module of the model).
@@ -807,7 +816,8 @@ def _generate_together(model: nn.Module, images: torch.Tensor, layer, config: De
         if masks is not None:
             family = check_masks(masks, H, W).to(device)
         else:
-            family, family_key = _mask_family(model, probe, name, images[:1], patch_size, stride, spacing)
+            family, family_key = _mask_family(model, probe, name, images[:1], patch_size, stride, spacing,
+                                              cache=image_args is None)
         subset = None
         if n_masks is not None:
             if n_masks < family.shape[0]:
@@ -909,7 +919,7 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
                     spacing: Union[str, int, None] = "auto", n_masks: Optional[int] = None,
                     masks: Optional[torch.Tensor] = None, directions: Sequence[int] = (1, -1),
                     seed: int = 0, batch_size: Optional[int] = None, solver: Union[str, Solver] = "adam",
-                    progress: Optional[bool] = None) -> Decoys:
+                    progress: Optional[bool] = None, additional_forward_args=None) -> Decoys:
     """Optimise the decoys of one image at one layer (paper Eq. 2, solved as in §3.4).
 
     Args:
@@ -940,6 +950,9 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
             shows them only when the call is estimated, from its own first forward pass, to take
             longer than ``dance.decoys.PROGRESS_SECONDS`` (10 s) on this machine, e.g. the
             paper's solver on a 224x224 image; ``False`` never, ``True`` always.
+        additional_forward_args: extra arguments of the model's forward after the image
+            (``model(x, *args)``), as in Captum; a tensor with a first axis of 1 is expanded to
+            every decoy. The mask analysis is then not cached.
 
     Returns:
         :class:`Decoys` with ``images [N, C, H, W]``, ``masks [N, 1, H, W]``, ``signs [N]``,
@@ -964,4 +977,5 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
                          n_masks=n_masks, directions=directions, seed=seed, batch_size=batch_size, solver=solver,
                          progress=progress)
     with gradients_on():  # the Adam solver needs autograd, also inside the caller's inference_mode
-        return _generate(model, ordinary(x), layer, config, masks if not isinstance(masks, torch.Tensor) else ordinary(masks))[0]
+        return _generate(model, ordinary(x), layer, config, masks if not isinstance(masks, torch.Tensor) else ordinary(masks),
+                         additional_forward_args)[0]

@@ -109,13 +109,58 @@ class _Shifted(nn.Module):
         return self.net(x) + shift
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="additional_forward_args reach the base method but not the decoy optimisation nor the "
-                          "class count, which call model(x) alone; wrap the model to bind extra arguments")
 def test_additional_forward_args_reach_the_model(net, images):
     shifted = dance.DecoyEnhanced(Saliency(_Shifted(net)), **{**DECOYS, "layer": "net.3"})
     got = shifted.attribute(images, target=1, additional_forward_args=(torch.zeros(3, 5),))
     torch.testing.assert_close(got, explainer(net).attribute(images, target=1))
+
+
+class _Gated(nn.Module):
+    """A model whose extra forward argument scales the input per image: ``net(x * gate[:, None, None, None])``."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, gate, offset=0.0):
+        return self.net(x * gate[:, None, None, None]) + offset
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_per_image_forward_args_reach_every_member_of_each_population(net, images, method):
+    """Each image's entry of a per-image argument goes with it, its decoys, and (for IG) every
+    step of every decoy, in the decoy optimisation and the base method alike; a shared argument
+    (a float) is passed as it is. Checked against each image alone with its argument bound."""
+    cls, kwargs = METHODS[method]
+    gate = torch.tensor([1.0, 0.5, 0.8])
+    options = {**DECOYS, "layer": "net.3"}
+    e = dance.DecoyEnhanced(cls(_Gated(net)), **options)
+    got, decoys = e.attribute(images, target=torch.tensor([1, 0, 4]), additional_forward_args=(gate, 0.25),
+                              return_decoys=True, **kwargs)
+    for b, t in enumerate([1, 0, 4]):
+        alone = dance.DecoyEnhanced(cls(_Bound(net, float(gate[b]))), **options)
+        want, want_decoys = alone.attribute(images[b:b + 1], target=t, return_decoys=True, **kwargs)
+        torch.testing.assert_close(decoys[b].images, want_decoys[0].images)
+        torch.testing.assert_close(got[b:b + 1], want, rtol=1e-5, atol=1e-6)
+    # Chunked base attribution: the per-row arguments are cut with the rows.
+    torch.testing.assert_close(e.attribute(images, target=torch.tensor([1, 0, 4]), additional_forward_args=(gate, 0.25),
+                                           batch_size=4, **kwargs), got, rtol=1e-5, atol=1e-6)
+
+
+class _Bound(nn.Module):
+    def __init__(self, net, gate):
+        super().__init__()
+        self.net, self.gate = net, gate
+
+    def forward(self, x):
+        return self.net(x * self.gate) + 0.25
+
+
+def test_generate_decoys_takes_additional_forward_args(net, images):
+    got = dance.generate_decoys(_Gated(net), images[0], "net.3", epsilon=0.1, relative=True, solver="linesearch",
+                                additional_forward_args=(torch.tensor([0.5]),))
+    want = dance.generate_decoys(_Bound(net, 0.5), images[0], "net.3", epsilon=0.1, relative=True, solver="linesearch")
+    torch.testing.assert_close(got.images, want.images)
 
 
 def test_chunking_changes_nothing(net, images):
