@@ -17,7 +17,7 @@ shared). ``--adam`` also times the paper's solver (``solver="adam"``) once, at t
 count (many minutes). Results go to ``benchmarks/results/readme_example.json``.
 
     python benchmarks/readme_example.py                  # about 2 minutes on 2 cores
-    python benchmarks/readme_example.py --adam           # plus the paper's solver
+    python benchmarks/readme_example.py --adam           # plus the paper's solver: about 8 minutes more
     python benchmarks/readme_example.py --layer model.layer1 --out /tmp/layer1.json
 """
 from __future__ import annotations
