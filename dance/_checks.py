@@ -8,7 +8,9 @@ modifies what it checks: tensors are read (and detached views returned), never w
 """
 from __future__ import annotations
 
+import importlib
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
@@ -104,6 +106,34 @@ def check_choice(value, name: str, choices: Sequence) -> object:
     if not any(value is c or (type(value) is type(c) and value == c) for c in choices):
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
+
+
+# --------------------------------------------------------------------------------------------
+# Optional dependencies (the "metrics" extra)
+# --------------------------------------------------------------------------------------------
+
+#: How to install the optional dependencies of dance (scikit-image, Pillow, pandas).
+METRICS_EXTRA = 'pip install "dance-saliency[metrics]"'
+
+
+class MissingExtraError(ModuleNotFoundError):
+    """An optional dependency of one function of dance is not installed (an ``ImportError``)."""
+
+
+def optional_import(module: str, *, package: str, needed_by: str) -> ModuleType:
+    """Import ``module`` (from the distribution ``package``) for the function ``needed_by``.
+
+    A missing module is a :class:`MissingExtraError` that names the function, the package and the
+    fix (``pip install "dance-saliency[metrics]"``) instead of a bare ``ModuleNotFoundError``.
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        raise MissingExtraError(
+            f"{needed_by} needs {package}, which is not installed ({err}); it is an optional dependency "
+            f"of dance: {METRICS_EXTRA}",
+            name=err.name or module,
+        ) from err
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,12 +336,36 @@ def _check_class_range(t: torch.Tensor, n_classes: Optional[int]) -> None:
         raise ValueError(f"target must be in [0, {n_classes - 1}] for this model, got {t.tolist()}")
 
 
+def _class_index(value, what: str) -> int:
+    """One class index given the Captum way: an int, or a 1-tuple ``(k,)`` (an index into a
+    ``[B, classes]`` output's only non-batch axis)."""
+    if isinstance(value, tuple):
+        if len(value) != 1:
+            raise ValueError(f"{what} is a tuple {value!r}: Captum reads a tuple as an index into the model's "
+                             f"output axes after the batch, and a classifier's [B, classes] output has one; "
+                             f"pass (k,) or k for one class, or a list / LongTensor with one class per image")
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer class index, got {value!r} ({type(value).__name__})")
+    return value
+
+
 def check_target(target, batch: int, n_classes: Optional[int], device) -> torch.Tensor:
-    """``target``: an int or a LongTensor of length ``batch``; returns a LongTensor [batch]."""
+    """``target`` in any of Captum's forms for a ``[B, classes]`` output; returns a LongTensor [batch].
+
+    Accepted: an int or a 1-tuple ``(k,)`` (one class for every image); a LongTensor of one or
+    ``batch`` values; a list of ``batch`` ints or of ``batch`` 1-tuples (one class per image).
+    """
     if isinstance(target, bool):
         raise TypeError("target must be an int or a LongTensor of length B, got a bool")
-    if isinstance(target, int):
-        t = torch.full((batch,), target, dtype=torch.long, device=device)
+    if isinstance(target, (int, tuple)):
+        t = torch.full((batch,), _class_index(target, "target"), dtype=torch.long, device=device)
+    elif isinstance(target, list):
+        if len(target) != batch:
+            raise ValueError(f"target is a list of {len(target)} classes, but inputs hold {batch} images: "
+                             f"give one class per image (or one int for all)")
+        t = torch.tensor([_class_index(v, f"target[{i}]") for i, v in enumerate(target)], dtype=torch.long,
+                         device=device)
     elif isinstance(target, torch.Tensor):
         if target.dtype not in _INTEGER_DTYPES:
             raise TypeError(f"target must be an int or a LongTensor, got a tensor of dtype {target.dtype}")
@@ -326,7 +380,7 @@ def check_target(target, batch: int, n_classes: Optional[int], device) -> torch.
         t = t.to(device=device, dtype=torch.long)
     else:
         raise TypeError(
-            f"target must be an int or a LongTensor of length B, got {type(target).__name__}"
+            f"target must be an int, a list of ints or a LongTensor of length B, got {type(target).__name__}"
         )
     _check_class_range(t, n_classes)
     return t

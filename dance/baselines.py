@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_choice, check_dtype, check_images, check_model, check_positive, check_seed
+from ._checks import check_choice, check_dtype, check_images, check_model, check_positive, check_seed, optional_import
 from .layers import LayerProbe, eval_mode, resolve_layer
 from .decoys import Decoys, check_masks
 
@@ -37,7 +37,8 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _inpaint(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    from skimage.restoration import inpaint_biharmonic
+    inpaint_biharmonic = optional_import("skimage.restoration", package="scikit-image",
+                                         needed_by='dance.baselines.replacement_decoys(kind="inpaint")').inpaint_biharmonic
 
     img = x[0].permute(1, 2, 0).cpu().double().numpy()
     out = []

@@ -27,17 +27,18 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ._checks import check_dtype, check_images, check_int, check_model, check_positive, gradients_on, ordinary
-from .layers import LayerProbe, eval_mode, resolve_layer
-from .masks import default_masks, group_footprints, mask_groups
+from .layers import ImageArgs, LayerProbe, eval_mode, resolve_layer, split_forward_args
+from .masks import code_bits, default_masks, group_footprints, mask_groups
 
 # Tolerance kept below epsilon when a decoy is accepted, so that recomputing F_l in another
 # batch composition (different float summation order) cannot push it over epsilon.
@@ -162,8 +163,9 @@ class DecoyConfig:
         batch_size: decoys optimised at once (bounds memory); default all.
         solver: :class:`Adam` (default, the paper's method) or :class:`LineSearch`; the strings
             ``"adam"`` and ``"linesearch"`` stand for their default settings.
-        progress: show a progress bar (tqdm, on stderr) while optimising; ``None`` (default)
-            shows one only for long optimisations (see :func:`generate_decoys`).
+        progress: say the estimated time and show a progress bar (tqdm, on stderr) while
+            optimising; ``None`` (default) only for calls estimated to be long (see
+            :func:`generate_decoys`).
 
     Example:
         >>> import dance
@@ -278,9 +280,12 @@ def forget_mask_cache(model: nn.Module) -> None:
     _SPACING_CACHE.pop(model, None)
 
 
-def _mask_family(model, probe, name, image, patch_size, stride, spacing):
-    """The default mask family and its cache key (None when it is not cached)."""
+def _mask_family(model, probe, name, image, patch_size, stride, spacing, cache: bool = True):
+    """The default mask family and its cache key (None when it is not cached). Not cached with
+    extra forward arguments (they might change which pixels a layer cell depends on)."""
     key = (name, tuple(image.shape[1:]), patch_size, stride, spacing, image.device.type)
+    if not cache:
+        return default_masks(probe, image, patch_size, stride, spacing), None
     if spacing != "auto":
         return default_masks(probe, image, patch_size, stride, spacing), key
     per_model = _SPACING_CACHE.setdefault(model, {})
@@ -300,18 +305,30 @@ class _FamilyAnalysis:
     def __init__(self, model, probe, image, family, key, subset):
         self.probe, self.image, self.family, self.subset = probe, image, family, subset
         self.full = None
+        #: NaN images the analysis still has to evaluate (known before it runs, for the cost
+        #: estimate; not counted for families analysed chunk by chunk).
+        self.passes = 0
+        self._todo = None
         M, _, H, W = family.shape
         if M * H * W > _ANALYSIS_CACHE_LIMIT:
             return
         per_model = _SPACING_CACHE.setdefault(model, {}) if key is not None else {}
-        akey = ("analysis",) + tuple(key or ())
-        if akey not in per_model:
-            per_model[akey] = tuple(t.cpu() for t in self._measure(family))
-        device = family.device
-        self.full = tuple(t.to(device) for t in per_model[akey])
+        self._store, self._akey = per_model, ("analysis",) + tuple(key or ())
+        if self._akey not in per_model:
+            self._todo = mask_groups(family)
+            self.passes = sum(code_bits(int(n)) for n in self._todo[1])
+        else:
+            self.full = tuple(t.to(family.device) for t in per_model[self._akey])
 
-    def _measure(self, masks):
-        pieces, counts = mask_groups(masks)
+    def prepare(self) -> None:
+        """Run the (cached) analysis of the whole family, unless it is known already."""
+        if self._todo is not None:
+            self._store[self._akey] = tuple(t.cpu() for t in self._measure(self.family, self._todo))
+            self.full = tuple(t.to(self.family.device) for t in self._store[self._akey])
+            self._todo, self.passes = None, 0
+
+    def _measure(self, masks, groups=None):
+        pieces, counts = mask_groups(masks) if groups is None else groups
         pieces, counts, cells = group_footprints(self.probe, self.image, pieces.to(torch.int32), counts)
         return pieces.long(), counts, cells.long()
 
@@ -622,30 +639,84 @@ def _linesearch(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor,
     return images, row_dev, movement, feasible, evaluations, exact
 
 
-#: Optimisations above this much work (rows x pixels per row x solver passes) show a progress bar
-#: by default (``progress=None``): the paper's solver on one 224x224 image is about 1e10.
-PROGRESS_WORK = 5e9
+#: A call estimated to take longer than this many seconds (on this machine) says so on stderr
+#: before it starts, with the estimate, and shows a progress bar while it optimises
+#: (``progress=None``, the default; ``progress=False`` silences both, ``True`` always shows them).
+PROGRESS_SECONDS = 10.0
+#: Images in the batch timed again before a long call is announced (a warm, batched pass).
+ESTIMATE_BATCH = 8
+#: How long :func:`seconds_per_image` keeps timing (it takes the fastest of its repetitions).
+ESTIMATE_SECONDS = 0.2
 
 
-def _progress_bar(config: DecoyConfig, rows: int, images: torch.Tensor, solver: str):
-    """A tqdm bar on stderr for a long optimisation (see ``DecoyConfig.progress``), or None."""
-    passes = config.solver.steps * (config.solver.max_doublings + 1) if solver == "adam" else 1 + _LS_MAX_EVALS
-    work = rows * images[0].numel() * passes
-    show = work > PROGRESS_WORK if config.progress is None else config.progress
-    if not show:
+def seconds_per_image(call: Callable[[torch.Tensor], object], image: torch.Tensor) -> float:
+    """Seconds per image of ``call`` on a warm batch of ``ESTIMATE_BATCH`` copies of ``image``
+    ``[1, C, H, W]`` (no gradients): the fastest of repetitions over about ``ESTIMATE_SECONDS``
+    (at most 10), so that a busy moment of a shared machine or per-call overhead is not taken
+    for the pass's cost."""
+    batch = image[:1].repeat(ESTIMATE_BATCH, *([1] * (image.dim() - 1)))
+    best, spent = math.inf, 0.0
+    with torch.no_grad():
+        for _ in range(10):
+            clock = time.perf_counter()
+            call(batch)
+            took = time.perf_counter() - clock
+            best, spent = min(best, took), spent + took
+            if spent >= ESTIMATE_SECONDS:
+                break
+    return best / ESTIMATE_BATCH
+
+
+#: The cost of a backward pass through the layers up to ``l``, in forward passes (the usual rule of thumb).
+BACKWARD_FORWARDS = 2.0
+
+
+def _announce(config: DecoyConfig, rows: int, images: torch.Tensor, name: str, solver: str,
+              analysis_passes: int, pass_seconds: Callable[[bool], float]) -> Optional[object]:
+    """Say what a long optimisation will cost before it starts (stderr) and return its progress
+    bar (tqdm), or None for a short one (see ``DecoyConfig.progress``).
+
+    The estimate counts forward passes through the layers up to ``l`` (one image each): the
+    one-time mask analysis, and per decoy the line search's probe, evaluations and final
+    measurement, or Adam's forward and backward passes per step. ``pass_seconds(False)`` is the
+    seconds of one, measured on the call's first pass (which may include one-time warm-up);
+    ``pass_seconds(True)`` measures it again (:func:`seconds_per_image`), which is done only
+    before announcing a long call (the estimate is rough: a shared machine's load varies).
+    """
+    if config.progress is False:
         return None
+    if solver == "adam":
+        cfg = config.solver
+        per_step = rows * (1.0 + BACKWARD_FORWARDS)
+        max_steps = cfg.steps * (cfg.max_doublings + 1)
+        passes = analysis_passes + per_step * cfg.steps
+    else:
+        passes = analysis_passes + rows * (2 + _LS_MAX_EVALS)
+    seconds = pass_seconds(False)
+    if config.progress is None and passes * seconds > PROGRESS_SECONDS:
+        seconds = pass_seconds(True)
+    if config.progress is None and passes * seconds <= PROGRESS_SECONDS:
+        return None
+    shape = tuple(images.shape[1:])
+    head = f"dance: optimising {rows} decoys of {images.shape[0]} image(s) of {shape} at layer {name!r}"
+    if solver == "adam":
+        msg = (f"{head} with Adam (the paper's solver): about {per_step * seconds:.2g} s per step on this machine, "
+               f"about {passes * seconds:.0f} s for {cfg.steps} steps and up to {max_steps} steps (decoys stop "
+               f"early once they stop improving); dance.LineSearch() is a much faster solver")
+    else:
+        once = (f", of which about {analysis_passes * seconds:.0f} s is the one-time analysis of the masks"
+                if analysis_passes else "")
+        msg = f"{head} with the line search: about {passes * seconds:.0f} s on this machine{once}"
     from tqdm.auto import tqdm
 
-    chunks = -(-rows // (config.batch_size or rows))
-    unit = "Adam steps" if solver == "adam" else "passes"
-    hint = " (dance.LineSearch() is a much faster solver)" if solver == "adam" else ""
-    tqdm.write(f"dance: optimising {rows} decoys of {images.shape[0]} image(s) of {tuple(images.shape[1:])} in "
-               f"{chunks} batch(es), up to {passes} {unit} each{hint}", file=sys.stderr)
-    return tqdm(total=None, desc="decoys", unit=unit.split()[-1], file=sys.stderr, leave=False)
+    tqdm.write(msg + " (progress=False hides this)", file=sys.stderr)
+    unit = "step" if solver == "adam" else "pass"
+    return tqdm(total=None, desc="decoys", unit=unit, file=sys.stderr, leave=False)
 
 
 def generate_decoys_batch(model: nn.Module, images: torch.Tensor, layer: Union[str, nn.Module],
-                          config: DecoyConfig, *, masks: Optional[torch.Tensor] = None) -> List[Decoys]:
+                          config: DecoyConfig, *, masks: Optional[torch.Tensor] = None,
+                          additional_forward_args=None) -> List[Decoys]:
     """The decoys of every image of a batch, optimised together in one batched loop.
 
     The batched form of :func:`generate_decoys`, for callers that explain many images at once
@@ -659,6 +730,9 @@ def generate_decoys_batch(model: nn.Module, images: torch.Tensor, layer: Union[s
         config: the :class:`DecoyConfig` (epsilon, masks, solver, ...).
         masks: explicit masks ``[N, 1, H, W]`` (bool or 0/1) overriding the default family; their
             union must cover every pixel.
+        additional_forward_args: extra arguments of the model's forward after the images, as in
+            Captum: a tensor with one entry per image (first axis ``B``) is given each image's
+            entry for all its rows, anything else as it is (``model(x, *args)``).
 
     Returns:
         list of ``B`` :class:`Decoys`, one per image, in order.
@@ -677,11 +751,12 @@ def generate_decoys_batch(model: nn.Module, images: torch.Tensor, layer: Union[s
     if not isinstance(config, DecoyConfig):
         raise TypeError(f"config must be a dance.DecoyConfig, got {type(config).__name__}")
     with gradients_on():  # the Adam solver needs autograd, also inside the caller's inference_mode
-        return _generate(model, ordinary(images), layer, config, masks if not isinstance(masks, torch.Tensor) else ordinary(masks))
+        return _generate(model, ordinary(images), layer, config, masks if not isinstance(masks, torch.Tensor) else ordinary(masks),
+                         additional_forward_args)
 
 
 def _generate(model: nn.Module, images: torch.Tensor, layer, config: DecoyConfig,
-              masks: Optional[torch.Tensor] = None) -> List[Decoys]:
+              masks: Optional[torch.Tensor] = None, forward_args=None) -> List[Decoys]:
     """Decoys for every image of a checked batch ``images [B, C, H, W]``, each image solved on its own.
 
     An image's decoys must not depend on the other images of its batch. Solved together, they
@@ -690,14 +765,15 @@ def _generate(model: nn.Module, images: torch.Tensor, layer, config: DecoyConfig
     batch's composition. So the rows of one image are optimised together, and never with another
     image's rows: the result of ``images[b]`` is bit for bit that of ``images[b:b + 1]`` alone.
     """
+    per_image = split_forward_args(forward_args, images.shape[0])
     if images.shape[0] == 1:
-        return _generate_together(model, images, layer, config, masks)
+        return _generate_together(model, images, layer, config, masks, per_image[0])
     return [d for b in range(images.shape[0])
-            for d in _generate_together(model, images[b:b + 1], layer, config, masks)]
+            for d in _generate_together(model, images[b:b + 1], layer, config, masks, per_image[b])]
 
 
 def _generate_together(model: nn.Module, images: torch.Tensor, layer, config: DecoyConfig,
-                       masks: Optional[torch.Tensor] = None) -> List[Decoys]:
+                       masks: Optional[torch.Tensor] = None, image_args: Optional[ImageArgs] = None) -> List[Decoys]:
     """Decoys for every image of a checked batch ``images [B, C, H, W]``, optimised together."""
     epsilon, relative, seed = config.epsilon, config.relative, config.seed
     patch_size, stride, spacing, n_masks = config.patch_size, config.stride, config.spacing, config.n_masks
@@ -713,13 +789,20 @@ def _generate_together(model: nn.Module, images: torch.Tensor, layer, config: De
     if patch_size > min(H, W):
         raise ValueError(f"patch_size={patch_size} is larger than the image ({H}x{W})")
     name, module = resolve_layer(model, layer)
-    probe = LayerProbe(model, module, name)
+    probe = LayerProbe(model, module, name, image_args)
     device = images.device
 
     # One eval-mode block for the whole call (entering it walks every module of the model).
     with eval_mode(model):
         with torch.no_grad():
+            clock = time.perf_counter()
             ref = probe(_fast_layout(images)).detach()
+            first_pass = (time.perf_counter() - clock) / B
+
+        def pass_seconds(again: bool) -> float:
+            # Again: a small warm batch, closer to the solver's batched passes than one cold image.
+            return min(first_pass, seconds_per_image(lambda b: probe(_fast_layout(b)), images[:1])) if again else first_pass
+
         if relative:
             scale = ref.abs().flatten(1).amax(dim=1)
             if bool((scale == 0).any()):
@@ -733,7 +816,8 @@ def _generate_together(model: nn.Module, images: torch.Tensor, layer, config: De
         if masks is not None:
             family = check_masks(masks, H, W).to(device)
         else:
-            family, family_key = _mask_family(model, probe, name, images[:1], patch_size, stride, spacing)
+            family, family_key = _mask_family(model, probe, name, images[:1], patch_size, stride, spacing,
+                                              cache=image_args is None)
         subset = None
         if n_masks is not None:
             if n_masks < family.shape[0]:
@@ -762,7 +846,9 @@ def _generate_together(model: nn.Module, images: torch.Tensor, layer, config: De
         steps_run = 0
         # Nothing here draws random numbers: the solvers are deterministic, and the caller's global
         # RNG is left alone.
-        bar = _progress_bar(config, R, images, solver)
+        bar = _announce(config, R, images, name, solver, 0 if analysis is None else analysis.passes, pass_seconds)
+        if analysis is not None:
+            analysis.prepare()
         tick = None if bar is None else (lambda: bar.update(1))
         with torch.enable_grad() if solver == "adam" else torch.no_grad():
             for lo in range(0, R, chunk):
@@ -833,7 +919,7 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
                     spacing: Union[str, int, None] = "auto", n_masks: Optional[int] = None,
                     masks: Optional[torch.Tensor] = None, directions: Sequence[int] = (1, -1),
                     seed: int = 0, batch_size: Optional[int] = None, solver: Union[str, Solver] = "adam",
-                    progress: Optional[bool] = None) -> Decoys:
+                    progress: Optional[bool] = None, additional_forward_args=None) -> Decoys:
     """Optimise the decoys of one image at one layer (paper Eq. 2, solved as in §3.4).
 
     Args:
@@ -860,9 +946,13 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
         solver: ``"adam"`` (default): the paper's method (§3.4), or ``dance.Adam(c=..., steps=...)``
             with other settings; ``"linesearch"`` / ``dance.LineSearch(rtol=...)``: a forward-only
             solver that uses the masks' structure, much faster (see :class:`LineSearch`).
-        progress: a progress bar on stderr (tqdm); ``None`` (default) shows one, with the
-            estimated cost, only when the optimisation is long (over about a million pixel-rows
-            times steps, e.g. the paper's solver on a 224x224 image).
+        progress: the estimated time and a progress bar on stderr (tqdm); ``None`` (default)
+            shows them only when the call is estimated, from its own first forward pass, to take
+            longer than ``dance.decoys.PROGRESS_SECONDS`` (10 s) on this machine, e.g. the
+            paper's solver on a 224x224 image; ``False`` never, ``True`` always.
+        additional_forward_args: extra arguments of the model's forward after the image
+            (``model(x, *args)``), as in Captum; a tensor with a first axis of 1 is expanded to
+            every decoy. The mask analysis is then not cached.
 
     Returns:
         :class:`Decoys` with ``images [N, C, H, W]``, ``masks [N, 1, H, W]``, ``signs [N]``,
@@ -887,4 +977,5 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
                          n_masks=n_masks, directions=directions, seed=seed, batch_size=batch_size, solver=solver,
                          progress=progress)
     with gradients_on():  # the Adam solver needs autograd, also inside the caller's inference_mode
-        return _generate(model, ordinary(x), layer, config, masks if not isinstance(masks, torch.Tensor) else ordinary(masks))[0]
+        return _generate(model, ordinary(x), layer, config, masks if not isinstance(masks, torch.Tensor) else ordinary(masks),
+                         additional_forward_args)[0]

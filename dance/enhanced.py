@@ -1,7 +1,9 @@
 """DecoyEnhanced: wrap any attribution method so that it returns decoy-enhanced maps (paper §3.2)."""
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Union
+import sys
+import time
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 from captum.attr import Attribution, NoiseTunnel, Saliency
@@ -9,13 +11,16 @@ from captum.log import log_usage
 from torch import nn
 
 from ._checks import check_dtype, check_images, check_int, check_logits, check_model, check_target, gradients_on, ordinary
-from .decoys import DecoyConfig, Decoys, generate_decoys_batch
-from .layers import eval_mode, resolve_layer
+from .decoys import BACKWARD_FORWARDS, PROGRESS_SECONDS, DecoyConfig, Decoys, generate_decoys_batch, seconds_per_image
+from .layers import eval_mode, resolve_layer, split_forward_args
 
 AGGREGATES = ("range", "mean", "std")
 #: The keywords of :func:`dance.generate_decoys` that :class:`DecoyEnhanced` passes on (all of
 #: :class:`dance.DecoyConfig`'s fields but ``epsilon``).
 DECOY_OPTIONS = frozenset(DecoyConfig.__dataclass_fields__) - {"epsilon"}
+#: Captum's forms of ``target`` for a classifier: an int or ``(k,)`` for every image, or one class
+#: per image as a list of ints, a list of 1-tuples or an integer tensor.
+Target = Union[int, Tuple[int], List[int], List[Tuple[int]], torch.Tensor]
 
 
 def _wants_signed_gradient(attribution) -> bool:
@@ -131,6 +136,8 @@ class DecoyEnhanced(Attribution):
         elif decoy_options or self.masks is not None:
             raise TypeError(f"decoy options {sorted(decoy_options)} need layer= and epsilon= (they make decoys)")
         self._n_classes = {}
+        self._forward_seconds = {}
+        self._forward_measured = set()
 
     @property
     def epsilon(self) -> Optional[float]:
@@ -144,33 +151,40 @@ class DecoyEnhanced(Attribution):
     def multiplies_by_inputs(self) -> bool:
         return bool(getattr(self.attribution, "multiplies_by_inputs", False))
 
-    def decoys(self, inputs: torch.Tensor) -> List[Decoys]:
-        """The decoys of every image of ``inputs [B, C, H, W]``, optimised in one batched loop."""
+    def decoys(self, inputs: torch.Tensor, additional_forward_args=None) -> List[Decoys]:
+        """The decoys of every image of ``inputs [B, C, H, W]``, optimised in one batched loop
+        (``additional_forward_args`` as in :meth:`attribute`)."""
         x = check_images(inputs, self.model)
-        return self._make_decoys(x)
+        return self._make_decoys(x, additional_forward_args)
 
-    def _make_decoys(self, x: torch.Tensor) -> List[Decoys]:
+    def _make_decoys(self, x: torch.Tensor, forward_args=None) -> List[Decoys]:
         if self.config is None or self.layer_name is None:
             raise ValueError("this DecoyEnhanced makes no decoys (it was built without layer= and epsilon=): "
                              "pass decoys= to the call, or build it with layer=... and epsilon=...")
-        return generate_decoys_batch(self.model, x, self.layer_name, self.config, masks=self.masks)
+        return generate_decoys_batch(self.model, x, self.layer_name, self.config, masks=self.masks,
+                                     additional_forward_args=forward_args)
 
     # Captum's wrappers (NoiseTunnel) call attribute.__wrapped__, which its log_usage decorator sets.
     @log_usage()
-    def attribute(self, inputs: torch.Tensor, target: Union[None, int, torch.Tensor] = None, *,
+    def attribute(self, inputs: torch.Tensor, target: Optional[Target] = None, *,
                   batch_size: Optional[int] = None, return_decoys: bool = False,
                   decoys: Optional[List[Decoys]] = None, **attribution_kwargs):
         """Decoy-enhanced attributions of a batch.
 
         Args:
             inputs: ``[B, C, H, W]`` float images in [0, 1] (one image ``[C, H, W]`` is accepted).
-            target: the class to explain: an int, or a LongTensor of length B.
+            target: the class to explain, in any of Captum's forms: an int (or ``(k,)``) for every
+                image, or one class per image as a list of ints (or of 1-tuples) or a LongTensor
+                of length B.
             batch_size: at most this many images (originals and decoys) per call of the base
                 attribution, to bound memory; default: all at once.
             return_decoys: also return the list of :class:`Decoys`, one per image.
             decoys: the populations to use instead of optimising new ones (one :class:`Decoys`
                 per image, of these very images), e.g. to compare base methods on the same decoys.
             **attribution_kwargs: passed to the base method (``n_steps``, ``nt_samples``, ...).
+                ``baselines`` and the tensors of ``additional_forward_args`` with one entry per
+                image (first axis B) are repeated for the image's decoys; the model is called as
+                ``model(x, *additional_forward_args)`` by the decoy optimisation too.
 
         Returns:
             ``[B, C, H, W]`` decoy-enhanced maps (and the decoys if ``return_decoys``).
@@ -179,7 +193,7 @@ class DecoyEnhanced(Attribution):
         out = torch.stack([aggregate_maps(m, self.aggregate) for m in maps])
         return (out, decoys) if return_decoys else out
 
-    def population_maps(self, inputs: torch.Tensor, target: Union[None, int, torch.Tensor] = None, *,
+    def population_maps(self, inputs: torch.Tensor, target: Optional[Target] = None, *,
                         batch_size: Optional[int] = None, decoys: Optional[List[Decoys]] = None,
                         **attribution_kwargs) -> List[torch.Tensor]:
         """The unreduced maps: for each image, the base method's map of the image and of each decoy.
@@ -204,31 +218,60 @@ class DecoyEnhanced(Attribution):
             key = (tuple(x.shape[1:]), x.device.type, x.dtype)
             if key not in self._n_classes:
                 with torch.no_grad():
-                    self._n_classes[key] = check_logits(self.model(x[:1])).shape[-1]
+                    clock = time.perf_counter()
+                    self._n_classes[key] = check_logits(self._forward(x[:1], kwargs, B)).shape[-1]
+                    self._forward_seconds[key] = time.perf_counter() - clock
             t = check_target(target, B, self._n_classes[key], x.device)
             if decoys is None:
-                decoys = self._make_decoys(x)
+                decoys = self._make_decoys(x, kwargs.get("additional_forward_args"))
             else:
                 _check_decoys_belong(decoys, x)
-            maps = self._maps_of_populations(x, decoys, t, batch_size, kwargs)
+            maps = self._maps_of_populations(x, decoys, t, batch_size, kwargs, self._forward_seconds[key])
         return x, maps, decoys
 
-    def _maps_of_populations(self, x, decoys, target, batch_size, kwargs) -> torch.Tensor:
+    def _forward(self, batch: torch.Tensor, kwargs: dict, images: int):
+        """The model on copies of the first of ``images`` images, with its extra forward arguments."""
+        image_args = split_forward_args(kwargs.get("additional_forward_args"), images)[0]
+        return self.model(batch) if image_args is None else self.model(batch, *image_args.rows(batch.shape[0]))
+
+    def _announce(self, x: torch.Tensor, rows: int, forward_seconds: float, kwargs: dict) -> None:
+        """Say on stderr what the base attribution over every image and decoy will cost, when it is long
+        (estimated at one gradient per image from a timed forward pass; see ``DecoyConfig.progress``)."""
+        progress = None if self.config is None else self.config.progress
+        per_gradient = 1.0 + BACKWARD_FORWARDS
+        if progress is False or (progress is None and rows * per_gradient * forward_seconds <= PROGRESS_SECONDS):
+            return
+        key = (tuple(x.shape[1:]), x.device.type, x.dtype)
+        if progress is None and key not in self._forward_measured:
+            # The first forward may include one-time warm-up: measure again, once per input shape.
+            again = seconds_per_image(lambda b: self._forward(b, kwargs, x.shape[0]), x[:1])
+            self._forward_seconds[key] = forward_seconds = min(forward_seconds, again)
+            self._forward_measured.add(key)
+            if rows * per_gradient * forward_seconds <= PROGRESS_SECONDS:
+                return
+        method = type(self.attribution).__name__ if isinstance(self.attribution, Attribution) else "the attribution"
+        print(f"dance: {method} on {rows} images (the {x.shape[0]} image(s) and their decoys): about "
+              f"{rows * per_gradient * forward_seconds:.0f} s on this machine at one gradient per image (methods "
+              f"that take several, such as IntegratedGradients' n_steps, take that many times longer; "
+              f"progress=False hides this)", file=sys.stderr, flush=True)
+
+    def _maps_of_populations(self, x, decoys, target, batch_size, kwargs, forward_seconds: float) -> torch.Tensor:
         # One flat batch of every original and decoy, so the base method runs in few, large calls.
         populations = [torch.cat([x[b:b + 1], d.images.to(x.device, x.dtype)]) for b, d in enumerate(decoys)]
         sizes = [p.shape[0] for p in populations]
         rows = torch.cat(populations)
+        self._announce(x, rows.shape[0], forward_seconds, kwargs)
         row_target = torch.cat([target[b:b + 1].expand(n) for b, n in enumerate(sizes)])
         if self._signed_default and "abs" not in kwargs:
             kwargs = dict(kwargs, abs=False)
-        kwargs = _per_row(kwargs, sizes, x.shape[0])
+        kwargs, arg_rows = _per_row(kwargs, sizes, x.shape[0])
         step = rows.shape[0] if batch_size is None else batch_size
         out = []
         with torch.enable_grad():
             for lo in range(0, rows.shape[0], step):
                 # Our own copy, marked for gradients so that Captum need not switch it on (and warn).
                 chunk = rows[lo:lo + step].clone().requires_grad_(True)
-                a = self._attribute_fn(chunk, target=row_target[lo:lo + step], **_chunk(kwargs, lo, lo + step))
+                a = self._attribute_fn(chunk, target=row_target[lo:lo + step], **_chunk(kwargs, lo, lo + step, arg_rows))
                 if isinstance(a, tuple):
                     a = a[0]
                 if not isinstance(a, torch.Tensor) or a.shape != chunk.shape:
@@ -241,29 +284,44 @@ class DecoyEnhanced(Attribution):
 
 
 #: Keyword arguments of base methods that may hold one entry per image (Captum's convention).
-PER_IMAGE_KWARGS = ("baselines",)
+PER_IMAGE_KWARGS = ("baselines", "additional_forward_args")
 
 
-def _per_row(kwargs: dict, sizes: List[int], batch: int) -> dict:
-    """Per-image tensors (``baselines [B, C, H, W]``) repeated for every member of each image's population."""
+def _forward_args(kwargs: dict) -> Optional[tuple]:
+    args = kwargs.get("additional_forward_args")
+    return None if args is None else args if isinstance(args, tuple) else (args,)
+
+
+def _per_row(kwargs: dict, sizes: List[int], batch: int) -> Tuple[dict, Tuple[bool, ...]]:
+    """Per-image entries repeated for every member of each image's population: ``baselines
+    [B, C, H, W]`` and the tensors of ``additional_forward_args`` with a first axis of B (as in
+    Captum). Returns the keyword arguments and which forward arguments now hold one entry per row."""
     out = dict(kwargs)
-    for name in PER_IMAGE_KWARGS:
-        value = out.get(name)
-        if isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[0] == batch and batch > 1:
-            out[name] = torch.cat([value[b:b + 1].expand(n, *value.shape[1:]) for b, n in enumerate(sizes)])
-        elif isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[0] not in (1, batch):
-            raise ValueError(f"{name} must hold one entry per image ({batch}) or one for all, "
-                             f"got {value.shape[0]}")
-    return out
+    value = out.get("baselines")
+    if isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[0] == batch and batch > 1:
+        out["baselines"] = torch.cat([value[b:b + 1].expand(n, *value.shape[1:]) for b, n in enumerate(sizes)])
+    elif isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[0] not in (1, batch):
+        raise ValueError(f"baselines must hold one entry per image ({batch}) or one for all, "
+                         f"got {value.shape[0]}")
+    args = _forward_args(out)
+    if args is None:
+        return out, ()
+    rows = tuple(isinstance(a, torch.Tensor) and a.dim() >= 1 and a.shape[0] == batch for a in args)
+    out["additional_forward_args"] = tuple(
+        torch.cat([a[b:b + 1].expand(n, *a.shape[1:]) for b, n in enumerate(sizes)]) if r else a
+        for a, r in zip(args, rows))
+    return out, rows
 
 
-def _chunk(kwargs: dict, lo: int, hi: int) -> dict:
+def _chunk(kwargs: dict, lo: int, hi: int, arg_rows: Tuple[bool, ...]) -> dict:
     """The rows ``lo:hi`` of the per-row keyword arguments (left whole when they are shared)."""
     out = dict(kwargs)
-    for name in PER_IMAGE_KWARGS:
-        value = out.get(name)
-        if isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[0] > 1:
-            out[name] = value[lo:hi]
+    value = out.get("baselines")
+    if isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[0] > 1:
+        out["baselines"] = value[lo:hi]
+    if arg_rows:
+        out["additional_forward_args"] = tuple(a[lo:hi] if r else a
+                                               for a, r in zip(out["additional_forward_args"], arg_rows))
     return out
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import difflib
 from contextlib import contextmanager
-from typing import Iterator, Tuple, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -49,6 +49,33 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = flag
 
 
+class ImageArgs:
+    """The extra forward arguments of one image (Captum's ``additional_forward_args``), for any
+    number of rows that all show that image (its decoys, its NaN probes).
+
+    ``rows(n)`` gives the arguments for ``n`` rows: the image's entry of a per-image tensor,
+    expanded to ``n`` (a view), and every other argument as it was given.
+    """
+
+    def __init__(self, args: tuple, per_image: Tuple[bool, ...]):
+        self.args, self.per_image = args, per_image
+
+    def rows(self, n: int) -> tuple:
+        return tuple(a.expand(n, *a.shape[1:]) if p else a for a, p in zip(self.args, self.per_image))
+
+
+def split_forward_args(args, batch: int) -> List[Optional[ImageArgs]]:
+    """Captum's ``additional_forward_args`` of a batch of ``batch`` images, one :class:`ImageArgs`
+    per image (None for none). As in Captum, a tensor whose first axis has ``batch`` entries holds
+    one entry per image; any other argument is shared by all images."""
+    if args is None:
+        return [None] * batch
+    if not isinstance(args, tuple):
+        args = (args,)
+    per = tuple(isinstance(a, torch.Tensor) and a.dim() >= 1 and a.shape[0] == batch for a in args)
+    return [ImageArgs(tuple(a[b:b + 1] if p else a for a, p in zip(args, per)), per) for b in range(batch)]
+
+
 class _Reached(Exception):
     """Raised by the hook once the layer's output exists, so later layers never run."""
 
@@ -62,10 +89,13 @@ class LayerProbe:
     output is the one used.
     """
 
-    def __init__(self, model: nn.Module, module: nn.Module, name: str = "layer"):
+    def __init__(self, model: nn.Module, module: nn.Module, name: str = "layer",
+                 forward_args: Optional[ImageArgs] = None):
         self.model = model
         self.module = module
         self.name = name
+        #: Extra forward arguments of the image every row shows (None: ``model(x)`` alone).
+        self.forward_args = forward_args
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         captured = {}
@@ -75,8 +105,9 @@ class LayerProbe:
             raise _Reached
 
         handle = self.module.register_forward_hook(hook)
+        extra = () if self.forward_args is None else self.forward_args.rows(x.shape[0])
         try:
-            self.model(x)
+            self.model(x, *extra)
         except _Reached:
             pass
         finally:

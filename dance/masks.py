@@ -170,15 +170,24 @@ def mask_groups(masks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return groups.view_as(labels).to(masks.device), counts.to(masks.device)
 
 
+def code_bits(n: int) -> int:
+    """Bits of the constant-weight codes that tell ``n`` pieces apart: the NaN images
+    :func:`group_footprints` evaluates for a mask of ``n`` pieces (0 for a single piece)."""
+    if n <= 1:
+        return 0
+    bits = 1
+    while math.comb(bits, bits // 2) < n:
+        bits += 1
+    return bits
+
+
 def _constant_weight_codes(n: int) -> Tuple[int, int, torch.Tensor]:
     """``n`` distinct binary codes of equal weight: ``(bits, weight, codes [n, bits] bool)``.
 
     The union of the codes of two or more distinct pieces has more ones than ``weight``, which is
     how a layer cell that depends on several pieces is recognised.
     """
-    bits = 1
-    while math.comb(bits, bits // 2) < n:
-        bits += 1
+    bits = max(1, code_bits(n))
     weight = bits // 2
     codes = torch.zeros(n, bits, dtype=torch.bool)
     for i, ones in zip(range(n), itertools.combinations(range(bits), weight)):

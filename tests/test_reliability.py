@@ -7,6 +7,8 @@ numbers that made them findings.
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from captum.attr import Saliency
@@ -343,3 +345,103 @@ def test_snapshot_helper_sees_each_kind_of_change(images):
         change(net, x)
         changes = "; ".join(snap.changes())
         assert (word is None and changes == "") or (word is not None and word in changes), (word, changes)
+
+
+# ----------------------------------------------------------------------------------------------
+# The optional functions without their extra: a bare ModuleNotFoundError named no fix
+# ----------------------------------------------------------------------------------------------
+
+def _inpaint(x):
+    from dance.baselines import replacement_decoys
+    return replacement_decoys(x[0], dance.lattice_masks(8, 8, 2, 2, (2, 2)), "inpaint")
+
+
+OPTIONAL = {  # function, the import it needs, the distribution that provides it
+    "dance.metrics.ssim": (lambda x: M.ssim(x[:, 0], x[:, 1]), "skimage", "scikit-image"),
+    "dance.metrics.saliency_size": (lambda x: M.saliency_size(x[:, 0]), "PIL", "Pillow"),
+    "dance.metrics.summary": (lambda x: M.summary(), "pandas", "pandas"),
+    'replacement_decoys(kind="inpaint")': (_inpaint, "skimage", "scikit-image"),
+}
+
+
+def _uninstall(monkeypatch, top: str) -> None:
+    """Make ``import top`` (and its submodules) fail as if the distribution were not installed."""
+    import sys
+    for name in [m for m in sys.modules if m == top or m.startswith(top + ".")] + [top]:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONAL))
+def test_a_missing_extra_names_the_function_the_package_and_the_fix(name, images, monkeypatch):
+    call, module, package = OPTIONAL[name]
+    call(images)  # installed here: it works
+    _uninstall(monkeypatch, module)
+    with pytest.raises(ImportError) as info:
+        call(images)
+    message = str(info.value)
+    assert name in message and package in message and 'pip install "dance-saliency[metrics]"' in message, message
+    assert isinstance(info.value, ModuleNotFoundError)  # what `except ModuleNotFoundError` callers catch
+
+
+def test_sanity_frame_without_pandas_names_the_fix(images, monkeypatch):
+    result = M.SanityResult(["original"], torch.zeros(1, 2, 8, 8), torch.ones(1, 2), torch.ones(1, 2))
+    assert len(result.to_frame()) == 2
+    _uninstall(monkeypatch, "pandas")
+    with pytest.raises(ImportError, match=r"SanityResult\.to_frame needs pandas.*dance-saliency\[metrics\]"):
+        result.to_frame()
+
+
+# ----------------------------------------------------------------------------------------------
+# A practitioner's first call: a long call says what it will cost before it starts
+# ----------------------------------------------------------------------------------------------
+
+def _spy(calls, function, capsys):
+    """``function``, recording what was on stderr when it was first called."""
+    def wrapper(*args, **kwargs):
+        if not calls:
+            calls.append(capsys.readouterr().err)
+        return function(*args, **kwargs)
+    return wrapper
+
+
+@pytest.mark.parametrize("solver", ["linesearch", "adam"])
+def test_a_long_call_says_what_it_will_cost_before_it_starts(make_model, make_image, monkeypatch, capsys, solver):
+    import dance.decoys as D
+    import dance.enhanced as E
+    net, x = make_model("vgg"), make_image(12)
+    e = dance.DecoyEnhanced(Saliency(net), layer="3", epsilon=0.1, relative=True, seed=0,
+                            solver=solver if solver == "linesearch" else dance.Adam(steps=2, max_doublings=0))
+    # Every call counts as long; the machine's speed does not enter the test.
+    monkeypatch.setattr(D, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(E, "PROGRESS_SECONDS", 0.0)
+    D.forget_mask_cache(net)
+    before_solver, before_attribution = [], []
+    solver_fn = "_linesearch" if solver == "linesearch" else "_optimise"
+    monkeypatch.setattr(D, solver_fn, _spy(before_solver, getattr(D, solver_fn), capsys))
+    before_analysis = []
+    monkeypatch.setattr(D, "group_footprints", _spy(before_analysis, D.group_footprints, capsys))
+    e._attribute_fn = _spy(before_attribution, e._attribute_fn, capsys)
+    _, decoys = e.attribute(x, target=1, return_decoys=True)
+    n = len(decoys[0])
+    announced = (before_analysis or before_solver)[0]
+    assert f"dance: optimising {n} decoys of 1 image(s) of (3, 12, 12) at layer '3'" in announced
+    assert re.search(r"about \d+ s", announced) and "progress=False" in announced
+    if solver == "linesearch":
+        assert "one-time analysis of the masks" in announced
+    else:
+        assert "Adam (the paper's solver)" in announced and "up to 2 steps" in announced
+    assert f"dance: Saliency on {n + 1} images" in before_attribution[0]
+    assert re.search(r"about \d+ s on this machine at one gradient per image", before_attribution[0])
+
+
+def test_progress_false_silences_the_estimate_and_short_calls_say_nothing(make_model, make_image, monkeypatch, capsys):
+    import dance.decoys as D
+    import dance.enhanced as E
+    net, x = make_model("vgg"), make_image(12)
+    options = {"layer": "3", "epsilon": 0.1, "relative": True, "solver": "linesearch"}
+    dance.DecoyEnhanced(Saliency(net), **options).attribute(x, target=1)  # a tiny model: seconds below 10
+    assert "dance:" not in capsys.readouterr().err
+    monkeypatch.setattr(D, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(E, "PROGRESS_SECONDS", 0.0)
+    dance.DecoyEnhanced(Saliency(net), progress=False, **options).attribute(x, target=1)
+    assert capsys.readouterr().err == ""

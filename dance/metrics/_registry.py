@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict
 
+from .._checks import optional_import
+
 #: The two directions a metric can have.
 DIRECTIONS = ("higher", "lower")
 
@@ -55,7 +57,7 @@ def summary():
 
     Columns: ``metric``, ``direction``, ``reference``, ``bibkey``, ``paper_settings``.
     """
-    import pandas as pd
+    pd = optional_import("pandas", package="pandas", needed_by="dance.metrics.summary")
 
     rows = [
         {"metric": i.name, "direction": i.direction, "reference": i.reference, "bibkey": i.bibkey,

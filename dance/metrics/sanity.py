@@ -17,7 +17,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .._checks import (TargetType, check_batch, check_model, check_seed, gradients_on, ordinary,
+from .._checks import (TargetType, check_batch, check_model, check_seed, gradients_on, optional_import, ordinary,
                        resolve_target)
 from ._registry import metric
 from ._utils import forward, heatmaps
@@ -43,7 +43,7 @@ class SanityResult:
 
     def to_frame(self):
         """Long-format :class:`pandas.DataFrame`: step, layer, image, ssim, spearman."""
-        import pandas as pd
+        pd = optional_import("pandas", package="pandas", needed_by="dance.metrics.SanityResult.to_frame")
 
         rows = []
         for s, name in enumerate(self.layers):

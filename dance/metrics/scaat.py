@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import (TargetType, check_batch, check_callable_model, check_choice, check_int, check_maps,
-                       check_number, check_positive, evaluating, resolve_target)
+                       check_number, check_positive, evaluating, optional_import, resolve_target)
 from ._registry import metric
 from ._utils import class_score, forward, heatmaps, unit_heatmaps
 
@@ -115,7 +115,7 @@ def saliency_size(maps: torch.Tensor, *, compress_level: int = 9) -> torch.Tenso
         >>> bool(saliency_size(flat) < saliency_size(noisy))
         True
     """
-    from PIL import Image
+    Image = optional_import("PIL.Image", package="Pillow", needed_by="dance.metrics.saliency_size")
 
     check_int(compress_level, "compress_level", 0, 9)
     q = to_uint8(maps)

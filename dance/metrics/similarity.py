@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .._checks import check_int, check_positive
+from .._checks import check_int, check_positive, optional_import
 from ._registry import metric
 from ._utils import heatmaps, pearson, rankdata
 
@@ -172,7 +172,8 @@ def ssim(maps_a: torch.Tensor, maps_b: torch.Tensor, *, data_range: float = 1.0,
         >>> ssim(a, a).tolist()
         [1.0, 1.0]
     """
-    from skimage.metrics import structural_similarity
+    structural_similarity = optional_import("skimage.metrics", package="scikit-image",
+                                            needed_by="dance.metrics.ssim").structural_similarity
 
     a, b = _pair(maps_a, maps_b)
     data_range = check_positive(data_range, "data_range")
