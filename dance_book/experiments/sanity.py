@@ -32,7 +32,7 @@ from .maps import (MAP_BATCH, METHODS, N_EXAMPLES, base_maps, check_methods, che
 from .settings import Settings
 from .stats import paired_difference
 
-__all__ = ["DecoyMemo", "N_EXAMPLES", "sanity_run", "sanity_study", "check_decoy_memo", "SANITY_N",
+__all__ = ["DecoyMemo", "N_EXAMPLES", "sanity_run", "sanity_study", "check_decoy_memo", "SANITY_N", "sanity_n",
            "SANITY_METHODS", "SANITY_RAW_METHODS", "sanity_claims", "claims"]
 
 def _prefix_modules(model: nn.Module, layer: str) -> List[nn.Module]:
@@ -198,6 +198,19 @@ def check_decoy_memo(settings: Settings, n: int = 1, step_layer: Optional[str] =
 SANITY_N = {"ci": 8, "paper": 8}
 
 
+def sanity_n(settings: Settings) -> int:
+    """N of the sanity chapter at ``settings``' scale: :data:`SANITY_N`, but no more than
+    ``settings.n_small`` under the paper-scale smoke test (whose folder holds a few images).
+
+    Example:
+        >>> from dance_book.experiments.settings import CI, PAPER_SMOKE
+        >>> sanity_n(CI), sanity_n(PAPER_SMOKE)
+        (8, 2)
+    """
+    n = SANITY_N[settings.scale]
+    return min(n, settings.n_small) if settings.extra.get("smoke") else n
+
+
 #: Methods of the sanity chapter whose decoy-enhanced maps are checked (CI: the gradient only, as
 #: every randomised model below the decoy layer needs new decoys), and whose raw maps are shown.
 SANITY_METHODS = {"ci": ("gradient",), "paper": tuple(METHODS)}
@@ -219,7 +232,7 @@ def ci_mean(values):
 def sanity_claims(settings: Settings) -> List[Claim]:
     """The decoy-enhanced maps pass the cascading-randomisation check (the sanity chapter's cached runs)."""
     out = []
-    n = SANITY_N[settings.scale]
+    n = sanity_n(settings)
     runs, _ = sanity_study(settings, n, SANITY_RAW_METHODS, SANITY_METHODS[settings.scale])
     for method in SANITY_METHODS[settings.scale]:
         enh, raw = runs[(method, True)], runs[(method, False)]
