@@ -144,9 +144,9 @@ def test_bad_masks(masks, exc, match, net, x):
     (5, ValueError, r"target must be in \[0, 4\]"),
     (-1, ValueError, r"target must be in \[0, 4\]"),
     (torch.tensor([0, 7]), ValueError, r"target must be in \[0, 4\]"),
-    (1.0, TypeError, "target must be an int or a LongTensor"),
-    ([0, 1], TypeError, "target must be an int or a LongTensor"),
-    ((0, 1), TypeError, "target must be an int or a LongTensor"),
+    (1.0, TypeError, "target must be an int, a list of ints or a LongTensor"),
+    ([0, 1, 2], ValueError, "target"),  # a list of ints is one class per image: B=2 needs two
+    ((0, 1), ValueError, "target is a tuple"),  # Captum's tuple indexes output axes; a classifier has one
     (True, TypeError, "target"),
     (torch.tensor([0.0, 1.0]), TypeError, "target must be an int or a LongTensor"),
     (torch.tensor(1.0), TypeError, "target must be an int or a LongTensor"),
