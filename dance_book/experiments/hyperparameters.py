@@ -52,8 +52,10 @@ N_SHOW = 3
 
 
 def sweep_size(settings: Settings) -> int:
-    """Number of images the c sweep uses at this scale (:data:`SWEEP_IMAGES`)."""
-    return SWEEP_IMAGES.get(settings.scale, settings.n_small)
+    """Number of images the c sweep uses at this scale (:data:`SWEEP_IMAGES`; no more than
+    ``settings.n_small`` under the paper-scale smoke test, whose folder holds a few images)."""
+    n = SWEEP_IMAGES.get(settings.scale, settings.n_small)
+    return min(n, settings.n_small) if settings.extra.get("smoke") else n
 
 
 def _overrides(settings: Settings, c: float) -> dict:

@@ -168,7 +168,10 @@ def key_layers(result: Dict[str, object]) -> Dict[str, str]:
     """The two layers the paper reports: the first pool layer after the decoy layer, and the last layer."""
     layers = result["layers"]
     modules = dict(load_model(result["model"]).named_modules())
-    after = layers[layers.index(result["layer"]) + 1:]
+    # The decoy layer may be a ReLU that the conv/pool list leaves out (VGG16's features.3 at paper
+    # scale): "after" it is in module order.
+    order = list(modules)
+    after = [name for name in layers if order.index(name) > order.index(result["layer"])]
     pools = [name for name in after if isinstance(modules[name], (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d))]
     if not pools:
         raise ValueError(f"no pool layer after the decoy layer {result['layer']!r} among {layers}")
