@@ -91,6 +91,30 @@ def test_smoke_settings_are_paper_scale_in_miniature(monkeypatch):
     assert s.n_fidelity < E.PAPER.n_fidelity
 
 
+def test_chapter_sizes_fit_the_smoke_folder():
+    """Found by running every chapter at paper scale: the sanity chapter and the c sweep asked for
+    more images (8, 24) than the smoke folder holds."""
+    from dance_book.experiments import hyperparameters as H
+    from dance_book.experiments import sanity as Sa
+    from dance_book.experiments.settings import PAPER_SMOKE
+
+    assert Sa.sanity_n(PAPER_SMOKE) <= N_FAKE and H.sweep_size(PAPER_SMOKE) <= N_FAKE
+    assert (Sa.sanity_n(E.PAPER), H.sweep_size(E.PAPER)) == (Sa.SANITY_N["paper"], H.SWEEP_IMAGES["paper"])
+
+
+def test_key_layers_after_a_relu_decoy_layer(paper, folders):
+    """Found the same way: VGG16's decoy layer ``model.features.3`` is a ReLU, which the list of
+    conv/pool layers leaves out; the first pool after it is ``model.features.4``."""
+    from dance_book import zoo
+    from dance_book.experiments import representation as Rp
+
+    paper("plain")
+    layers = zoo.layers("vgg16")
+    assert "model.features.3" not in layers
+    keys = Rp.key_layers({"layers": layers, "model": "vgg16", "layer": "model.features.3"})
+    assert keys == {"first_pool": "model.features.4", "last": layers[-1]}
+
+
 def test_scores_without_boxes_report_mass_as_not_available(paper):
     """The crash of issue #16: the scores read ``data.masks`` of an image folder without boxes."""
     s = paper("plain")
