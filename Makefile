@@ -41,8 +41,8 @@ notebooks: setup
 
 ## make paper-smoke: the chapters that read images and object masks (PAPER_SMOKE_CHAPTERS), at paper scale
 ## in miniature (DANCE_PAPER_SMOKE=1: random-init torchvision models, two 64x64 images per experiment), on
-## a fake ImageNet folder without boxes. make paper-smoke-all: every chapter the same way (about 40 minutes
-## on 2 cores, so not part of make test).
+## a fake ImageNet folder without boxes. make paper-smoke-all: every chapter the same way (not part of
+## make test: the attacks chapter alone runs over ten minutes in miniature on 2 cores).
 PAPER_SMOKE_CHAPTERS ?= localization fidelity
 ALL_CHAPTERS = $(shell $(PY) -c "import re; print(' '.join(n for n in re.findall(r'file:\s*book/(\w+)\s', open('_toc.yml').read()) if '\nkernelspec:' in open(f'book/{n}.md').read()[:2000]))")
 paper-smoke: setup
