@@ -26,7 +26,7 @@ LABEL_COLOURS = {"reproduced": "#1a7f37", "supports": "#1a7f37", "met": "#1a7f37
                  "partly reproduced": "#9a6700", "inconclusive": "#6e7781", "underpowered": "#6e7781",
                  "not reproduced": "#cf222e", "contradicts": "#cf222e", "not met": "#cf222e", "no": "#cf222e"}
 LABEL_STYLE = ("display: inline-block; border-radius: 0.6em; padding: 0.05em 0.5em; font-weight: 600; "
-               "color: white; background-color: {}")
+               "color: white; text-align: center; overflow-wrap: normal; background-color: {}")
 
 
 def label(text) -> str:
