@@ -8,8 +8,10 @@ NBDIR  := .nbtest
 CELL_TIMEOUT ?= 1200
 # pytest-xdist workers for the unit tests and the notebooks (the machines have 2 cores).
 JOBS ?= 2
+# Seconds of recorded compute that make notebooks spends recomputing a random sample of the results store.
+STORE_CHECK_SECONDS ?= 300
 
-.PHONY: setup test lint unit notebooks paper-smoke paper-smoke-all book chapter site-test install-check clean
+.PHONY: setup test lint unit notebooks results paper-smoke paper-smoke-all book chapter site-test install-check clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml dance_book/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +39,12 @@ notebooks: setup
 	# Every chapter (those of the toc, then any notebook missing from it), executed on $(JOBS)
 	# processes into the jupyter-cache that the book's build reads, the longest first; a cell that
 	# raises fails the stage. `make book` afterwards reuses these executions (they are the book's).
-	$(PY) tools/execute_book.py --jobs $(JOBS)
+	$(PY) tools/execute_book.py --jobs $(JOBS) --check-store $(STORE_CHECK_SECONDS)
+
+## make results: every heavy result of the book computed into the results store results/<scale>/ (committed;
+## the chapters read it). Starts from nothing; a killed run resumes where it stopped. DANCE_SCALE=paper for paper scale.
+results: setup
+	$(PY) tools/execute_book.py --results --jobs $(JOBS)
 
 ## make paper-smoke: the chapters that read images and object masks (PAPER_SMOKE_CHAPTERS), at paper scale
 ## in miniature (DANCE_PAPER_SMOKE=1: random-init torchvision models, two 64x64 images per experiment), on

@@ -7,6 +7,7 @@ session-scoped fixtures returning plain functions, so module-scoped fixtures can
 """
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -22,6 +23,9 @@ from helpers import FAST, IMAGE_SIZE, CallCounter, deviations_one_at_a_time, lay
 # machine OpenMP spin-waiting made the suite ~50x slower (measured: 5.9 s vs 0.04 s for one
 # decoy batch). One thread keeps every test fast and its timing stable.
 torch.set_num_threads(1)
+# The unit tests compute every result: the committed results store (dance_book.experiments.store) is
+# for the book, and the store's own tests switch it on where they test it.
+os.environ.setdefault("DANCE_RESULTS", "off")
 
 
 

@@ -34,6 +34,10 @@ from dance_site import write_source_stamp  # noqa: E402  (the stamp that the bui
 
 READER = {"name": "myst_nb_md", "type": "plugin"}  # myst-nb's own reader: the cache key matches the build's
 LONGEST_FIRST = ("attacks", "layers", "fidelity")  # as in the Makefile's notebook tests
+#: Executed after all others: the claims chapter reports the results store's rechecks of this run.
+RUN_LAST = ("claims",)
+CHECK_KEYS = ROOT / "_build" / "results-check-keys.json"
+CHECK_REPORT = ROOT / "_build" / "results-check.jsonl"
 
 
 def config_timeout(root: Path = ROOT, default: int = 1800) -> int:
@@ -81,6 +85,9 @@ def _execute(path: str, timeout: int) -> tuple[str, str | None, float, str | Non
     from jupyter_cache.executors.utils import single_nb_execution
     from jupyter_cache.readers import get_reader
 
+    import os
+
+    os.environ["DANCE_CHAPTER"] = Path(path).stem  # the results store records which chapter asked for an entry
     nb = get_reader(READER)(path)
     result = single_nb_execution(nb, cwd=str(Path(path).parent), timeout=timeout, allow_errors=False,
                                  meta_override=True)
@@ -106,6 +113,67 @@ def run_chapter(name: str, timeout: int) -> int:
     return 0
 
 
+def choose_checks(budget_seconds: float) -> None:
+    """Pick the results store's entries that this run recomputes (none for a zero budget), for the
+    chapters' kernels to find (environment), and start an empty report."""
+    import json
+    import os
+    import random
+
+    sys.path.insert(0, str(ROOT))
+    from dance_book.experiments import store
+
+    CHECK_REPORT.parent.mkdir(parents=True, exist_ok=True)
+    CHECK_REPORT.unlink(missing_ok=True)
+    os.environ["DANCE_RESULTS_REPORT"] = str(CHECK_REPORT)
+    seed = random.SystemRandom().randrange(2**32)  # chosen afresh each run, printed to reproduce the choice
+    picked = store.pick_checks(store.index(), budget_seconds, rng=random.Random(seed)) if budget_seconds > 0 else []
+    CHECK_KEYS.write_text(json.dumps([e["key"] for e in picked]))
+    os.environ["DANCE_RESULTS_CHECK"] = str(CHECK_KEYS)
+    if budget_seconds > 0:
+        recorded = sum(e["wall_seconds"] for e in picked)
+        print(f"results store: rechecking {len(picked)} entries (seed {seed}, {recorded:.0f} s recorded compute): "
+              f"{', '.join(e['key'] for e in picked)}", flush=True)
+
+
+def report_checks() -> None:
+    from dance_book.experiments import store
+
+    report = store.read_report(CHECK_REPORT)
+    if report:
+        matched = sum(r["matched"] for r in report)
+        print(f"results store: {matched}/{len(report)} rechecked entries match their recomputation "
+              f"({sum(r['seconds'] for r in report):.0f} s)", flush=True)
+
+
+def make_results(args) -> int:
+    """Compute the results store from nothing (or resume an interrupted run) and put it in place."""
+    import os
+
+    sys.path.insert(0, str(ROOT))
+    os.environ["DANCE_RESULTS"] = "write"
+    # Its own experiment cache: every entry's wall time is its computation's, and a killed run resumes.
+    os.environ.setdefault("DANCE_CACHE_DIR", str(ROOT / "_build" / ".results-cache"))
+    from dance_book.experiments import store
+
+    new, final = store.store_dir(writing=True), store.store_dir(writing=False)
+    kept = len(list(new.glob("*/*.json"))) if new.is_dir() else 0
+    print(f"make results: writing {new.relative_to(ROOT) if new.is_relative_to(ROOT) else new} "
+          f"({'resuming, ' + str(kept) + ' entries kept' if kept else 'from nothing'})", flush=True)
+    start = time.perf_counter()
+    status = main(["--jobs", str(args.jobs), "--timeout", str(args.timeout),
+                   "--cache", str(ROOT / "_build" / ".results-jupyter-cache")])
+    if status != 0:
+        print(f"make results: stopped; the finished entries stay in {new} and a rerun resumes there", flush=True)
+        return status
+    entries = store.index_of(new)
+    shutil.rmtree(final, ignore_errors=True)
+    new.rename(final)
+    shutil.rmtree(os.environ["DANCE_CACHE_DIR"], ignore_errors=True)
+    print(f"make results: {len(entries)} entries in {final} ({time.perf_counter() - start:.0f} s); commit them", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2)
@@ -115,9 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chapter", help="execute this chapter alone (book/NAME.md) into _build/chapters/NAME.ipynb")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the chapters already executed on the same code (make book after make test)")
+    parser.add_argument("--check-store", type=float, default=0.0, metavar="SECONDS",
+                        help="recompute a random sample of the results store's entries, about this many seconds of "
+                             "recorded compute in all, while the chapters run; a difference fails the chapter")
+    parser.add_argument("--results", action="store_true",
+                        help="make results: execute every chapter computing every stored result into results/<scale>.new/, "
+                             "which replaces results/<scale>/ once all chapters ran (a killed run resumes)")
     args = parser.parse_args(argv)
     if args.chapter:
         return run_chapter(args.chapter, args.timeout)
+    if args.results:
+        return make_results(args)
 
     import nbformat
     from jupyter_cache import get_cache
@@ -136,22 +212,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(current)}/{len(paths)} chapters already executed on this code (kept): "
               f"{', '.join(p.stem for p in paths if p in current)}", flush=True)
     paths = [p for p in paths if p not in current]
+    if paths:
+        choose_checks(args.check_store)
     start = time.perf_counter()
     print(f"executing {len(paths)} chapters on {args.jobs} worker(s), longest first", flush=True)
     failed = []
+
+    def done(path, text, seconds, error):
+        name = Path(path).relative_to(ROOT)
+        if error is not None:
+            failed.append(name)
+            print(f"FAILED {name} after {seconds:.0f} s\n{error}", flush=True)
+            return
+        cache.cache_notebook_bundle(CacheBundleIn(nbformat.reads(text, nbformat.NO_CONVERT), path,
+                                                  data={"execution_seconds": seconds}),
+                                    check_validity=False, overwrite=True)
+        print(f"executed {name} in {seconds:.0f} s", flush=True)
+
+    first = [p for p in paths if p.stem not in RUN_LAST]
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_execute, str(p), args.timeout) for p in paths]
+        futures = [pool.submit(_execute, str(p), args.timeout) for p in first]
         for fut in as_completed(futures):
-            path, text, seconds, error = fut.result()
-            name = Path(path).relative_to(ROOT)
-            if error is not None:
-                failed.append(name)
-                print(f"FAILED {name} after {seconds:.0f} s\n{error}", flush=True)
-                continue
-            cache.cache_notebook_bundle(CacheBundleIn(nbformat.reads(text, nbformat.NO_CONVERT), path,
-                                                      data={"execution_seconds": seconds}),
-                                        check_validity=False, overwrite=True)
-            print(f"executed {name} in {seconds:.0f} s", flush=True)
+            done(*fut.result())
+    for p in paths:
+        if p.stem in RUN_LAST:
+            done(*_execute(str(p), args.timeout))
+    if paths:
+        report_checks()
     print(f"executed {len(paths) - len(failed)}/{len(paths)} chapters in {time.perf_counter() - start:.0f} s",
           flush=True)
     for name in failed:

@@ -117,7 +117,18 @@ def _load(path: Path):
 
 
 def cached(name: str, config: Any, compute: Callable[[], Any]) -> Any:
-    """Return ``compute()``, stored on disk under (``name``, ``config``, code version)."""
+    """Return ``compute()``, stored on disk under (``name``, ``config``, code version).
+
+    A result of the book (any ``name`` but those of :data:`store.NOT_STORED`) comes from the
+    committed results store where it has it (:mod:`dance_book.experiments.store`)."""
+    from . import store
+
+    if name not in store.NOT_STORED and store.mode() != "off":
+        return store.result(name, config, lambda: _disk_cached(name, config, compute), compute)
+    return _disk_cached(name, config, compute)
+
+
+def _disk_cached(name: str, config: Any, compute: Callable[[], Any]) -> Any:
     if os.environ.get("DANCE_CACHE", "on").lower() in ("off", "0", "false"):
         return compute()
     path = cache_dir() / f"{entry_key(name, config)}.pt"

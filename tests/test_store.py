@@ -1,0 +1,121 @@
+"""The results store: entries written by make results, read by the chapters, rechecked by CI."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from dance_book.experiments import cache, store
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    monkeypatch.setenv("DANCE_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("DANCE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DANCE_RESULTS_CHECK", raising=False)
+    monkeypatch.setenv("DANCE_RESULTS_REPORT", str(tmp_path / "report.jsonl"))
+    monkeypatch.setenv("DANCE_CHAPTER", "chapter-a")
+    return tmp_path
+
+
+def _write(monkeypatch, name, config, value):
+    monkeypatch.setenv("DANCE_RESULTS", "write")
+    out = cache.cached(name, config, lambda: value)
+    monkeypatch.setenv("DANCE_RESULTS", "read")
+    return out
+
+
+def _publish(tmp_path):
+    (tmp_path / "results" / "ci.new").rename(tmp_path / "results" / "ci")
+
+
+def test_write_then_read_without_computing(results, monkeypatch):
+    value = {"ss": np.arange(3.0), "t": torch.ones(2)}
+    _write(monkeypatch, "attack-run", {"n": 3}, value)
+    _publish(results)
+    entry, = store.index()
+    assert entry["name"] == "attack-run" and entry["chapter"] == "chapter-a" and entry["top_level"]
+    assert {"code_version", "inputs", "machine", "date", "wall_seconds"} <= set(entry)
+
+    def boom():
+        raise AssertionError("a stored result must not be computed")
+
+    got = cache.cached("attack-run", {"n": 3}, boom)
+    np.testing.assert_array_equal(got["ss"], value["ss"])
+    # Another configuration is not in the store: computed.
+    assert cache.cached("attack-run", {"n": 4}, lambda: 7) == 7
+
+
+def test_decoys_stay_out_of_the_store(results, monkeypatch):
+    _write(monkeypatch, "decoys", {"n": 1}, [1, 2])
+    assert not list((results / "results").rglob("*.pt"))
+
+
+def test_key_does_not_depend_on_the_code_version(results, monkeypatch):
+    key = store.entry_key("x", {"a": 1})
+    monkeypatch.setattr(cache, "code_version", lambda: "something else")
+    assert store.entry_key("x", {"a": 1}) == key
+    assert store.entry_key("x", {"a": 2}) != key
+
+
+def test_recheck_matches_and_mismatches(results, monkeypatch):
+    _write(monkeypatch, "fidelity-scores", {"n": 1}, {"s": np.array([1.0, 2.0])})
+    _publish(results)
+    key = store.index()[0]["key"]
+    keys = results / "keys.json"
+    keys.write_text(json.dumps([key]))
+    monkeypatch.setenv("DANCE_RESULTS_CHECK", str(keys))
+    # Within float tolerance: the stored value is returned and the check is reported as matched.
+    got = cache.cached("fidelity-scores", {"n": 1}, lambda: {"s": np.array([1.0, 2.0 + 1e-9])})
+    assert got["s"][1] == 2.0
+    # A recomputation that moved: the run fails, naming the entry and the fix.
+    with pytest.raises(store.StoreMismatch, match="make results"):
+        cache.cached("fidelity-scores", {"n": 1}, lambda: {"s": np.array([1.0, 2.5])})
+    report = store.read_report(results / "report.jsonl")
+    assert [r["matched"] for r in report] == [True, False]
+    assert report[1]["key"] == key and "differ" in report[1]["differences"][0]
+
+
+def test_nested_results_are_not_picked(results, monkeypatch):
+    def outer():
+        return cache.cached("inner", {"i": 1}, lambda: 1) + 1
+
+    monkeypatch.setenv("DANCE_RESULTS", "write")
+    cache.cached("outer", {"o": 2}, outer)
+    _publish(results)
+    flags = {e["name"]: e["top_level"] for e in store.index()}
+    assert flags == {"outer": True, "inner": False}
+    picked = store.pick_checks(store.index(), budget_seconds=1e9)
+    assert {e["name"] for e in picked} == {"outer"}
+
+
+def test_pick_checks_budget_and_per_chapter_cap():
+    entries = [{"key": f"{c}{i}", "chapter": c, "top_level": True, "wall_seconds": 10.0}
+               for c in "abc" for i in range(5)]
+    picked = store.pick_checks(entries, budget_seconds=45, per_chapter=3, rng=random.Random(0))
+    assert len(picked) == 4 and sum(e["wall_seconds"] for e in picked) <= 45
+    assert {e["chapter"] for e in picked} == {"a", "b", "c"}  # chapters take turns
+    capped = store.pick_checks(entries, budget_seconds=1e9, per_chapter=2, rng=random.Random(0))
+    assert len(capped) == 6
+    # Chosen afresh: different seeds, different picks.
+    picks = {tuple(e["key"] for e in store.pick_checks(entries, 30, rng=random.Random(s))) for s in range(10)}
+    assert len(picks) > 1
+
+
+def test_differences_tolerance_and_structure():
+    assert store.differences({"a": [1.0, np.ones(3)]}, {"a": [1.0, np.ones(3) * (1 + 1e-7)]}) == []
+    assert store.differences({"a": 1.0}, {"a": 1.1})
+    assert store.differences({"a": 1}, {"b": 1})
+    assert store.differences(np.ones(3), np.ones(4))
+    assert store.differences("x", "y")
+    assert store.differences(np.array([True, False]), np.array([True, True]))
+    assert store.differences(torch.tensor([np.nan]), np.array([np.nan])) == []
+
+
+def test_bad_mode(monkeypatch):
+    monkeypatch.setenv("DANCE_RESULTS", "sometimes")
+    with pytest.raises(ValueError, match="DANCE_RESULTS"):
+        store.mode()
