@@ -8,7 +8,7 @@ the saliency map:
   in the original map (DANCE paper: k = 5000 of 224x224 pixels);
 * **targeted** (:func:`targeted_attack`): raise the saliency inside a target region (DANCE
   paper: the bottom-right 4x4 pixels of a 224x224 image; here a bottom-right square whose side
-  is the same fraction, 4/224, of the image side, at least one pixel);
+  is the same fraction, 4/224, of the image side, at least 4 pixels, :func:`target_region`);
 * **mass-center** (:func:`mass_center_attack`): move the saliency centre of mass away from
   where it was;
 * **random sign** (:func:`random_sign_attack`): the control, :math:`\hat x = x + \epsilon \cdot
@@ -50,7 +50,7 @@ import copy
 import functools
 import inspect
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 import torch
@@ -59,14 +59,19 @@ from torch import nn
 from ._checks import (TargetType, check_choice, check_dtype, check_images, check_int, check_logits, check_model,
                       check_number, check_positive, check_range, check_seed, evaluating, gradients_on, ordinary,
                       resolve_target, seeded_generator)
+from .heatmap import to_heatmap
 from .metrics.sensitivity import sensitivity
 from .metrics.similarity import center_shift, spearman, topk_intersection
 
 ATTACKS = ("topk", "targeted", "mass_center", "random")
+#: How :func:`attack` and :func:`adaptive_attack` pick the returned iterate (see ``select``).
+SELECTIONS = ("objective", "label")
 IG_METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
 #: Share of the image side taken by the default target region: 4 pixels of 224 (DANCE §4.2).
 TARGET_FRACTION = 4 / 224
+#: Smallest side of the default target region in pixels (the paper's 4x4 region, in absolute size).
+TARGET_MIN_SIDE = 4
 #: Share of the pixels in the top-k set by default: 5000 of 224 x 224 (DANCE §4.2).
 TOPK_FRACTION = 5000 / (224 * 224)
 
@@ -232,12 +237,25 @@ EXPLAINERS = {"gradient": gradient, "smoothgrad": smoothgrad, "integrated_gradie
 def explainer(name: str, **options) -> Callable:
     """One of :data:`EXPLAINERS` with its options fixed, e.g. ``explainer("smoothgrad", n_samples=20)``.
 
+    The options are checked here (an unknown one is a ``TypeError`` naming the valid ones), so a
+    typo such as ``n_sample=`` fails at once instead of at the first call. The sample / step count
+    of the maps that are *evaluated* is what the attack directions should use too (Ghorbani et
+    al. differentiate the very map they attack): pass the same ``n_samples`` / ``n_steps`` /
+    ``stdev`` / ``seed`` / ``method`` as the evaluated method, e.g.
+    ``explainer("integrated_gradients", n_steps=16, method="gausslegendre")`` for Captum's
+    ``IntegratedGradients(...).attribute(..., n_steps=16)``.
+
     Returns:
         ``explain(model, inputs, target, create_graph=False) -> attributions``.
     """
     if name not in EXPLAINERS:
         raise ValueError(f"explainer name must be one of {sorted(EXPLAINERS)}, got {name!r}")
-    return functools.partial(EXPLAINERS[name], **options)
+    fn = EXPLAINERS[name]
+    valid = [p for p in inspect.signature(fn).parameters if p not in ("model", "inputs", "target", "create_graph")]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} of explainer {name!r}; valid: {valid}")
+    return functools.partial(fn, **options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,20 +299,53 @@ def saliency_map(attributions: torch.Tensor) -> torch.Tensor:
     return attributions.abs().sum(dim=1)
 
 
+def map_change(attributions: torch.Tensor, perturbed_attributions: torch.Tensor, percentile: float = 95.0
+               ) -> torch.Tensor:
+    r""":math:`\|\Delta E\|_2` per image: the L2 distance of the [0, 1] heatmaps (:func:`dance.to_heatmap`)
+    of two batches of maps ``[B, C, H, W]``.
+
+    It is the numerator of :math:`S_S` (:func:`dance.metrics.sensitivity`), which divides it by
+    :math:`\|\hat x - x\|_2`: reported next to :math:`S_S` it tells whether a lower :math:`S_S`
+    comes from a smaller map change or from a larger perturbation (the random-sign control sits
+    at the corners of the :math:`L_\infty` ball, with the largest :math:`L_2` norm).
+
+    Example:
+        >>> import torch
+        >>> from dance.attacks import map_change
+        >>> e = torch.zeros(1, 1, 2, 2); e_hat = e.clone(); e_hat[0, 0, 0, 0] = 1.0
+        >>> map_change(e, e_hat).tolist()
+        [1.0]
+    """
+    a, b = to_heatmap(attributions, percentile), to_heatmap(perturbed_attributions, percentile)
+    if a.shape != b.shape:
+        raise ValueError(f"attributions and perturbed_attributions must have the same shape, "
+                         f"got {tuple(attributions.shape)} and {tuple(perturbed_attributions.shape)}")
+    return (a - b.to(a.device)).flatten(1).norm(dim=1)
+
+
 def _normalized(m: torch.Tensor) -> torch.Tensor:
     # Objectives act on the map's *distribution* of saliency, so scaling the whole map does not help.
     total = m.flatten(1).sum(dim=1).view(-1, 1, 1)
     return m / torch.where(total > 0, total, torch.ones_like(total))
 
 
-def target_region(height: int, width: int, fraction: float = TARGET_FRACTION, device=None) -> torch.Tensor:
+def target_region(height: int, width: int, fraction: float = TARGET_FRACTION, device=None, *,
+                  min_side: int = TARGET_MIN_SIDE) -> torch.Tensor:
     """Default target region: the bottom-right square whose side is ``fraction`` of the image
-    side (4/224 as in the DANCE paper), at least one pixel. Returns a ``[H, W]`` bool mask."""
+    side (4/224 as in the DANCE paper), at least ``min_side`` pixels (and at most the image).
+
+    The paper's region is 4x4 pixels of a 224x224 image; the same *fraction* of a 64x64 image
+    rounds to one pixel, a target too small to mean anything for a saliency map, so the side is
+    never below ``min_side`` (default :data:`TARGET_MIN_SIDE` = 4, the paper's absolute size;
+    before this minimum existed the default region of a 64x64 image was 1x1).
+    ``min_side=1`` gives the pure fraction. Returns a ``[H, W]`` bool mask.
+    """
     check_int(height, "height")
     check_int(width, "width")
     fraction = check_range(fraction, "fraction", 0.0, 1.0, closed_low=False)
-    rh = max(1, int(round(fraction * height)))
-    rw = max(1, int(round(fraction * width)))
+    check_int(min_side, "min_side")
+    rh = min(height, max(min_side, int(round(fraction * height))))
+    rw = min(width, max(min_side, int(round(fraction * width))))
     mask = torch.zeros(height, width, dtype=torch.bool, device=device)
     mask[height - rh:, width - rw:] = True
     return mask
@@ -337,6 +388,11 @@ class AttackResult:
             ``inputs == original``).
         objective_before, objective_after: ``[B]`` the attack objective (on the original model's
             normalised map) at :math:`x` and at :math:`\\hat x`; NaN for the random control.
+        map_change: ``[B]`` :math:`\\|\\Delta E\\|_2`, the L2 change of the [0, 1] heatmap (the
+            numerator of :math:`S_S`, :func:`map_change`), so that changes of attacks and controls
+            with different :math:`\\|\\hat x - x\\|_2` can be compared directly.
+        extra: what a particular attack adds (the selection rule, the adaptive attack's
+            surrogate objective, a control's source, ...), documented by the function that makes it.
     """
 
     kind: str
@@ -356,11 +412,18 @@ class AttackResult:
     sensitivity: torch.Tensor
     objective_before: torch.Tensor
     objective_after: torch.Tensor
+    map_change: Optional[torch.Tensor] = None
+    extra: dict = field(default_factory=dict)
 
     @property
     def linf(self) -> torch.Tensor:
         """``[B]`` :math:`\\|\\hat x - x\\|_\\infty` per image."""
         return (self.inputs - self.original).abs().flatten(1).amax(dim=1)
+
+    @property
+    def l2(self) -> torch.Tensor:
+        """``[B]`` :math:`\\|\\hat x - x\\|_2` per image."""
+        return (self.inputs - self.original).flatten(1).norm(dim=1)
 
     def measures(self) -> dict:
         """The four measures as a dict of ``[B]`` tensors."""
@@ -421,7 +484,7 @@ def _region_mask(region, batch, height, width, device) -> torch.Tensor:
 def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *, kind: str = "topk",
            explain: Union[str, Callable] = "gradient", epsilon: float = 8 / 255,
            step_size: Optional[float] = None, iterations: int = 20, k: Optional[int] = None,
-           region=None, beta: float = 10.0, seed: int = 0) -> AttackResult:
+           region=None, beta: float = 10.0, seed: int = 0, select: str = "objective") -> AttackResult:
     r"""Attack the saliency maps of ``inputs`` (see the module docstring for the algorithm).
 
     Args:
@@ -443,6 +506,13 @@ def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *,
             ``(x0, y0, x1, y1)`` (upper corner exclusive); default :func:`target_region`.
         beta: softplus sharpness of the direction model (our choice; Ghorbani et al. do not fix one).
         seed: seed of the random control's signs.
+        select: which iterate is returned, per image (:data:`SELECTIONS`). ``"objective"``
+            (default, Ghorbani et al.): among the iterates that keep the label, the one whose
+            original-model map scores best on the attack objective; this selects on the *raw*
+            map's objective, so evaluating another map (e.g. a decoy-enhanced one) on the
+            returned images favours the raw map's sensitivity. ``"label"``: the last iterate that
+            keeps the label, whatever its objective (no selection on any map). The rule is kept in
+            ``result.extra["select"]``.
 
     Returns:
         :class:`AttackResult`.
@@ -460,6 +530,7 @@ def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *,
     x0 = check_images(inputs, model, batch_only=True)  # finite pixels in [0, 1], the model's device
     check_dtype(x0, model)
     check_choice(kind, "kind", ATTACKS)
+    check_choice(select, "select", SELECTIONS)
     epsilon = check_range(epsilon, "epsilon", 0.0, 1.0, closed_low=False)
     check_int(iterations, "iterations")
     step = 2.5 * epsilon / iterations if step_size is None else check_positive(step_size, "step_size")
@@ -476,12 +547,42 @@ def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *,
     # even under torch.no_grad() / torch.inference_mode().
     with evaluating(model), gradients_on():
         region_mask = None if region_mask is None else ordinary(region_mask)
-        return _attack(model, ordinary(x0), target, kind, fn, epsilon, step, iterations, k, region_mask, beta, seed)
+        return _attack(model, ordinary(x0), target, kind, fn, epsilon, step, iterations, k, region_mask, beta, seed,
+                       select)
 
 
-def _attack(model, x0, target, kind, fn, epsilon, step, iterations, k, region_mask, beta, seed) -> AttackResult:
-    b, _, height, width = x0.shape
-    n_pix = height * width
+def _objective(kind: str, top0, region_mask, c0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The attack objective ``[B]`` (to be maximised) of normalised maps ``p [B, H, W]``."""
+    def objective(p: torch.Tensor) -> torch.Tensor:
+        if kind == "topk":
+            return -(p * top0).sum(dim=(1, 2))
+        if kind == "targeted":
+            return (p * region_mask).sum(dim=(1, 2))
+        return ((_soft_center(p) - c0) ** 2).sum(dim=1).add(1e-12).sqrt()
+    return objective
+
+
+def _topk_set(m0: torch.Tensor, k: int) -> torch.Tensor:
+    b, height, width = m0.shape
+    top0 = torch.zeros(b, height * width, dtype=torch.bool, device=m0.device)
+    top0.scatter_(1, torch.argsort(m0.flatten(1), dim=1, descending=True, stable=True)[:, :k], True)
+    return top0.view(b, height, width)
+
+
+def _result(kind, x0, best, labels, t, iteration, epsilon, k, e0, e_hat, before, after, extra) -> AttackResult:
+    m0, m_hat = saliency_map(e0), saliency_map(e_hat)
+    return AttackResult(
+        kind=kind, inputs=best, original=x0, labels=labels, target=t, success=iteration > 0,
+        iteration=iteration, epsilon=epsilon, k=k, original_maps=m0, perturbed_maps=m_hat,
+        topk_intersection=topk_intersection(m0, m_hat, k), spearman=spearman(m0, m_hat),
+        center_shift=center_shift(m0, m_hat), sensitivity=sensitivity(e0, e_hat, x0, best),
+        objective_before=before, objective_after=after, map_change=map_change(e0, e_hat), extra=extra,
+    )
+
+
+def _attack(model, x0, target, kind, fn, epsilon, step, iterations, k, region_mask, beta, seed,
+            select="objective") -> AttackResult:
+    b = x0.shape[0]
     with torch.no_grad():
         logits = _logits(model, x0)
     labels = logits.argmax(dim=1)
@@ -489,17 +590,7 @@ def _attack(model, x0, target, kind, fn, epsilon, step, iterations, k, region_ma
     e0 = _call(fn, model, x0, t, False).detach()
     m0 = saliency_map(e0)
     p0 = _normalized(m0)
-    top0 = torch.zeros(b, n_pix, dtype=torch.bool, device=x0.device)
-    top0.scatter_(1, torch.argsort(m0.flatten(1), dim=1, descending=True, stable=True)[:, :k], True)
-    top0 = top0.view(b, height, width)
-    c0 = _soft_center(p0)
-
-    def objective(p: torch.Tensor) -> torch.Tensor:  # [B], to be maximised
-        if kind == "topk":
-            return -(p * top0).sum(dim=(1, 2))
-        if kind == "targeted":
-            return (p * region_mask).sum(dim=(1, 2))
-        return ((_soft_center(p) - c0) ** 2).sum(dim=1).add(1e-12).sqrt()
+    objective = _objective(kind, _topk_set(m0, k), region_mask, _soft_center(p0))
 
     best = x0.clone()
     iteration = torch.zeros(b, dtype=torch.long, device=x0.device)
@@ -532,21 +623,14 @@ def _attack(model, x0, target, kind, fn, epsilon, step, iterations, k, region_ma
             with torch.no_grad():
                 ok = _logits(model, x).argmax(dim=1) == labels
             val = objective(_normalized(saliency_map(_call(fn, model, x, t, False).detach()))).detach()
-            better = ok & (val > best_obj)
+            better = ok & (val > best_obj) if select == "objective" else ok
             best[better] = x[better]
             best_obj = torch.where(better, val, best_obj)
             iteration[better] = it
         after = best_obj
 
     e_hat = _call(fn, model, best, t, False).detach()
-    m_hat = saliency_map(e_hat)
-    return AttackResult(
-        kind=kind, inputs=best, original=x0, labels=labels, target=t, success=iteration > 0,
-        iteration=iteration, epsilon=epsilon, k=k, original_maps=m0, perturbed_maps=m_hat,
-        topk_intersection=topk_intersection(m0, m_hat, k), spearman=spearman(m0, m_hat),
-        center_shift=center_shift(m0, m_hat), sensitivity=sensitivity(e0, e_hat, x0, best),
-        objective_before=before, objective_after=after,
-    )
+    return _result(kind, x0, best, labels, t, iteration, epsilon, k, e0, e_hat, before, after, {"select": select})
 
 
 def topk_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, **options) -> AttackResult:
