@@ -60,6 +60,7 @@ from ._checks import (TargetType, check_choice, check_dtype, check_images, check
                       check_number, check_positive, check_range, check_seed, evaluating, gradients_on, ordinary,
                       resolve_target, seeded_generator)
 from .heatmap import to_heatmap
+from .layers import resolve_layer
 from .metrics.sensitivity import sensitivity
 from .metrics.similarity import center_shift, spearman, topk_intersection
 
@@ -630,7 +631,8 @@ def _attack(model, x0, target, kind, fn, epsilon, step, iterations, k, region_ma
         after = best_obj
 
     e_hat = _call(fn, model, best, t, False).detach()
-    return _result(kind, x0, best, labels, t, iteration, epsilon, k, e0, e_hat, before, after, {"select": select})
+    extra = {"select": select} if region_mask is None else {"select": select, "region": region_mask}
+    return _result(kind, x0, best, labels, t, iteration, epsilon, k, e0, e_hat, before, after, extra)
 
 
 def topk_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, **options) -> AttackResult:
@@ -653,3 +655,431 @@ def random_sign_attack(model: nn.Module, inputs: torch.Tensor, target: TargetTyp
                        ) -> AttackResult:
     """Random-sign control: :func:`attack` with ``kind="random"`` (same options)."""
     return attack(model, inputs, target, kind="random", **options)
+
+
+# --------------------------------------------------------------------------------------------
+# Norm-matched controls
+# --------------------------------------------------------------------------------------------
+
+#: The norm-matched controls of :func:`norm_matched_control`.
+CONTROLS = ("sign", "permute_channel", "permute_all")
+
+
+def norm_matched_control(model: nn.Module, result: AttackResult, *, control: str = "sign",
+                         explain: Union[str, Callable] = "gradient", seed: int = 0, tries: int = 20) -> AttackResult:
+    r"""A control with exactly the attack's own perturbation size, not aimed at the map.
+
+    :func:`random_sign_attack` puts every pixel at a corner of the :math:`L_\infty` ball, the
+    largest :math:`L_2` norm the budget allows, so its :math:`S_S` (a ratio over
+    :math:`\|\hat x - x\|_2`) is not comparable with an attack's. These controls reuse the
+    attack's own :math:`\delta = \hat x - x` (``result.inputs - result.original``):
+
+    * ``"sign"``: each entry keeps its magnitude :math:`|\delta_i|` and gets a random sign
+      (a fair coin) wherever both signs keep the pixel in [0, 1]; elsewhere it keeps the attack's
+      sign, the only one that does;
+    * ``"permute_channel"``: the entries of each colour channel are moved to a random
+      permutation of that channel's pixel positions (signs travel with them);
+    * ``"permute_all"``: the same over all ``C * H * W`` entries of the image, channels mixed.
+
+    A permuted entry that would leave [0, 1] at its new position takes the opposite sign, which
+    stays inside whenever :math:`|\delta_i| \le 1/2` (always for budgets :math:`\epsilon \le 1/2`;
+    beyond that the pixel is clipped and ``extra["clipped"]`` counts it). So the control's
+    per-image multiset of :math:`|\delta_i|`, hence its :math:`L_2` and :math:`L_\infty` norms,
+    equal the attack's (up to float rounding of :math:`x + \delta'`), and it stays in the
+    :math:`\epsilon`-ball and in [0, 1].
+
+    Label check as for the random control: up to ``tries`` draws per image, the first that keeps
+    the original model's label is returned (``success``; otherwise the clean image). Images the
+    attack left unperturbed stay unperturbed (``success`` False).
+
+    Args:
+        model: the classifier the attack was run on (never modified).
+        result: the attack's :class:`AttackResult`.
+        control: one of :data:`CONTROLS`.
+        explain: the explanation whose maps are measured (as for :func:`attack`; use the one the
+            attack aimed at).
+        seed: seed of the signs / permutations (CPU generator).
+        tries: draws per image until one keeps the label.
+
+    Returns:
+        :class:`AttackResult` with ``kind = "matched_" + control``, the measures of the base
+        explanation, ``map_change``, NaN objectives, and ``extra`` with ``control``,
+        ``source_kind`` (the attack's kind), ``flipped`` (entries whose sign was forced by
+        [0, 1], per image) and ``clipped``.
+    """
+    check_model(model)
+    if not isinstance(result, AttackResult):
+        raise TypeError(f"result must be a dance.attacks.AttackResult (what attack() returns), got {type(result).__name__}")
+    check_choice(control, "control", CONTROLS)
+    check_seed(seed)
+    check_int(tries, "tries")
+    fn = _resolve_explain(explain)
+    with evaluating(model), gradients_on():
+        x0 = ordinary(result.original)
+        xa = ordinary(result.inputs)
+        if xa.shape != x0.shape or xa.shape[0] != result.labels.shape[0]:
+            raise ValueError("result.inputs and result.original must have the same shape [B, C, H, W]")
+        t = ordinary(result.target)
+        labels = ordinary(result.labels)
+        delta = xa - x0
+        moved = delta.flatten(1).abs().amax(dim=1) > 0
+        b, c, h, w = x0.shape
+        g = seeded_generator(seed)
+        best = x0.clone()
+        iteration = torch.zeros(b, dtype=torch.long, device=x0.device)
+        flipped = torch.zeros(b, dtype=torch.long, device=x0.device)
+        clipped = torch.zeros(b, dtype=torch.long, device=x0.device)
+        found = ~moved
+        for it in range(1, tries + 1):
+            if control == "sign":
+                coin = (torch.rand(x0.shape, generator=g) < 0.5).to(x0.device)
+                flip_ok = ((x0 - delta) >= 0) & ((x0 - delta) <= 1)
+                cand_delta = torch.where(coin & flip_ok, -delta, delta)
+                forced = (coin & ~flip_ok).flatten(1).sum(dim=1)
+            else:
+                rows = b * c if control == "permute_channel" else b
+                flat = delta.reshape(rows, -1)
+                perm = torch.argsort(torch.rand(flat.shape, generator=g), dim=1).to(x0.device)
+                cand_delta = flat.gather(1, perm).view_as(delta)
+                outside = ((x0 + cand_delta) < 0) | ((x0 + cand_delta) > 1)
+                cand_delta = torch.where(outside, -cand_delta, cand_delta)
+                forced = outside.flatten(1).sum(dim=1)
+            cand = x0 + cand_delta
+            clip = ((cand < 0) | (cand > 1)).flatten(1).sum(dim=1)
+            cand = cand.clamp(0.0, 1.0)
+            with torch.no_grad():
+                ok = (_logits(model, cand).argmax(dim=1) == labels) & ~found
+            best[ok] = cand[ok]
+            iteration[ok] = it
+            flipped[ok] = forced[ok]
+            clipped[ok] = clip[ok]
+            found |= ok
+            if bool(found.all()):
+                break
+        e0 = _call(fn, model, x0, t, False).detach()
+        e_hat = _call(fn, model, best, t, False).detach()
+        nan = torch.full((b,), float("nan"), device=x0.device)
+        return _result(f"matched_{control}", x0, best, labels, t, iteration, result.epsilon, result.k, e0, e_hat,
+                       nan, nan.clone(), {"control": control, "source_kind": result.kind, "flipped": flipped,
+                                          "clipped": clipped})
+
+
+# --------------------------------------------------------------------------------------------
+# Adaptive attacks on decoy-enhanced maps
+# --------------------------------------------------------------------------------------------
+
+#: The adaptive attacks of :func:`adaptive_attack`.
+ADAPTIVE_MODES = ("fixed_decoy", "eot")
+
+
+def _decoy_setup(model, layer, epsilon_decoy, decoy_options, aggregate):
+    """The checked decoy layer name, :class:`dance.DecoyConfig` and explicit masks (or None)."""
+    from .decoys import DecoyConfig
+    from .enhanced import AGGREGATES
+
+    epsilon_decoy = check_positive(epsilon_decoy, "epsilon_decoy")
+    check_choice(aggregate, "aggregate", AGGREGATES)
+    if decoy_options is None:
+        decoy_options = {}
+    if not isinstance(decoy_options, dict):
+        raise TypeError(f"decoy_options must be a dict of dance.DecoyConfig keywords (relative, patch_size, solver, ...), "
+                        f"got {type(decoy_options).__name__}")
+    options = dict(decoy_options)
+    masks = options.pop("masks", None)
+    valid = sorted(set(DecoyConfig.__dataclass_fields__) - {"epsilon"})
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown decoy option(s) {unknown}; valid: {valid + ['masks']} (the tolerance is epsilon_decoy)")
+    options.setdefault("progress", False)
+    config = DecoyConfig(epsilon=epsilon_decoy, **options)
+    name = resolve_layer(model, layer)[0]
+    return name, config, masks
+
+
+def _population_offsets(model, x, name, config, masks) -> list:
+    """Per image, the decoy offsets ``x~_j - x`` ``[N_b, C, H, W]`` of the decoys optimised at ``x``."""
+    from .decoys import generate_decoys_batch
+
+    decoys = generate_decoys_batch(model, x.detach(), name, config, masks=masks)
+    return [(d.images.to(x.device, x.dtype) - x[i:i + 1].detach()) for i, d in enumerate(decoys)], decoys
+
+
+def _enhanced_of(fn, net, z, t, offsets, how: str, create_graph: bool) -> torch.Tensor:
+    """Decoy-enhanced maps ``[B, C, H, W]`` of ``z`` over the populations ``{z} u {clamp(z + o_j)}``."""
+    from .enhanced import aggregate_maps
+
+    rows = torch.cat([torch.cat([z[i:i + 1], (z[i:i + 1] + o).clamp(0.0, 1.0)]) for i, o in enumerate(offsets)])
+    sizes = [1 + o.shape[0] for o in offsets]
+    row_t = torch.cat([t[i:i + 1].expand(n) for i, n in enumerate(sizes)])
+    e = _call(fn, net, rows, row_t, create_graph)
+    return torch.stack([aggregate_maps(m, how) for m in e.split(sizes)])
+
+
+def _eot_populations(config, masks, model, x, name, eot_samples, eot_shifts, seed):
+    """The EOT populations: ``(config, masks)`` pairs, the defender's own first."""
+    from dataclasses import replace
+
+    from .layers import LayerProbe
+    from .masks import default_masks
+
+    p = config.patch_size
+    if eot_shifts is None:
+        others = [(dy, dx) for dy in range(p) for dx in range(p) if (dy, dx) != (0, 0)]
+        if eot_samples - 1 > len(others):
+            raise ValueError(f"eot_samples={eot_samples} is more than the {len(others) + 1} distinct mask offsets of "
+                             f"patch_size={p}; pass eot_shifts= explicitly or fewer eot_samples")
+        g = seeded_generator(seed)
+        pick = torch.randperm(len(others), generator=g)[:eot_samples - 1].tolist()
+        shifts = [(0, 0)] + [others[i] for i in pick]
+    else:
+        if not isinstance(eot_shifts, (list, tuple)) or not eot_shifts or not all(
+                isinstance(sh, (list, tuple)) and len(sh) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                       for v in sh) for sh in eot_shifts):
+            raise TypeError(f"eot_shifts must be a non-empty list of (dy, dx) int pairs, got {eot_shifts!r}")
+        shifts = [tuple(sh) for sh in eot_shifts]
+    family = masks
+    if family is None and any(sh != (0, 0) for sh in shifts):
+        module = resolve_layer(model, name)[1]
+        family = default_masks(LayerProbe(model, module, name), x[:1].detach(), config.patch_size, config.stride,
+                               config.spacing)
+    pops = []
+    for i, (dy, dx) in enumerate(shifts):
+        cfg = replace(config, seed=config.seed + i)
+        if (dy, dx) == (0, 0):
+            pops.append((cfg, masks))
+        else:
+            pops.append((cfg, torch.as_tensor(family).roll(shifts=(dy, dx), dims=(-2, -1))))
+    return shifts, pops
+
+
+def adaptive_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *, layer,
+                    epsilon_decoy: float, kind: str = "topk", explain: Union[str, Callable] = "gradient",
+                    mode: str = "fixed_decoy", epsilon: float = 8 / 255, step_size: Optional[float] = None,
+                    iterations: int = 20, k: Optional[int] = None, region=None, beta: float = 10.0, seed: int = 0,
+                    select: str = "objective", refresh_every: Optional[int] = None, eot_samples: int = 4,
+                    eot_shifts=None, decoy_options: Optional[dict] = None, aggregate: str = "range") -> AttackResult:
+    r"""Attack the *decoy-enhanced* map of ``inputs`` (DANCE), knowing the defence.
+
+    The transfer attacks (:func:`attack`) aim at the raw map of the base explanation and are then
+    evaluated on DANCE maps; an adversary who knows the defence aims at the decoy-enhanced map
+    itself. Same budget, steps, label check and iterate selection as :func:`attack`; only the
+    objective differs.
+
+    **The map attacked.** For the current iterate :math:`z = x + \delta` the population is
+    :math:`\{z\} \cup \{\operatorname{clip}_{[0,1]}(z + o_j)\}` with decoy offsets
+    :math:`o_j = \tilde x_j - x`, and the map is the pixelwise ``aggregate`` (the paper's range,
+    max - min) of the base explanation over it, which is differentiable almost everywhere in
+    :math:`z`. The decoys themselves come out of an optimisation (:func:`dance.generate_decoys`);
+    its dependence on :math:`z` is not differentiated (BPDA, Athalye et al. 2018): the offsets are
+    held fixed within each step.
+
+    * ``mode="fixed_decoy"``: the offsets of the decoys optimised on the clean image (with
+      ``refresh_every=K``: re-optimised at the current iterate every ``K`` steps);
+    * ``mode="eot"``: the objective is averaged over ``eot_samples`` decoy populations (expectation
+      over transformations): the defender's own, and populations whose mask family is shifted by
+      ``(dy, dx)`` pixels (``torch.roll``, so the masks still cover every pixel; drawn without
+      replacement from the ``patch_size**2 - 1`` non-zero offsets, seeded by ``seed``, or given as
+      ``eot_shifts``), each with decoy seed ``seed + i`` (which matters with ``n_masks``).
+
+    Directions are computed on :func:`softplus_copy` (second derivatives of ReLU maps vanish);
+    the label check and the per-iterate selection (``select="objective"``: the surrogate
+    objective, the fixed-offset map of the *original* model, averaged over the EOT populations;
+    ``"label"``: the last iterate that keeps the label) use the original model. For evaluation the
+    decoys of the returned images are **re-optimised** from scratch (the defender's population,
+    ``decoy_options``), and every measure, ``objective_after`` included, is computed on the
+    decoy-enhanced maps of the original model: clean image with its decoys vs returned image with
+    its new decoys. The attack objective (top-k set, centre of mass) is that of the clean
+    decoy-enhanced map.
+
+    **Through the solver** (not implemented): differentiating :math:`o_j(z)` itself. Unrolling
+    the paper's Adam solver means back-propagating second-order explanation graphs through up to
+    ``steps * (1 + max_doublings)`` (200-1000) penalised steps per decoy, whose discrete decisions
+    (feasibility, ``tau`` shrinking, early freezing, ``c`` doubling) make the unrolled map
+    piecewise with no useful derivative at the switches, at a memory cost of the population times
+    the steps. The line-search solver (:class:`dance.LineSearch`) is the feasible route: each
+    patch's decoy is :math:`\operatorname{clip}(z + \alpha s)` on the patch with :math:`\alpha`
+    the root of :math:`\max|F_l(z + \alpha s M) - F_l(z)| = \epsilon`, so
+    :math:`\partial\alpha/\partial z` follows from the implicit function theorem at the active
+    footprint cell, one extra layer gradient per patch. It would go into
+    :func:`_population_offsets` as offsets :math:`\alpha(z) s M` that carry that gradient
+    (the root search itself in ``dance.decoys._linesearch`` would have to return the per-patch
+    :math:`\alpha` and active cell, which it does not today).
+
+    Args:
+        model: the classifier (never modified; eval mode during the call, flags restored).
+        inputs: ``[B, C, H, W]`` images in [0, 1].
+        target: class whose map is attacked; ``None`` = the predicted class.
+        layer: the decoy layer (name in ``model.named_modules()`` or the module).
+        epsilon_decoy: the decoy tolerance at ``layer`` (``decoy_options={"relative": True}``
+            makes it a fraction of ``max|F_l(x)|``).
+        kind: ``"topk"``, ``"targeted"`` or ``"mass_center"``.
+        explain: the base explanation, as for :func:`attack`.
+        mode: one of :data:`ADAPTIVE_MODES`.
+        epsilon, step_size, iterations, k, region, beta, seed, select: as for :func:`attack`.
+        refresh_every: re-optimise the decoy offsets at the current iterate every this many steps
+            (default ``None``: the clean image's offsets throughout).
+        eot_samples: populations averaged by ``mode="eot"`` (default 4, the defender's included).
+        eot_shifts: explicit mask offsets ``[(dy, dx), ...]`` for ``mode="eot"`` (overrides
+            ``eot_samples``; ``(0, 0)`` is the defender's family).
+        decoy_options: keywords of :class:`dance.DecoyConfig` other than ``epsilon`` (``relative``,
+            ``patch_size``, ``solver``, ...) and ``masks``; ``progress`` defaults to False here.
+        aggregate: ``"range"`` (the paper), ``"mean"`` or ``"std"``.
+
+    Returns:
+        :class:`AttackResult` (``kind`` as passed) whose maps and measures are decoy-enhanced;
+        ``extra`` holds ``mode``, ``select``, ``surrogate_objective`` (``[B]``, the selected
+        iterate's surrogate objective), ``shifts`` (the EOT offsets), ``decoys`` (the re-optimised
+        :class:`dance.Decoys` of the returned images), ``clean_decoys`` and ``region``.
+
+    Example:
+        >>> import torch
+        >>> from dance.attacks import adaptive_attack
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 2))
+        >>> r = adaptive_attack(net, torch.rand(2, 1, 8, 8), layer="1", epsilon_decoy=0.1,
+        ...                     decoy_options={"relative": True, "solver": "linesearch"},
+        ...                     epsilon=0.05, iterations=2)
+        >>> bool((r.linf <= 0.05 + 1e-6).all()), r.objective_after.shape
+        (True, torch.Size([2]))
+    """
+    check_model(model)
+    x0 = check_images(inputs, model, batch_only=True)
+    check_dtype(x0, model)
+    if kind == "random":
+        raise ValueError("kind='random' is a control, not an attack on the map; use random_sign_attack or "
+                         "norm_matched_control")
+    check_choice(kind, "kind", tuple(a for a in ATTACKS if a != "random"))
+    check_choice(mode, "mode", ADAPTIVE_MODES)
+    check_choice(select, "select", SELECTIONS)
+    epsilon = check_range(epsilon, "epsilon", 0.0, 1.0, closed_low=False)
+    check_int(iterations, "iterations")
+    step = 2.5 * epsilon / iterations if step_size is None else check_positive(step_size, "step_size")
+    beta = check_positive(beta, "beta")
+    check_seed(seed)
+    if refresh_every is not None:
+        check_int(refresh_every, "refresh_every")
+    check_int(eot_samples, "eot_samples")
+    fn = _resolve_explain(explain)
+    name, config, masks = _decoy_setup(model, layer, epsilon_decoy, decoy_options, aggregate)
+    b, _, height, width = x0.shape
+    n_pix = height * width
+    if k is None:
+        k = max(1, int(round(TOPK_FRACTION * n_pix)))
+    check_int(k, "k", 1, n_pix)
+    region_mask = _region_mask(region, b, height, width, x0.device) if kind == "targeted" else None
+    with evaluating(model), gradients_on():
+        x0 = ordinary(x0)
+        region_mask = None if region_mask is None else ordinary(region_mask)
+        if mode == "eot":
+            shifts, pops = _eot_populations(config, masks, model, x0, name, eot_samples, eot_shifts, seed)
+        else:
+            shifts, pops = [(0, 0)], [(config, masks)]
+        return _adaptive(model, x0, target, kind, fn, epsilon, step, iterations, k, region_mask, beta, select,
+                         refresh_every, name, config, masks, pops, shifts, mode, aggregate)
+
+
+def _adaptive(model, x0, target, kind, fn, epsilon, step, iterations, k, region_mask, beta, select, refresh_every,
+              name, config, masks, pops, shifts, mode, aggregate) -> AttackResult:
+    b = x0.shape[0]
+    with torch.no_grad():
+        logits = _logits(model, x0)
+    labels = logits.argmax(dim=1)
+    t = labels.clone() if target is None else resolve_target(logits, target)
+    # The defender's clean decoy-enhanced map fixes the objective (top-k set, centre of mass).
+    offsets = [_population_offsets(model, x0, name, cfg, m) for cfg, m in pops]
+    clean_decoys = offsets[0][1]
+    offsets = [o for o, _ in offsets]
+    e0 = _enhanced_of(fn, model, x0, t, offsets[0], aggregate, False).detach()
+    m0 = saliency_map(e0)
+    objective = _objective(kind, _topk_set(m0, k), region_mask, _soft_center(_normalized(m0)))
+    before = objective(_normalized(m0)).detach()
+
+    def surrogate(net, z, create_graph):  # [B], averaged over the populations
+        vals = [objective(_normalized(saliency_map(_enhanced_of(fn, net, z, t, o, aggregate, create_graph))))
+                for o in offsets]
+        return torch.stack(vals).mean(dim=0)
+
+    direction_model = softplus_copy(model, beta)
+    best = x0.clone()
+    with torch.no_grad():
+        best_obj = surrogate(model, x0, False).detach()
+    iteration = torch.zeros(b, dtype=torch.long, device=x0.device)
+    x = x0.clone()
+    for it in range(1, iterations + 1):
+        if refresh_every is not None and it > 1 and (it - 1) % refresh_every == 0:
+            offsets = [_population_offsets(model, x, name, cfg, m)[0] for cfg, m in pops]
+        xg = x.detach().requires_grad_(True)
+        grad = torch.autograd.grad(surrogate(direction_model, xg, True).sum(), xg)[0]
+        x = x.detach() + step * grad.sign()
+        x = torch.minimum(torch.maximum(x, x0 - epsilon), x0 + epsilon).clamp(0.0, 1.0)
+        with torch.no_grad():
+            ok = _logits(model, x).argmax(dim=1) == labels
+        val = surrogate(model, x, False).detach()
+        better = ok & (val > best_obj) if select == "objective" else ok
+        best[better] = x[better]
+        best_obj = torch.where(better, val, best_obj)
+        iteration[better] = it
+
+    # Evaluation: the defender re-optimises the decoys of the returned images.
+    new_offsets, decoys = _population_offsets(model, best, name, config, masks)
+    e_hat = _enhanced_of(fn, model, best, t, new_offsets, aggregate, False).detach()
+    after = objective(_normalized(saliency_map(e_hat))).detach()
+    extra = {"mode": mode, "select": select, "surrogate_objective": best_obj, "shifts": shifts, "decoys": decoys,
+             "clean_decoys": clean_decoys, "region": region_mask}
+    return _result(kind, x0, best, labels, t, iteration, epsilon, k, e0, e_hat, before, after, extra)
+
+
+def evaluate_enhanced(model: nn.Module, result: AttackResult, *, layer, epsilon_decoy: float,
+                      explain: Union[str, Callable] = "gradient", region=None, decoy_options: Optional[dict] = None,
+                      aggregate: str = "range") -> AttackResult:
+    r"""Measure an attack's images on decoy-enhanced maps, as :func:`adaptive_attack` measures its own.
+
+    For a transfer attack (:func:`attack`, aimed at the raw map) or a control: the decoys of the
+    clean images (``result.original``) and of the attacked ones (``result.inputs``) are optimised
+    with the same ``decoy_options``, and the measures, ``objective_before`` and
+    ``objective_after`` (the attack objective of ``result.kind`` on the clean decoy-enhanced map's
+    top-k set / centre of mass / ``region``) are computed on the decoy-enhanced maps of the
+    original model. So ``evaluate_enhanced(model, attack(...), ...).objective_after`` and
+    ``adaptive_attack(...).objective_after`` are the same quantity.
+
+    Args:
+        model: the classifier.
+        result: an :class:`AttackResult`.
+        layer, epsilon_decoy, explain, decoy_options, aggregate: as for :func:`adaptive_attack`
+            (``explain``: the base explanation whose DANCE map is measured).
+        region: target region of a targeted attack; default the region the attack used
+            (``result.extra["region"]``), else :func:`target_region`.
+
+    Returns:
+        :class:`AttackResult`: ``inputs``, ``success``, ``iteration`` of ``result``; maps and
+        measures of the decoy-enhanced maps; objectives NaN for controls; ``extra`` with
+        ``decoys``, ``clean_decoys``, ``source_kind``.
+    """
+    check_model(model)
+    if not isinstance(result, AttackResult):
+        raise TypeError(f"result must be a dance.attacks.AttackResult, got {type(result).__name__}")
+    fn = _resolve_explain(explain)
+    name, config, masks = _decoy_setup(model, layer, epsilon_decoy, decoy_options, aggregate)
+    with evaluating(model), gradients_on():
+        x0, xh, t = ordinary(result.original), ordinary(result.inputs), ordinary(result.target)
+        b, _, height, width = x0.shape
+        offsets0, clean_decoys = _population_offsets(model, x0, name, config, masks)
+        offsets1, decoys = _population_offsets(model, xh, name, config, masks)
+        e0 = _enhanced_of(fn, model, x0, t, offsets0, aggregate, False).detach()
+        e_hat = _enhanced_of(fn, model, xh, t, offsets1, aggregate, False).detach()
+        m0 = saliency_map(e0)
+        if result.kind in ATTACKS and result.kind != "random":
+            if result.kind == "targeted":
+                stored = result.extra.get("region") if region is None else None
+                region_mask = stored if stored is not None else _region_mask(region, b, height, width, x0.device)
+            else:
+                region_mask = None
+            objective = _objective(result.kind, _topk_set(m0, result.k), region_mask, _soft_center(_normalized(m0)))
+            before = objective(_normalized(m0)).detach()
+            after = objective(_normalized(saliency_map(e_hat))).detach()
+        else:
+            before = torch.full((b,), float("nan"), device=x0.device)
+            after = before.clone()
+        return _result(result.kind, x0, xh, ordinary(result.labels), t, result.iteration.clone(), result.epsilon,
+                       result.k, e0, e_hat, before, after,
+                       {"decoys": decoys, "clean_decoys": clean_decoys, "source_kind": result.kind})
