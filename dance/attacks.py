@@ -24,7 +24,7 @@ functionally (``F.relu`` inside ``forward``) are out of scope and stay ReLUs (a 
 when the model has no ``nn.ReLU`` module at all). Every iterate is then checked on the
 *original* model: it counts only if the predicted class is unchanged, and among the valid
 iterates the one whose original-model map scores best on the attack's objective is returned, per
-image (batched over images). Iterates that change the label are not returned, but the walk goes
+image (batched over images; ``select="label"``: the last valid iterate). Iterates that change the label are not returned, but the walk goes
 on from them (Ghorbani et al. keep the best valid iterate, not a constrained walk).
 
 **Explanations** are functions ``explain(model, inputs, target, create_graph=False)`` that are
@@ -36,7 +36,23 @@ derivatives; they agree with Captum's ``Saliency(abs=False)``, ``NoiseTunnel`` a
 ``IntegratedGradients`` (see the tests). Any other differentiable function with that signature
 works too. Maps that are not differentiable in the input (such as :class:`dance.DecoyEnhanced`,
 whose decoys come from an optimisation) are evaluated *on* the attacked inputs instead: attack
-the base method, then explain :attr:`AttackResult.inputs` with any explainer.
+the base method, then explain :attr:`AttackResult.inputs` with any explainer
+(:func:`evaluate_enhanced` does it for decoy-enhanced maps). That is a *transfer* attack: it
+ignores the defence.
+
+**Adaptive attacks** (:func:`adaptive_attack`) aim at the decoy-enhanced map itself, with the
+decoy offsets held fixed inside each step (``mode="fixed_decoy"``, BPDA-style) or averaged over
+several decoy populations (``mode="eot"``); the decoys of the returned images are re-optimised
+for evaluation. Differentiating through the decoy solver is not implemented (the docstring of
+:func:`adaptive_attack` says why and where it would go).
+
+**Controls.** Besides :func:`random_sign_attack` (every pixel at a corner of the ball),
+:func:`norm_matched_control` reuses an attack's own perturbation with random signs or permuted
+positions, so the control has exactly the attack's :math:`L_2` and :math:`L_\infty` norms;
+:attr:`AttackResult.map_change` (:math:`\|\Delta E\|_2`) is reported next to :math:`S_S`.
+
+**Selection.** ``select="objective"`` (default) returns the valid iterate that scores best on
+the attacked map's objective; ``select="label"`` the last iterate that keeps the label.
 
 **Measures** (:class:`AttackResult`), all between maps of the original and the perturbed input
 computed on the *original* model with the attacked explanation: top-k intersection, Spearman
@@ -63,6 +79,14 @@ from .heatmap import to_heatmap
 from .layers import resolve_layer
 from .metrics.sensitivity import sensitivity
 from .metrics.similarity import center_shift, spearman, topk_intersection
+
+__all__ = [
+    "attack", "topk_attack", "targeted_attack", "mass_center_attack", "random_sign_attack", "AttackResult",
+    "adaptive_attack", "evaluate_enhanced", "norm_matched_control", "map_change",
+    "gradient", "smoothgrad", "integrated_gradients", "explainer", "softplus_copy", "saliency_map", "target_region",
+    "ATTACKS", "SELECTIONS", "CONTROLS", "ADAPTIVE_MODES", "EXPLAINERS", "IG_METHODS",
+    "TARGET_FRACTION", "TARGET_MIN_SIDE", "TOPK_FRACTION",
+]
 
 ATTACKS = ("topk", "targeted", "mass_center", "random")
 #: How :func:`attack` and :func:`adaptive_attack` pick the returned iterate (see ``select``).
@@ -900,9 +924,9 @@ def adaptive_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType =
     patch's decoy is :math:`\operatorname{clip}(z + \alpha s)` on the patch with :math:`\alpha`
     the root of :math:`\max|F_l(z + \alpha s M) - F_l(z)| = \epsilon`, so
     :math:`\partial\alpha/\partial z` follows from the implicit function theorem at the active
-    footprint cell, one extra layer gradient per patch. It would go into
-    :func:`_population_offsets` as offsets :math:`\alpha(z) s M` that carry that gradient
-    (the root search itself in ``dance.decoys._linesearch`` would have to return the per-patch
+    footprint cell, one extra layer gradient per patch. It would replace the fixed offsets of
+    this function's population by offsets :math:`\alpha(z) s M` that carry that gradient (the
+    line-search root search in :mod:`dance.decoys` would have to return each patch's
     :math:`\alpha` and active cell, which it does not today).
 
     Args:
