@@ -8,7 +8,7 @@ the saliency map:
   in the original map (DANCE paper: k = 5000 of 224x224 pixels);
 * **targeted** (:func:`targeted_attack`): raise the saliency inside a target region (DANCE
   paper: the bottom-right 4x4 pixels of a 224x224 image; here a bottom-right square whose side
-  is the same fraction, 4/224, of the image side, at least one pixel);
+  is the same fraction, 4/224, of the image side, at least 4 pixels, :func:`target_region`);
 * **mass-center** (:func:`mass_center_attack`): move the saliency centre of mass away from
   where it was;
 * **random sign** (:func:`random_sign_attack`): the control, :math:`\hat x = x + \epsilon \cdot
@@ -24,7 +24,7 @@ functionally (``F.relu`` inside ``forward``) are out of scope and stay ReLUs (a 
 when the model has no ``nn.ReLU`` module at all). Every iterate is then checked on the
 *original* model: it counts only if the predicted class is unchanged, and among the valid
 iterates the one whose original-model map scores best on the attack's objective is returned, per
-image (batched over images). Iterates that change the label are not returned, but the walk goes
+image (batched over images; ``select="label"``: the last valid iterate). Iterates that change the label are not returned, but the walk goes
 on from them (Ghorbani et al. keep the best valid iterate, not a constrained walk).
 
 **Explanations** are functions ``explain(model, inputs, target, create_graph=False)`` that are
@@ -36,7 +36,23 @@ derivatives; they agree with Captum's ``Saliency(abs=False)``, ``NoiseTunnel`` a
 ``IntegratedGradients`` (see the tests). Any other differentiable function with that signature
 works too. Maps that are not differentiable in the input (such as :class:`dance.DecoyEnhanced`,
 whose decoys come from an optimisation) are evaluated *on* the attacked inputs instead: attack
-the base method, then explain :attr:`AttackResult.inputs` with any explainer.
+the base method, then explain :attr:`AttackResult.inputs` with any explainer
+(:func:`evaluate_enhanced` does it for decoy-enhanced maps). That is a *transfer* attack: it
+ignores the defence.
+
+**Adaptive attacks** (:func:`adaptive_attack`) aim at the decoy-enhanced map itself, with the
+decoy offsets held fixed inside each step (``mode="fixed_decoy"``, BPDA-style) or averaged over
+several decoy populations (``mode="eot"``); the decoys of the returned images are re-optimised
+for evaluation. Differentiating through the decoy solver is not implemented (the docstring of
+:func:`adaptive_attack` says why and where it would go).
+
+**Controls.** Besides :func:`random_sign_attack` (every pixel at a corner of the ball),
+:func:`norm_matched_control` reuses an attack's own perturbation with random signs or permuted
+positions, so the control has exactly the attack's :math:`L_2` and :math:`L_\infty` norms;
+:attr:`AttackResult.map_change` (:math:`\|\Delta E\|_2`) is reported next to :math:`S_S`.
+
+**Selection.** ``select="objective"`` (default) returns the valid iterate that scores best on
+the attacked map's objective; ``select="label"`` the last iterate that keeps the label.
 
 **Measures** (:class:`AttackResult`), all between maps of the original and the perturbed input
 computed on the *original* model with the attacked explanation: top-k intersection, Spearman
@@ -50,7 +66,7 @@ import copy
 import functools
 import inspect
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 import torch
@@ -59,14 +75,28 @@ from torch import nn
 from ._checks import (TargetType, check_choice, check_dtype, check_images, check_int, check_logits, check_model,
                       check_number, check_positive, check_range, check_seed, evaluating, gradients_on, ordinary,
                       resolve_target, seeded_generator)
+from .heatmap import to_heatmap
+from .layers import resolve_layer
 from .metrics.sensitivity import sensitivity
 from .metrics.similarity import center_shift, spearman, topk_intersection
 
+__all__ = [
+    "attack", "topk_attack", "targeted_attack", "mass_center_attack", "random_sign_attack", "AttackResult",
+    "adaptive_attack", "evaluate_enhanced", "norm_matched_control", "map_change",
+    "gradient", "smoothgrad", "integrated_gradients", "explainer", "softplus_copy", "saliency_map", "target_region",
+    "ATTACKS", "SELECTIONS", "CONTROLS", "ADAPTIVE_MODES", "EXPLAINERS", "IG_METHODS",
+    "TARGET_FRACTION", "TARGET_MIN_SIDE", "TOPK_FRACTION",
+]
+
 ATTACKS = ("topk", "targeted", "mass_center", "random")
+#: How :func:`attack` and :func:`adaptive_attack` pick the returned iterate (see ``select``).
+SELECTIONS = ("objective", "label")
 IG_METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
 #: Share of the image side taken by the default target region: 4 pixels of 224 (DANCE §4.2).
 TARGET_FRACTION = 4 / 224
+#: Smallest side of the default target region in pixels (the paper's 4x4 region, in absolute size).
+TARGET_MIN_SIDE = 4
 #: Share of the pixels in the top-k set by default: 5000 of 224 x 224 (DANCE §4.2).
 TOPK_FRACTION = 5000 / (224 * 224)
 
@@ -232,12 +262,25 @@ EXPLAINERS = {"gradient": gradient, "smoothgrad": smoothgrad, "integrated_gradie
 def explainer(name: str, **options) -> Callable:
     """One of :data:`EXPLAINERS` with its options fixed, e.g. ``explainer("smoothgrad", n_samples=20)``.
 
+    The options are checked here (an unknown one is a ``TypeError`` naming the valid ones), so a
+    typo such as ``n_sample=`` fails at once instead of at the first call. The sample / step count
+    of the maps that are *evaluated* is what the attack directions should use too (Ghorbani et
+    al. differentiate the very map they attack): pass the same ``n_samples`` / ``n_steps`` /
+    ``stdev`` / ``seed`` / ``method`` as the evaluated method, e.g.
+    ``explainer("integrated_gradients", n_steps=16, method="gausslegendre")`` for Captum's
+    ``IntegratedGradients(...).attribute(..., n_steps=16)``.
+
     Returns:
         ``explain(model, inputs, target, create_graph=False) -> attributions``.
     """
     if name not in EXPLAINERS:
         raise ValueError(f"explainer name must be one of {sorted(EXPLAINERS)}, got {name!r}")
-    return functools.partial(EXPLAINERS[name], **options)
+    fn = EXPLAINERS[name]
+    valid = [p for p in inspect.signature(fn).parameters if p not in ("model", "inputs", "target", "create_graph")]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} of explainer {name!r}; valid: {valid}")
+    return functools.partial(fn, **options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,20 +324,53 @@ def saliency_map(attributions: torch.Tensor) -> torch.Tensor:
     return attributions.abs().sum(dim=1)
 
 
+def map_change(attributions: torch.Tensor, perturbed_attributions: torch.Tensor, percentile: float = 95.0
+               ) -> torch.Tensor:
+    r""":math:`\|\Delta E\|_2` per image: the L2 distance of the [0, 1] heatmaps (:func:`dance.to_heatmap`)
+    of two batches of maps ``[B, C, H, W]``.
+
+    It is the numerator of :math:`S_S` (:func:`dance.metrics.sensitivity`), which divides it by
+    :math:`\|\hat x - x\|_2`: reported next to :math:`S_S` it tells whether a lower :math:`S_S`
+    comes from a smaller map change or from a larger perturbation (the random-sign control sits
+    at the corners of the :math:`L_\infty` ball, with the largest :math:`L_2` norm).
+
+    Example:
+        >>> import torch
+        >>> from dance.attacks import map_change
+        >>> e = torch.zeros(1, 1, 2, 2); e_hat = e.clone(); e_hat[0, 0, 0, 0] = 1.0
+        >>> map_change(e, e_hat).tolist()
+        [1.0]
+    """
+    a, b = to_heatmap(attributions, percentile), to_heatmap(perturbed_attributions, percentile)
+    if a.shape != b.shape:
+        raise ValueError(f"attributions and perturbed_attributions must have the same shape, "
+                         f"got {tuple(attributions.shape)} and {tuple(perturbed_attributions.shape)}")
+    return (a - b.to(a.device)).flatten(1).norm(dim=1)
+
+
 def _normalized(m: torch.Tensor) -> torch.Tensor:
     # Objectives act on the map's *distribution* of saliency, so scaling the whole map does not help.
     total = m.flatten(1).sum(dim=1).view(-1, 1, 1)
     return m / torch.where(total > 0, total, torch.ones_like(total))
 
 
-def target_region(height: int, width: int, fraction: float = TARGET_FRACTION, device=None) -> torch.Tensor:
+def target_region(height: int, width: int, fraction: float = TARGET_FRACTION, device=None, *,
+                  min_side: int = TARGET_MIN_SIDE) -> torch.Tensor:
     """Default target region: the bottom-right square whose side is ``fraction`` of the image
-    side (4/224 as in the DANCE paper), at least one pixel. Returns a ``[H, W]`` bool mask."""
+    side (4/224 as in the DANCE paper), at least ``min_side`` pixels (and at most the image).
+
+    The paper's region is 4x4 pixels of a 224x224 image; the same *fraction* of a 64x64 image
+    rounds to one pixel, a target too small to mean anything for a saliency map, so the side is
+    never below ``min_side`` (default :data:`TARGET_MIN_SIDE` = 4, the paper's absolute size;
+    before this minimum existed the default region of a 64x64 image was 1x1).
+    ``min_side=1`` gives the pure fraction. Returns a ``[H, W]`` bool mask.
+    """
     check_int(height, "height")
     check_int(width, "width")
     fraction = check_range(fraction, "fraction", 0.0, 1.0, closed_low=False)
-    rh = max(1, int(round(fraction * height)))
-    rw = max(1, int(round(fraction * width)))
+    check_int(min_side, "min_side")
+    rh = min(height, max(min_side, int(round(fraction * height))))
+    rw = min(width, max(min_side, int(round(fraction * width))))
     mask = torch.zeros(height, width, dtype=torch.bool, device=device)
     mask[height - rh:, width - rw:] = True
     return mask
@@ -337,6 +413,11 @@ class AttackResult:
             ``inputs == original``).
         objective_before, objective_after: ``[B]`` the attack objective (on the original model's
             normalised map) at :math:`x` and at :math:`\\hat x`; NaN for the random control.
+        map_change: ``[B]`` :math:`\\|\\Delta E\\|_2`, the L2 change of the [0, 1] heatmap (the
+            numerator of :math:`S_S`, :func:`map_change`), so that changes of attacks and controls
+            with different :math:`\\|\\hat x - x\\|_2` can be compared directly.
+        extra: what a particular attack adds (the selection rule, the adaptive attack's
+            surrogate objective, a control's source, ...), documented by the function that makes it.
     """
 
     kind: str
@@ -356,11 +437,18 @@ class AttackResult:
     sensitivity: torch.Tensor
     objective_before: torch.Tensor
     objective_after: torch.Tensor
+    map_change: Optional[torch.Tensor] = None
+    extra: dict = field(default_factory=dict)
 
     @property
     def linf(self) -> torch.Tensor:
         """``[B]`` :math:`\\|\\hat x - x\\|_\\infty` per image."""
         return (self.inputs - self.original).abs().flatten(1).amax(dim=1)
+
+    @property
+    def l2(self) -> torch.Tensor:
+        """``[B]`` :math:`\\|\\hat x - x\\|_2` per image."""
+        return (self.inputs - self.original).flatten(1).norm(dim=1)
 
     def measures(self) -> dict:
         """The four measures as a dict of ``[B]`` tensors."""
@@ -421,7 +509,7 @@ def _region_mask(region, batch, height, width, device) -> torch.Tensor:
 def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *, kind: str = "topk",
            explain: Union[str, Callable] = "gradient", epsilon: float = 8 / 255,
            step_size: Optional[float] = None, iterations: int = 20, k: Optional[int] = None,
-           region=None, beta: float = 10.0, seed: int = 0) -> AttackResult:
+           region=None, beta: float = 10.0, seed: int = 0, select: str = "objective") -> AttackResult:
     r"""Attack the saliency maps of ``inputs`` (see the module docstring for the algorithm).
 
     Args:
@@ -443,6 +531,13 @@ def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *,
             ``(x0, y0, x1, y1)`` (upper corner exclusive); default :func:`target_region`.
         beta: softplus sharpness of the direction model (our choice; Ghorbani et al. do not fix one).
         seed: seed of the random control's signs.
+        select: which iterate is returned, per image (:data:`SELECTIONS`). ``"objective"``
+            (default, Ghorbani et al.): among the iterates that keep the label, the one whose
+            original-model map scores best on the attack objective; this selects on the *raw*
+            map's objective, so evaluating another map (e.g. a decoy-enhanced one) on the
+            returned images favours the raw map's sensitivity. ``"label"``: the last iterate that
+            keeps the label, whatever its objective (no selection on any map). The rule is kept in
+            ``result.extra["select"]``.
 
     Returns:
         :class:`AttackResult`.
@@ -460,6 +555,7 @@ def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *,
     x0 = check_images(inputs, model, batch_only=True)  # finite pixels in [0, 1], the model's device
     check_dtype(x0, model)
     check_choice(kind, "kind", ATTACKS)
+    check_choice(select, "select", SELECTIONS)
     epsilon = check_range(epsilon, "epsilon", 0.0, 1.0, closed_low=False)
     check_int(iterations, "iterations")
     step = 2.5 * epsilon / iterations if step_size is None else check_positive(step_size, "step_size")
@@ -476,12 +572,42 @@ def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *,
     # even under torch.no_grad() / torch.inference_mode().
     with evaluating(model), gradients_on():
         region_mask = None if region_mask is None else ordinary(region_mask)
-        return _attack(model, ordinary(x0), target, kind, fn, epsilon, step, iterations, k, region_mask, beta, seed)
+        return _attack(model, ordinary(x0), target, kind, fn, epsilon, step, iterations, k, region_mask, beta, seed,
+                       select)
 
 
-def _attack(model, x0, target, kind, fn, epsilon, step, iterations, k, region_mask, beta, seed) -> AttackResult:
-    b, _, height, width = x0.shape
-    n_pix = height * width
+def _objective(kind: str, top0, region_mask, c0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The attack objective ``[B]`` (to be maximised) of normalised maps ``p [B, H, W]``."""
+    def objective(p: torch.Tensor) -> torch.Tensor:
+        if kind == "topk":
+            return -(p * top0).sum(dim=(1, 2))
+        if kind == "targeted":
+            return (p * region_mask).sum(dim=(1, 2))
+        return ((_soft_center(p) - c0) ** 2).sum(dim=1).add(1e-12).sqrt()
+    return objective
+
+
+def _topk_set(m0: torch.Tensor, k: int) -> torch.Tensor:
+    b, height, width = m0.shape
+    top0 = torch.zeros(b, height * width, dtype=torch.bool, device=m0.device)
+    top0.scatter_(1, torch.argsort(m0.flatten(1), dim=1, descending=True, stable=True)[:, :k], True)
+    return top0.view(b, height, width)
+
+
+def _result(kind, x0, best, labels, t, iteration, epsilon, k, e0, e_hat, before, after, extra) -> AttackResult:
+    m0, m_hat = saliency_map(e0), saliency_map(e_hat)
+    return AttackResult(
+        kind=kind, inputs=best, original=x0, labels=labels, target=t, success=iteration > 0,
+        iteration=iteration, epsilon=epsilon, k=k, original_maps=m0, perturbed_maps=m_hat,
+        topk_intersection=topk_intersection(m0, m_hat, k), spearman=spearman(m0, m_hat),
+        center_shift=center_shift(m0, m_hat), sensitivity=sensitivity(e0, e_hat, x0, best),
+        objective_before=before, objective_after=after, map_change=map_change(e0, e_hat), extra=extra,
+    )
+
+
+def _attack(model, x0, target, kind, fn, epsilon, step, iterations, k, region_mask, beta, seed,
+            select="objective") -> AttackResult:
+    b = x0.shape[0]
     with torch.no_grad():
         logits = _logits(model, x0)
     labels = logits.argmax(dim=1)
@@ -489,17 +615,7 @@ def _attack(model, x0, target, kind, fn, epsilon, step, iterations, k, region_ma
     e0 = _call(fn, model, x0, t, False).detach()
     m0 = saliency_map(e0)
     p0 = _normalized(m0)
-    top0 = torch.zeros(b, n_pix, dtype=torch.bool, device=x0.device)
-    top0.scatter_(1, torch.argsort(m0.flatten(1), dim=1, descending=True, stable=True)[:, :k], True)
-    top0 = top0.view(b, height, width)
-    c0 = _soft_center(p0)
-
-    def objective(p: torch.Tensor) -> torch.Tensor:  # [B], to be maximised
-        if kind == "topk":
-            return -(p * top0).sum(dim=(1, 2))
-        if kind == "targeted":
-            return (p * region_mask).sum(dim=(1, 2))
-        return ((_soft_center(p) - c0) ** 2).sum(dim=1).add(1e-12).sqrt()
+    objective = _objective(kind, _topk_set(m0, k), region_mask, _soft_center(p0))
 
     best = x0.clone()
     iteration = torch.zeros(b, dtype=torch.long, device=x0.device)
@@ -532,21 +648,15 @@ def _attack(model, x0, target, kind, fn, epsilon, step, iterations, k, region_ma
             with torch.no_grad():
                 ok = _logits(model, x).argmax(dim=1) == labels
             val = objective(_normalized(saliency_map(_call(fn, model, x, t, False).detach()))).detach()
-            better = ok & (val > best_obj)
+            better = ok & (val > best_obj) if select == "objective" else ok
             best[better] = x[better]
             best_obj = torch.where(better, val, best_obj)
             iteration[better] = it
         after = best_obj
 
     e_hat = _call(fn, model, best, t, False).detach()
-    m_hat = saliency_map(e_hat)
-    return AttackResult(
-        kind=kind, inputs=best, original=x0, labels=labels, target=t, success=iteration > 0,
-        iteration=iteration, epsilon=epsilon, k=k, original_maps=m0, perturbed_maps=m_hat,
-        topk_intersection=topk_intersection(m0, m_hat, k), spearman=spearman(m0, m_hat),
-        center_shift=center_shift(m0, m_hat), sensitivity=sensitivity(e0, e_hat, x0, best),
-        objective_before=before, objective_after=after,
-    )
+    extra = {"select": select} if region_mask is None else {"select": select, "region": region_mask}
+    return _result(kind, x0, best, labels, t, iteration, epsilon, k, e0, e_hat, before, after, extra)
 
 
 def topk_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, **options) -> AttackResult:
@@ -569,3 +679,431 @@ def random_sign_attack(model: nn.Module, inputs: torch.Tensor, target: TargetTyp
                        ) -> AttackResult:
     """Random-sign control: :func:`attack` with ``kind="random"`` (same options)."""
     return attack(model, inputs, target, kind="random", **options)
+
+
+# --------------------------------------------------------------------------------------------
+# Norm-matched controls
+# --------------------------------------------------------------------------------------------
+
+#: The norm-matched controls of :func:`norm_matched_control`.
+CONTROLS = ("sign", "permute_channel", "permute_all")
+
+
+def norm_matched_control(model: nn.Module, result: AttackResult, *, control: str = "sign",
+                         explain: Union[str, Callable] = "gradient", seed: int = 0, tries: int = 20) -> AttackResult:
+    r"""A control with exactly the attack's own perturbation size, not aimed at the map.
+
+    :func:`random_sign_attack` puts every pixel at a corner of the :math:`L_\infty` ball, the
+    largest :math:`L_2` norm the budget allows, so its :math:`S_S` (a ratio over
+    :math:`\|\hat x - x\|_2`) is not comparable with an attack's. These controls reuse the
+    attack's own :math:`\delta = \hat x - x` (``result.inputs - result.original``):
+
+    * ``"sign"``: each entry keeps its magnitude :math:`|\delta_i|` and gets a random sign
+      (a fair coin) wherever both signs keep the pixel in [0, 1]; elsewhere it keeps the attack's
+      sign, the only one that does;
+    * ``"permute_channel"``: the entries of each colour channel are moved to a random
+      permutation of that channel's pixel positions (signs travel with them);
+    * ``"permute_all"``: the same over all ``C * H * W`` entries of the image, channels mixed.
+
+    A permuted entry that would leave [0, 1] at its new position takes the opposite sign, which
+    stays inside whenever :math:`|\delta_i| \le 1/2` (always for budgets :math:`\epsilon \le 1/2`;
+    beyond that the pixel is clipped and ``extra["clipped"]`` counts it). So the control's
+    per-image multiset of :math:`|\delta_i|`, hence its :math:`L_2` and :math:`L_\infty` norms,
+    equal the attack's (up to float rounding of :math:`x + \delta'`), and it stays in the
+    :math:`\epsilon`-ball and in [0, 1].
+
+    Label check as for the random control: up to ``tries`` draws per image, the first that keeps
+    the original model's label is returned (``success``; otherwise the clean image). Images the
+    attack left unperturbed stay unperturbed (``success`` False).
+
+    Args:
+        model: the classifier the attack was run on (never modified).
+        result: the attack's :class:`AttackResult`.
+        control: one of :data:`CONTROLS`.
+        explain: the explanation whose maps are measured (as for :func:`attack`; use the one the
+            attack aimed at).
+        seed: seed of the signs / permutations (CPU generator).
+        tries: draws per image until one keeps the label.
+
+    Returns:
+        :class:`AttackResult` with ``kind = "matched_" + control``, the measures of the base
+        explanation, ``map_change``, NaN objectives, and ``extra`` with ``control``,
+        ``source_kind`` (the attack's kind), ``flipped`` (entries whose sign was forced by
+        [0, 1], per image) and ``clipped``.
+    """
+    check_model(model)
+    if not isinstance(result, AttackResult):
+        raise TypeError(f"result must be a dance.attacks.AttackResult (what attack() returns), got {type(result).__name__}")
+    check_choice(control, "control", CONTROLS)
+    check_seed(seed)
+    check_int(tries, "tries")
+    fn = _resolve_explain(explain)
+    with evaluating(model), gradients_on():
+        x0 = ordinary(result.original)
+        xa = ordinary(result.inputs)
+        if xa.shape != x0.shape or xa.shape[0] != result.labels.shape[0]:
+            raise ValueError("result.inputs and result.original must have the same shape [B, C, H, W]")
+        t = ordinary(result.target)
+        labels = ordinary(result.labels)
+        delta = xa - x0
+        moved = delta.flatten(1).abs().amax(dim=1) > 0
+        b, c, h, w = x0.shape
+        g = seeded_generator(seed)
+        best = x0.clone()
+        iteration = torch.zeros(b, dtype=torch.long, device=x0.device)
+        flipped = torch.zeros(b, dtype=torch.long, device=x0.device)
+        clipped = torch.zeros(b, dtype=torch.long, device=x0.device)
+        found = ~moved
+        for it in range(1, tries + 1):
+            if control == "sign":
+                coin = (torch.rand(x0.shape, generator=g) < 0.5).to(x0.device)
+                flip_ok = ((x0 - delta) >= 0) & ((x0 - delta) <= 1)
+                cand_delta = torch.where(coin & flip_ok, -delta, delta)
+                forced = (coin & ~flip_ok).flatten(1).sum(dim=1)
+            else:
+                rows = b * c if control == "permute_channel" else b
+                flat = delta.reshape(rows, -1)
+                perm = torch.argsort(torch.rand(flat.shape, generator=g), dim=1).to(x0.device)
+                cand_delta = flat.gather(1, perm).view_as(delta)
+                outside = ((x0 + cand_delta) < 0) | ((x0 + cand_delta) > 1)
+                cand_delta = torch.where(outside, -cand_delta, cand_delta)
+                forced = outside.flatten(1).sum(dim=1)
+            cand = x0 + cand_delta
+            clip = ((cand < 0) | (cand > 1)).flatten(1).sum(dim=1)
+            cand = cand.clamp(0.0, 1.0)
+            with torch.no_grad():
+                ok = (_logits(model, cand).argmax(dim=1) == labels) & ~found
+            best[ok] = cand[ok]
+            iteration[ok] = it
+            flipped[ok] = forced[ok]
+            clipped[ok] = clip[ok]
+            found |= ok
+            if bool(found.all()):
+                break
+        e0 = _call(fn, model, x0, t, False).detach()
+        e_hat = _call(fn, model, best, t, False).detach()
+        nan = torch.full((b,), float("nan"), device=x0.device)
+        return _result(f"matched_{control}", x0, best, labels, t, iteration, result.epsilon, result.k, e0, e_hat,
+                       nan, nan.clone(), {"control": control, "source_kind": result.kind, "flipped": flipped,
+                                          "clipped": clipped})
+
+
+# --------------------------------------------------------------------------------------------
+# Adaptive attacks on decoy-enhanced maps
+# --------------------------------------------------------------------------------------------
+
+#: The adaptive attacks of :func:`adaptive_attack`.
+ADAPTIVE_MODES = ("fixed_decoy", "eot")
+
+
+def _decoy_setup(model, layer, epsilon_decoy, decoy_options, aggregate):
+    """The checked decoy layer name, :class:`dance.DecoyConfig` and explicit masks (or None)."""
+    from .decoys import DecoyConfig
+    from .enhanced import AGGREGATES
+
+    epsilon_decoy = check_positive(epsilon_decoy, "epsilon_decoy")
+    check_choice(aggregate, "aggregate", AGGREGATES)
+    if decoy_options is None:
+        decoy_options = {}
+    if not isinstance(decoy_options, dict):
+        raise TypeError(f"decoy_options must be a dict of dance.DecoyConfig keywords (relative, patch_size, solver, ...), "
+                        f"got {type(decoy_options).__name__}")
+    options = dict(decoy_options)
+    masks = options.pop("masks", None)
+    valid = sorted(set(DecoyConfig.__dataclass_fields__) - {"epsilon"})
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown decoy option(s) {unknown}; valid: {valid + ['masks']} (the tolerance is epsilon_decoy)")
+    options.setdefault("progress", False)
+    config = DecoyConfig(epsilon=epsilon_decoy, **options)
+    name = resolve_layer(model, layer)[0]
+    return name, config, masks
+
+
+def _population_offsets(model, x, name, config, masks) -> list:
+    """Per image, the decoy offsets ``x~_j - x`` ``[N_b, C, H, W]`` of the decoys optimised at ``x``."""
+    from .decoys import generate_decoys_batch
+
+    decoys = generate_decoys_batch(model, x.detach(), name, config, masks=masks)
+    return [(d.images.to(x.device, x.dtype) - x[i:i + 1].detach()) for i, d in enumerate(decoys)], decoys
+
+
+def _enhanced_of(fn, net, z, t, offsets, how: str, create_graph: bool) -> torch.Tensor:
+    """Decoy-enhanced maps ``[B, C, H, W]`` of ``z`` over the populations ``{z} u {clamp(z + o_j)}``."""
+    from .enhanced import aggregate_maps
+
+    rows = torch.cat([torch.cat([z[i:i + 1], (z[i:i + 1] + o).clamp(0.0, 1.0)]) for i, o in enumerate(offsets)])
+    sizes = [1 + o.shape[0] for o in offsets]
+    row_t = torch.cat([t[i:i + 1].expand(n) for i, n in enumerate(sizes)])
+    e = _call(fn, net, rows, row_t, create_graph)
+    return torch.stack([aggregate_maps(m, how) for m in e.split(sizes)])
+
+
+def _eot_populations(config, masks, model, x, name, eot_samples, eot_shifts, seed):
+    """The EOT populations: ``(config, masks)`` pairs, the defender's own first."""
+    from dataclasses import replace
+
+    from .layers import LayerProbe
+    from .masks import default_masks
+
+    p = config.patch_size
+    if eot_shifts is None:
+        others = [(dy, dx) for dy in range(p) for dx in range(p) if (dy, dx) != (0, 0)]
+        if eot_samples - 1 > len(others):
+            raise ValueError(f"eot_samples={eot_samples} is more than the {len(others) + 1} distinct mask offsets of "
+                             f"patch_size={p}; pass eot_shifts= explicitly or fewer eot_samples")
+        g = seeded_generator(seed)
+        pick = torch.randperm(len(others), generator=g)[:eot_samples - 1].tolist()
+        shifts = [(0, 0)] + [others[i] for i in pick]
+    else:
+        if not isinstance(eot_shifts, (list, tuple)) or not eot_shifts or not all(
+                isinstance(sh, (list, tuple)) and len(sh) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                       for v in sh) for sh in eot_shifts):
+            raise TypeError(f"eot_shifts must be a non-empty list of (dy, dx) int pairs, got {eot_shifts!r}")
+        shifts = [tuple(sh) for sh in eot_shifts]
+    family = masks
+    if family is None and any(sh != (0, 0) for sh in shifts):
+        module = resolve_layer(model, name)[1]
+        family = default_masks(LayerProbe(model, module, name), x[:1].detach(), config.patch_size, config.stride,
+                               config.spacing)
+    pops = []
+    for i, (dy, dx) in enumerate(shifts):
+        cfg = replace(config, seed=config.seed + i)
+        if (dy, dx) == (0, 0):
+            pops.append((cfg, masks))
+        else:
+            pops.append((cfg, torch.as_tensor(family).roll(shifts=(dy, dx), dims=(-2, -1))))
+    return shifts, pops
+
+
+def adaptive_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *, layer,
+                    epsilon_decoy: float, kind: str = "topk", explain: Union[str, Callable] = "gradient",
+                    mode: str = "fixed_decoy", epsilon: float = 8 / 255, step_size: Optional[float] = None,
+                    iterations: int = 20, k: Optional[int] = None, region=None, beta: float = 10.0, seed: int = 0,
+                    select: str = "objective", refresh_every: Optional[int] = None, eot_samples: int = 4,
+                    eot_shifts=None, decoy_options: Optional[dict] = None, aggregate: str = "range") -> AttackResult:
+    r"""Attack the *decoy-enhanced* map of ``inputs`` (DANCE), knowing the defence.
+
+    The transfer attacks (:func:`attack`) aim at the raw map of the base explanation and are then
+    evaluated on DANCE maps; an adversary who knows the defence aims at the decoy-enhanced map
+    itself. Same budget, steps, label check and iterate selection as :func:`attack`; only the
+    objective differs.
+
+    **The map attacked.** For the current iterate :math:`z = x + \delta` the population is
+    :math:`\{z\} \cup \{\operatorname{clip}_{[0,1]}(z + o_j)\}` with decoy offsets
+    :math:`o_j = \tilde x_j - x`, and the map is the pixelwise ``aggregate`` (the paper's range,
+    max - min) of the base explanation over it, which is differentiable almost everywhere in
+    :math:`z`. The decoys themselves come out of an optimisation (:func:`dance.generate_decoys`);
+    its dependence on :math:`z` is not differentiated (BPDA, Athalye et al. 2018): the offsets are
+    held fixed within each step.
+
+    * ``mode="fixed_decoy"``: the offsets of the decoys optimised on the clean image (with
+      ``refresh_every=K``: re-optimised at the current iterate every ``K`` steps);
+    * ``mode="eot"``: the objective is averaged over ``eot_samples`` decoy populations (expectation
+      over transformations): the defender's own, and populations whose mask family is shifted by
+      ``(dy, dx)`` pixels (``torch.roll``, so the masks still cover every pixel; drawn without
+      replacement from the ``patch_size**2 - 1`` non-zero offsets, seeded by ``seed``, or given as
+      ``eot_shifts``), each with decoy seed ``seed + i`` (which matters with ``n_masks``).
+
+    Directions are computed on :func:`softplus_copy` (second derivatives of ReLU maps vanish);
+    the label check and the per-iterate selection (``select="objective"``: the surrogate
+    objective, the fixed-offset map of the *original* model, averaged over the EOT populations;
+    ``"label"``: the last iterate that keeps the label) use the original model. For evaluation the
+    decoys of the returned images are **re-optimised** from scratch (the defender's population,
+    ``decoy_options``), and every measure, ``objective_after`` included, is computed on the
+    decoy-enhanced maps of the original model: clean image with its decoys vs returned image with
+    its new decoys. The attack objective (top-k set, centre of mass) is that of the clean
+    decoy-enhanced map.
+
+    **Through the solver** (not implemented): differentiating :math:`o_j(z)` itself. Unrolling
+    the paper's Adam solver means back-propagating second-order explanation graphs through up to
+    ``steps * (1 + max_doublings)`` (200-1000) penalised steps per decoy, whose discrete decisions
+    (feasibility, ``tau`` shrinking, early freezing, ``c`` doubling) make the unrolled map
+    piecewise with no useful derivative at the switches, at a memory cost of the population times
+    the steps. The line-search solver (:class:`dance.LineSearch`) is the feasible route: each
+    patch's decoy is :math:`\operatorname{clip}(z + \alpha s)` on the patch with :math:`\alpha`
+    the root of :math:`\max|F_l(z + \alpha s M) - F_l(z)| = \epsilon`, so
+    :math:`\partial\alpha/\partial z` follows from the implicit function theorem at the active
+    footprint cell, one extra layer gradient per patch. It would replace the fixed offsets of
+    this function's population by offsets :math:`\alpha(z) s M` that carry that gradient (the
+    line-search root search in :mod:`dance.decoys` would have to return each patch's
+    :math:`\alpha` and active cell, which it does not today).
+
+    Args:
+        model: the classifier (never modified; eval mode during the call, flags restored).
+        inputs: ``[B, C, H, W]`` images in [0, 1].
+        target: class whose map is attacked; ``None`` = the predicted class.
+        layer: the decoy layer (name in ``model.named_modules()`` or the module).
+        epsilon_decoy: the decoy tolerance at ``layer`` (``decoy_options={"relative": True}``
+            makes it a fraction of ``max|F_l(x)|``).
+        kind: ``"topk"``, ``"targeted"`` or ``"mass_center"``.
+        explain: the base explanation, as for :func:`attack`.
+        mode: one of :data:`ADAPTIVE_MODES`.
+        epsilon, step_size, iterations, k, region, beta, seed, select: as for :func:`attack`.
+        refresh_every: re-optimise the decoy offsets at the current iterate every this many steps
+            (default ``None``: the clean image's offsets throughout).
+        eot_samples: populations averaged by ``mode="eot"`` (default 4, the defender's included).
+        eot_shifts: explicit mask offsets ``[(dy, dx), ...]`` for ``mode="eot"`` (overrides
+            ``eot_samples``; ``(0, 0)`` is the defender's family).
+        decoy_options: keywords of :class:`dance.DecoyConfig` other than ``epsilon`` (``relative``,
+            ``patch_size``, ``solver``, ...) and ``masks``; ``progress`` defaults to False here.
+        aggregate: ``"range"`` (the paper), ``"mean"`` or ``"std"``.
+
+    Returns:
+        :class:`AttackResult` (``kind`` as passed) whose maps and measures are decoy-enhanced;
+        ``extra`` holds ``mode``, ``select``, ``surrogate_objective`` (``[B]``, the selected
+        iterate's surrogate objective), ``shifts`` (the EOT offsets), ``decoys`` (the re-optimised
+        :class:`dance.Decoys` of the returned images), ``clean_decoys`` and ``region``.
+
+    Example:
+        >>> import torch
+        >>> from dance.attacks import adaptive_attack
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 2))
+        >>> r = adaptive_attack(net, torch.rand(2, 1, 8, 8), layer="1", epsilon_decoy=0.1,
+        ...                     decoy_options={"relative": True, "solver": "linesearch"},
+        ...                     epsilon=0.05, iterations=2)
+        >>> bool((r.linf <= 0.05 + 1e-6).all()), r.objective_after.shape
+        (True, torch.Size([2]))
+    """
+    check_model(model)
+    x0 = check_images(inputs, model, batch_only=True)
+    check_dtype(x0, model)
+    if kind == "random":
+        raise ValueError("kind='random' is a control, not an attack on the map; use random_sign_attack or "
+                         "norm_matched_control")
+    check_choice(kind, "kind", tuple(a for a in ATTACKS if a != "random"))
+    check_choice(mode, "mode", ADAPTIVE_MODES)
+    check_choice(select, "select", SELECTIONS)
+    epsilon = check_range(epsilon, "epsilon", 0.0, 1.0, closed_low=False)
+    check_int(iterations, "iterations")
+    step = 2.5 * epsilon / iterations if step_size is None else check_positive(step_size, "step_size")
+    beta = check_positive(beta, "beta")
+    check_seed(seed)
+    if refresh_every is not None:
+        check_int(refresh_every, "refresh_every")
+    check_int(eot_samples, "eot_samples")
+    fn = _resolve_explain(explain)
+    name, config, masks = _decoy_setup(model, layer, epsilon_decoy, decoy_options, aggregate)
+    b, _, height, width = x0.shape
+    n_pix = height * width
+    if k is None:
+        k = max(1, int(round(TOPK_FRACTION * n_pix)))
+    check_int(k, "k", 1, n_pix)
+    region_mask = _region_mask(region, b, height, width, x0.device) if kind == "targeted" else None
+    with evaluating(model), gradients_on():
+        x0 = ordinary(x0)
+        region_mask = None if region_mask is None else ordinary(region_mask)
+        if mode == "eot":
+            shifts, pops = _eot_populations(config, masks, model, x0, name, eot_samples, eot_shifts, seed)
+        else:
+            shifts, pops = [(0, 0)], [(config, masks)]
+        return _adaptive(model, x0, target, kind, fn, epsilon, step, iterations, k, region_mask, beta, select,
+                         refresh_every, name, config, masks, pops, shifts, mode, aggregate)
+
+
+def _adaptive(model, x0, target, kind, fn, epsilon, step, iterations, k, region_mask, beta, select, refresh_every,
+              name, config, masks, pops, shifts, mode, aggregate) -> AttackResult:
+    b = x0.shape[0]
+    with torch.no_grad():
+        logits = _logits(model, x0)
+    labels = logits.argmax(dim=1)
+    t = labels.clone() if target is None else resolve_target(logits, target)
+    # The defender's clean decoy-enhanced map fixes the objective (top-k set, centre of mass).
+    offsets = [_population_offsets(model, x0, name, cfg, m) for cfg, m in pops]
+    clean_decoys = offsets[0][1]
+    offsets = [o for o, _ in offsets]
+    e0 = _enhanced_of(fn, model, x0, t, offsets[0], aggregate, False).detach()
+    m0 = saliency_map(e0)
+    objective = _objective(kind, _topk_set(m0, k), region_mask, _soft_center(_normalized(m0)))
+    before = objective(_normalized(m0)).detach()
+
+    def surrogate(net, z, create_graph):  # [B], averaged over the populations
+        vals = [objective(_normalized(saliency_map(_enhanced_of(fn, net, z, t, o, aggregate, create_graph))))
+                for o in offsets]
+        return torch.stack(vals).mean(dim=0)
+
+    direction_model = softplus_copy(model, beta)
+    best = x0.clone()
+    with torch.no_grad():
+        best_obj = surrogate(model, x0, False).detach()
+    iteration = torch.zeros(b, dtype=torch.long, device=x0.device)
+    x = x0.clone()
+    for it in range(1, iterations + 1):
+        if refresh_every is not None and it > 1 and (it - 1) % refresh_every == 0:
+            offsets = [_population_offsets(model, x, name, cfg, m)[0] for cfg, m in pops]
+        xg = x.detach().requires_grad_(True)
+        grad = torch.autograd.grad(surrogate(direction_model, xg, True).sum(), xg)[0]
+        x = x.detach() + step * grad.sign()
+        x = torch.minimum(torch.maximum(x, x0 - epsilon), x0 + epsilon).clamp(0.0, 1.0)
+        with torch.no_grad():
+            ok = _logits(model, x).argmax(dim=1) == labels
+        val = surrogate(model, x, False).detach()
+        better = ok & (val > best_obj) if select == "objective" else ok
+        best[better] = x[better]
+        best_obj = torch.where(better, val, best_obj)
+        iteration[better] = it
+
+    # Evaluation: the defender re-optimises the decoys of the returned images.
+    new_offsets, decoys = _population_offsets(model, best, name, config, masks)
+    e_hat = _enhanced_of(fn, model, best, t, new_offsets, aggregate, False).detach()
+    after = objective(_normalized(saliency_map(e_hat))).detach()
+    extra = {"mode": mode, "select": select, "surrogate_objective": best_obj, "shifts": shifts, "decoys": decoys,
+             "clean_decoys": clean_decoys, "region": region_mask}
+    return _result(kind, x0, best, labels, t, iteration, epsilon, k, e0, e_hat, before, after, extra)
+
+
+def evaluate_enhanced(model: nn.Module, result: AttackResult, *, layer, epsilon_decoy: float,
+                      explain: Union[str, Callable] = "gradient", region=None, decoy_options: Optional[dict] = None,
+                      aggregate: str = "range") -> AttackResult:
+    r"""Measure an attack's images on decoy-enhanced maps, as :func:`adaptive_attack` measures its own.
+
+    For a transfer attack (:func:`attack`, aimed at the raw map) or a control: the decoys of the
+    clean images (``result.original``) and of the attacked ones (``result.inputs``) are optimised
+    with the same ``decoy_options``, and the measures, ``objective_before`` and
+    ``objective_after`` (the attack objective of ``result.kind`` on the clean decoy-enhanced map's
+    top-k set / centre of mass / ``region``) are computed on the decoy-enhanced maps of the
+    original model. So ``evaluate_enhanced(model, attack(...), ...).objective_after`` and
+    ``adaptive_attack(...).objective_after`` are the same quantity.
+
+    Args:
+        model: the classifier.
+        result: an :class:`AttackResult`.
+        layer, epsilon_decoy, explain, decoy_options, aggregate: as for :func:`adaptive_attack`
+            (``explain``: the base explanation whose DANCE map is measured).
+        region: target region of a targeted attack; default the region the attack used
+            (``result.extra["region"]``), else :func:`target_region`.
+
+    Returns:
+        :class:`AttackResult`: ``inputs``, ``success``, ``iteration`` of ``result``; maps and
+        measures of the decoy-enhanced maps; objectives NaN for controls; ``extra`` with
+        ``decoys``, ``clean_decoys``, ``source_kind``.
+    """
+    check_model(model)
+    if not isinstance(result, AttackResult):
+        raise TypeError(f"result must be a dance.attacks.AttackResult, got {type(result).__name__}")
+    fn = _resolve_explain(explain)
+    name, config, masks = _decoy_setup(model, layer, epsilon_decoy, decoy_options, aggregate)
+    with evaluating(model), gradients_on():
+        x0, xh, t = ordinary(result.original), ordinary(result.inputs), ordinary(result.target)
+        b, _, height, width = x0.shape
+        offsets0, clean_decoys = _population_offsets(model, x0, name, config, masks)
+        offsets1, decoys = _population_offsets(model, xh, name, config, masks)
+        e0 = _enhanced_of(fn, model, x0, t, offsets0, aggregate, False).detach()
+        e_hat = _enhanced_of(fn, model, xh, t, offsets1, aggregate, False).detach()
+        m0 = saliency_map(e0)
+        if result.kind in ATTACKS and result.kind != "random":
+            if result.kind == "targeted":
+                stored = result.extra.get("region") if region is None else None
+                region_mask = stored if stored is not None else _region_mask(region, b, height, width, x0.device)
+            else:
+                region_mask = None
+            objective = _objective(result.kind, _topk_set(m0, result.k), region_mask, _soft_center(_normalized(m0)))
+            before = objective(_normalized(m0)).detach()
+            after = objective(_normalized(saliency_map(e_hat))).detach()
+        else:
+            before = torch.full((b,), float("nan"), device=x0.device)
+            after = before.clone()
+        return _result(result.kind, x0, xh, ordinary(result.labels), t, result.iteration.clone(), result.epsilon,
+                       result.k, e0, e_hat, before, after,
+                       {"decoys": decoys, "clean_decoys": clean_decoys, "source_kind": result.kind})

@@ -244,4 +244,5 @@ def test_bad_arguments(trained, images):
     with pytest.raises(ValueError, match="explainer name"):
         A.explainer("lrp")
     assert A.target_region(224, 224).sum() == 16  # the paper's 4x4 at 224x224
-    assert A.target_region(16, 16).sum() == 1
+    assert A.target_region(16, 16).sum() == 16  # at least 4x4 pixels (the paper's absolute size)
+    assert A.target_region(16, 16, min_side=1).sum() == 1  # the pure fraction 4/224 of the side

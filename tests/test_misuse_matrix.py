@@ -153,6 +153,11 @@ ENTRIES = [
     *[Entry(f"attacks.attack[{kind}]",
             lambda a, kind=kind: A.attack(a.model, a.inputs, a.target, kind=kind, iterations=1, epsilon=0.05),
             MODEL_INPUT_TARGET, pixel_range=True) for kind in A.ATTACKS],
+    Entry("attacks.adaptive_attack",
+          lambda a: A.adaptive_attack(a.model, a.inputs, a.target, layer=_layer(a.model), epsilon_decoy=0.1,
+                                      decoy_options=dict(relative=True, solver=dance.Adam(steps=2)), iterations=1,
+                                      epsilon=0.05),
+          MODEL_INPUT_TARGET, pixel_range=True),
     Entry("attacks.gradient", lambda a: A.gradient(a.model, a.inputs, a.target), MODEL_INPUT_TARGET),
     Entry("attacks.smoothgrad", lambda a: A.smoothgrad(a.model, a.inputs, a.target, n_samples=2),
           MODEL_INPUT_TARGET),
@@ -202,7 +207,7 @@ def test_the_matrix_covers_every_public_entry_point():
     metric_functions -= {"summary", "tightest_box", "box_iou", "box_mask"}  # covered in test_box_helpers_misuse
     covered = {e.name.split(".", 1)[1] for e in ENTRIES if e.name.startswith("metrics.")}
     assert metric_functions <= covered, sorted(metric_functions - covered)
-    attack_functions = {"attack", "gradient", "smoothgrad", "integrated_gradients", "softplus_copy"}
+    attack_functions = {"attack", "adaptive_attack", "gradient", "smoothgrad", "integrated_gradients", "softplus_copy"}
     assert attack_functions <= {e.name.split(".", 1)[1].split("[")[0] for e in ENTRIES if e.name.startswith("attacks.")}
     assert {"generate_decoys", "DecoyEnhanced.attribute", "to_heatmap", "Normalized"} <= set(ENTRY)
 
