@@ -1,6 +1,8 @@
-"""DecoyEnhanced: wrap any attribution method so that it returns decoy-enhanced maps (paper §3.2)."""
+"""Wrappers around any attribution method: :class:`DecoyEnhanced` returns decoy-enhanced maps (paper §3.2),
+:class:`YehSmoothed` Yeh et al.'s (2019) smoothed explanation (their Eq. 3)."""
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Callable, List, Optional, Tuple, Union
@@ -10,7 +12,8 @@ from captum.attr import Attribution, NoiseTunnel, Saliency
 from captum.log import log_usage
 from torch import nn
 
-from ._checks import check_dtype, check_images, check_int, check_logits, check_model, check_target, gradients_on, ordinary
+from ._checks import (check_batch, check_choice, check_dtype, check_images, check_int, check_interval, check_logits, check_model,
+                      check_range, check_seed, check_target, gradients_on, ordinary, seeded_generator)
 from .decoys import BACKWARD_FORWARDS, PROGRESS_SECONDS, DecoyConfig, Decoys, generate_decoys_batch, seconds_per_image
 from .layers import eval_mode, resolve_layer, split_forward_args
 
@@ -281,6 +284,192 @@ class DecoyEnhanced(Attribution):
                     )
                 out.append(a.detach())
         return list(torch.cat(out).split(sizes))
+
+
+#: The neighbourhoods :class:`YehSmoothed` averages over: the ball of ``rho = L_inf`` (Yeh et al.'s
+#: experiments) or of ``rho = L2``.
+BALL_NORMS = ("linf", "l2")
+#: How :class:`YehSmoothed` reduces the maps of the samples: the feature-wise mean (Eq. 3 with
+#: ``D = L2, alpha = 2``) or median (``D = L1, alpha = 1``), Yeh et al.'s Proposition 3.1.
+SMOOTHING_REDUCTIONS = ("mean", "median")
+
+
+def ball_noise(shape, radius: float, n_samples: int, *, norm: str = "linf", seed: int = 0,
+               dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    r"""``n_samples`` offsets ``u`` drawn uniformly from the ball :math:`\{u : \rho(u, 0) \le R\}` in ``shape``.
+
+    ``norm="linf"``: every coordinate uniform in ``[-R, R]``. ``norm="l2"``: a Gaussian direction
+    scaled to length :math:`R\,U^{1/d}` (``d`` = the number of coordinates, ``U`` uniform in [0, 1]),
+    which is uniform in the :math:`L_2` ball. Drawn on the CPU from a generator seeded with ``seed``
+    (in float32, then cast), so a seed gives the same offsets on every device and dtype.
+
+    Returns:
+        ``[n_samples, *shape]`` tensor.
+
+    Example:
+        >>> import dance
+        >>> u = dance.enhanced.ball_noise((3, 4, 4), 0.3, 5, seed=0)
+        >>> u.shape, bool(u.abs().max() <= 0.3)
+        (torch.Size([5, 3, 4, 4]), True)
+    """
+    radius = check_range(radius, "radius", 0.0, float("inf"), closed_high=False)
+    n_samples = check_int(n_samples, "n_samples")
+    check_choice(norm, "norm", BALL_NORMS)
+    g = seeded_generator(seed)
+    shape = tuple(shape)
+    if norm == "linf":
+        u = (2 * torch.rand((n_samples,) + shape, generator=g) - 1) * radius
+    else:
+        d = math.prod(shape)
+        direction = torch.randn((n_samples, d), generator=g)
+        direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(torch.finfo(direction.dtype).tiny)
+        length = radius * torch.rand((n_samples, 1), generator=g) ** (1.0 / d)
+        u = (direction * length).view((n_samples,) + shape)
+    return u.to(device=device, dtype=dtype)
+
+
+class YehSmoothed(Attribution):
+    r"""Yeh et al.'s smoothed explanation (2019, §3.1, Eq. 3), around any attribution method, in the style of
+    Captum's NoiseTunnel.
+
+    **The reading.** Eq. 3 (average version) defines the smoothed explanation of ``x`` as the
+    :math:`\bar\Phi(x)` minimising :math:`E_{\rho(u,0) \le R}\, D(\bar\Phi(x), \Phi(x + u))^\alpha`,
+    the expectation over offsets ``u`` uniform in the ball of radius ``R`` (§2: "we chose
+    :math:`P_x` as the uniform distribution over the neighborhood of radius r"). By their
+    Proposition 3.1 the minimiser is the feature-wise **mean** of :math:`\Phi(x + u)` for
+    ``D = L2, alpha = 2`` (``reduce="mean"``, the default; SmoothGrad with uniform instead of
+    Gaussian noise) and the feature-wise **median** for ``D = L1, alpha = 1`` (``reduce="median"``).
+    Their experiments take :math:`\rho = L_\infty` (``norm="linf"``, the default) and ``R = 0.3``
+    on MNIST and CIFAR-10 in [0, 1] pixels (the default ``radius``). The expectation is estimated
+    by Monte Carlo over ``n_samples`` offsets (the paper does not give its number; 50 is the number
+    of samples of its sensitivity estimates). The offsets are not clipped to the pixel range (Eq. 3
+    has no clipping; pass ``clamp=(0.0, 1.0)`` to clip). ``R = 0`` gives the base method's map
+    (the paper: "when R = 0, the smoothed explanation equals the original").
+
+    Every image of a batch is smoothed with the **same** ``n_samples`` offsets (drawn from
+    ``seed``), so an image's map does not depend on the batch it comes in, and two calls with the
+    same seed give the same maps.
+
+    Args:
+        attribution: a Captum ``Attribution`` (``Saliency``, ``IntegratedGradients``, ...) or a
+            callable ``f(inputs, target) -> attributions`` of the inputs' shape. Its keyword
+            arguments pass through unchanged (Captum's ``Saliency`` returns :math:`|\nabla|` unless
+            ``abs=False`` is passed to :meth:`attribute`).
+        radius: ``R >= 0``, the radius of the ball (Yeh et al.: 0.3).
+        n_samples: Monte Carlo offsets per image.
+        norm: ``"linf"`` or ``"l2"``, the input distance :math:`\rho` of the ball (:data:`BALL_NORMS`).
+        reduce: ``"mean"`` or ``"median"`` (:data:`SMOOTHING_REDUCTIONS`).
+        seed: seed of the offsets.
+        clamp: ``None`` (Eq. 3) or ``(low, high)`` to clip ``x + u`` to a pixel range.
+        model: the network; required with a plain callable, taken from the Captum attribution's
+            ``forward_func`` otherwise.
+
+    The model is evaluated in eval mode and its train/eval flags are restored afterwards; the
+    inputs are never modified.
+
+    Example:
+        >>> import torch, dance
+        >>> from captum.attr import Saliency
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.Flatten(), torch.nn.Linear(4 * 16 * 16, 2))
+        >>> smoothed = dance.YehSmoothed(Saliency(net), radius=0.3, n_samples=8, seed=0)
+        >>> maps = smoothed.attribute(torch.rand(2, 3, 16, 16), target=0, abs=False)
+        >>> maps.shape
+        torch.Size([2, 3, 16, 16])
+    """
+
+    def __init__(self, attribution, *, radius: float = 0.3, n_samples: int = 50, norm: str = "linf",
+                 reduce: str = "mean", seed: int = 0, clamp: Optional[Tuple[float, float]] = None,
+                 model: Optional[nn.Module] = None):
+        if isinstance(attribution, Attribution):
+            self._attribute_fn: Callable = attribution.attribute
+            if model is None:
+                if not isinstance(attribution.forward_func, nn.Module):
+                    raise TypeError("the attribution's forward_func is not an nn.Module; pass model=")
+                model = attribution.forward_func
+        elif callable(attribution):
+            self._attribute_fn = attribution
+            if model is None:
+                raise TypeError("model is required when attribution is a plain callable: pass model=net")
+        else:
+            raise TypeError(f"attribution must be a Captum Attribution or a callable f(inputs, target), "
+                            f"got {type(attribution).__name__}")
+        super().__init__(check_model(model))
+        self.model = self.forward_func
+        self.attribution = attribution
+        self.radius = check_range(radius, "radius", 0.0, float("inf"), closed_high=False)
+        self.n_samples = check_int(n_samples, "n_samples")
+        self.norm = check_choice(norm, "norm", BALL_NORMS)
+        self.reduce = check_choice(reduce, "reduce", SMOOTHING_REDUCTIONS)
+        self.seed = check_seed(seed)
+        self.clamp = None if clamp is None else check_interval(clamp, "clamp")
+        self._n_classes = {}
+
+    def has_convergence_delta(self) -> bool:
+        return False
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return bool(getattr(self.attribution, "multiplies_by_inputs", False))
+
+    @log_usage()
+    def attribute(self, inputs: torch.Tensor, target: Optional[Target] = None, *,
+                  batch_size: Optional[int] = None, **attribution_kwargs) -> torch.Tensor:
+        """Smoothed attributions of a batch.
+
+        Args:
+            inputs: ``[B, C, H, W]`` float tensor (any real values; never modified).
+            target: the class to explain in any of Captum's forms (an int or ``(k,)``, a list of one
+                class per image, a LongTensor of length B), or None for a model with one output.
+            batch_size: at most this many perturbed inputs per call of the base attribution (to
+                bound memory); default: all ``B * n_samples`` at once.
+            **attribution_kwargs: passed to the base method (``abs``, ``n_steps``, ...);
+                ``baselines`` and the tensors of ``additional_forward_args`` with one entry per
+                image are repeated for that image's samples.
+
+        Returns:
+            ``[B, C, H, W]`` smoothed maps, detached.
+        """
+        x = check_batch(inputs, self.model)
+        B, n = x.shape[0], self.n_samples
+        if batch_size is not None:
+            batch_size = check_int(batch_size, "batch_size")
+        with gradients_on(), eval_mode(self.model):
+            x = ordinary(x)
+            t = None
+            if target is not None:
+                if isinstance(target, torch.Tensor):
+                    target = ordinary(target)
+                key = (tuple(x.shape[1:]), x.device.type, x.dtype)
+                if key not in self._n_classes:
+                    with torch.no_grad():
+                        image_args = split_forward_args(attribution_kwargs.get("additional_forward_args"), B)[0]
+                        first = x[:1]
+                        out = self.model(first) if image_args is None else self.model(first, *image_args.rows(1))
+                        self._n_classes[key] = check_logits(out).shape[-1]
+                t = check_target(target, B, self._n_classes[key], x.device).repeat_interleave(n)
+            u = ball_noise(x.shape[1:], self.radius, n, norm=self.norm, seed=self.seed, dtype=x.dtype, device=x.device)
+            rows = (x.unsqueeze(1) + u.unsqueeze(0)).flatten(0, 1)  # image-major: image b's samples are rows b*n ..
+            if self.clamp is not None:
+                rows = rows.clamp(*self.clamp)
+            kwargs, arg_rows = _per_row(attribution_kwargs, [n] * B, B)
+            step = rows.shape[0] if batch_size is None else batch_size
+            out = []
+            for lo in range(0, rows.shape[0], step):
+                chunk = rows[lo:lo + step].clone().requires_grad_(True)
+                a = self._attribute_fn(chunk, target=None if t is None else t[lo:lo + step],
+                                       **_chunk(kwargs, lo, lo + step, arg_rows))
+                if isinstance(a, tuple):
+                    a = a[0]
+                if not isinstance(a, torch.Tensor) or a.shape != chunk.shape:
+                    raise ValueError(f"the attribution must return a tensor of the inputs' shape {tuple(chunk.shape)}, "
+                                     f"got {getattr(a, 'shape', type(a).__name__)}")
+                out.append(a.detach())
+        maps = torch.cat(out).view(B, n, *x.shape[1:])
+        if self.reduce == "mean":
+            return maps.mean(dim=1)
+        ordered = maps.sort(dim=1).values  # the median of an even count: the mean of the two middle values
+        return (ordered[:, (n - 1) // 2] + ordered[:, n // 2]) / 2
 
 
 #: Keyword arguments of base methods that may hold one entry per image (Captum's convention).

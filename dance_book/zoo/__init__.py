@@ -22,9 +22,12 @@ Weights are trained by one command, with fixed seeds::
 
     python -m dance_book.zoo train vgg-shapes          # or: train all
     python -m dance_book.zoo evaluate vgg-shapes
+    python -m dance_book.zoo train vgg-shapes --training adversarial   # or: --training scaat
 
 and shipped in ``dance_book/weights/<name>.pt`` with a JSON record beside each (data and training
-configuration, seed, held-out accuracy, sha256), which :func:`load` checks.
+configuration, seed, held-out accuracy, sha256), which :func:`load` checks. The remedies'
+variants (PGD adversarial training and SCAAT, :mod:`dance_book.zoo.remedies`) are stored as
+``<name>-adversarial.pt`` and ``<name>-scaat.pt`` and loaded with ``load(name, training=...)``.
 
 Paper scale (:func:`imagenet`, :func:`image_folder`): torchvision's VGG16, AlexNet, ResNet-50
 and ResNet-18 with their ImageNet weights, and a loader for user-provided ImageNet images
@@ -33,7 +36,8 @@ with optional bounding boxes; see :mod:`dance_book.imagenet`.
 from ..imagenet import IMAGENET_MODELS, image_folder, imagenet
 from .models import AlexNetStyle, BasicBlock, ResNetStyle, VGGStyle
 from .registry import (HELDOUT_N, LAYER_TYPES, WEIGHTS_DIR, ZOO, build, check_name, dataset_info, evaluate, file_sha256, heldout, layers,
-                       load, record)
+                       load, record, train_command, weights_stem)
+from .remedies import PGD, SCAAT, TRAININGS, PGDSettings, ScaatReading, low_saliency_mask, pgd_linf, scaat_examples, update_q
 from .train import train
 
 __all__ = [
@@ -58,4 +62,15 @@ __all__ = [
     "load",
     "record",
     "train",
+    "train_command",
+    "weights_stem",
+    "PGD",
+    "PGDSettings",
+    "SCAAT",
+    "ScaatReading",
+    "TRAININGS",
+    "low_saliency_mask",
+    "pgd_linf",
+    "scaat_examples",
+    "update_q",
 ]

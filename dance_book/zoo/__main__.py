@@ -1,11 +1,12 @@
-"""Command line of the zoo: ``python -m dance_book.zoo train|evaluate NAME ...``."""
+"""Command line of the zoo: ``python -m dance_book.zoo train|evaluate NAME ... [--training regular|adversarial|scaat]``."""
 from __future__ import annotations
 
 import argparse
 import sys
 from typing import Optional, Sequence
 
-from .registry import ZOO, check_name, evaluate, heldout, load
+from .registry import ZOO, check_name, evaluate, heldout, load, weights_stem
+from .remedies import TRAININGS
 from .train import train
 
 
@@ -25,9 +26,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default=1,
         help="torch threads (default 1: training is deterministic and, on a shared machine, fastest with one)",
     )
+    p_train.add_argument("--training", choices=TRAININGS, default="regular",
+                         help="regular, adversarial (PGD, L-inf) or scaat (the book's reading of the SCAAT poster); "
+                         "weights go to NAME.pt, NAME-adversarial.pt, NAME-scaat.pt")
     p_eval = sub.add_parser("evaluate", help="held-out accuracy of shipped weights")
     p_eval.add_argument("names", nargs="+")
     p_eval.add_argument("--weights-dir", default=None)
+    p_eval.add_argument("--training", choices=TRAININGS, default="regular", help="which training's weights")
     sub.add_parser("list", help="list the zoo")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -47,14 +52,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 n_heldout=args.n_heldout,
                 seed=args.seed,
                 threads=args.threads,
+                training=args.training,
             )
             print(
-                f"saved {name}: accuracy {rec['heldout_accuracy']:.4f}, {rec['file_bytes']} bytes, sha256 {rec['sha256']}"
+                f"saved {weights_stem(name, args.training)}: accuracy {rec['heldout_accuracy']:.4f}, {rec['file_bytes']} bytes, "
+                f"sha256 {rec['sha256']}"
             )
         else:
-            model = load(name, weights_dir=args.weights_dir)
+            model = load(name, weights_dir=args.weights_dir, training=args.training)
             accuracy, _ = evaluate(model, heldout(name))
-            print(f"{name}: held-out accuracy {accuracy:.4f}")
+            print(f"{weights_stem(name, args.training)}: held-out accuracy {accuracy:.4f}")
     return 0
 
 

@@ -12,6 +12,7 @@ from torch import nn
 from .. import data as _data
 from ..imagenet import IMAGENET_MODELS
 from .models import AlexNetStyle, ResNetStyle, VGGStyle
+from .remedies import TRAININGS
 
 #: Where the shipped weights and their records live.
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -47,6 +48,16 @@ def check_name(name) -> str:
     if name not in ZOO:
         raise ValueError(f"unknown model name {name!r}; the zoo has {sorted(ZOO)} (ImageNet models: use dance_book.zoo.imagenet)")
     return name
+
+
+def weights_stem(name: str, training: str = "regular") -> str:
+    """The file stem of the weights and record of zoo model ``name`` trained with ``training``
+    (:data:`dance_book.zoo.remedies.TRAININGS`): ``name`` for regular training, ``name-training`` otherwise
+    (``vgg-shapes-scaat.pt`` and ``vgg-shapes-scaat.json``)."""
+    check_name(name)
+    if training not in TRAININGS:
+        raise ValueError(f"training must be one of {TRAININGS}, got {training!r}")
+    return name if training == "regular" else f"{name}-{training}"
 
 
 def dataset_info(dataset: str) -> Tuple[Tuple[str, ...], int, int]:
@@ -106,12 +117,17 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def record(name: str, *, weights_dir: Union[str, Path, None] = None) -> dict:
-    """The JSON record shipped beside a model's weights (config, seed, accuracy, sha256)."""
-    check_name(name)
-    path = Path(weights_dir or WEIGHTS_DIR) / f"{name}.json"
+def train_command(name: str, training: str = "regular") -> str:
+    """The command line that trains zoo model ``name`` with ``training``."""
+    return f"python -m dance_book.zoo train {name}" + ("" if training == "regular" else f" --training {training}")
+
+
+def record(name: str, *, weights_dir: Union[str, Path, None] = None, training: str = "regular") -> dict:
+    """The JSON record shipped beside a model's weights (config, seed, accuracy, sha256); ``training`` picks
+    the variant (``"regular"``, ``"adversarial"``, ``"scaat"``)."""
+    path = Path(weights_dir or WEIGHTS_DIR) / f"{weights_stem(name, training)}.json"
     if not path.exists():
-        raise FileNotFoundError(f"no record {path}; train the model with: python -m dance_book.zoo train {name}")
+        raise FileNotFoundError(f"no record {path}; train the model with: {train_command(name, training)}")
     return json.loads(path.read_text())
 
 
@@ -121,6 +137,7 @@ def load(
     weights_dir: Union[str, Path, None] = None,
     device: Union[str, torch.device, None] = None,
     frozen: bool = True,
+    training: str = "regular",
 ) -> nn.Module:
     """A trained zoo model in eval mode, from the weights shipped with the package.
 
@@ -134,10 +151,13 @@ def load(
         device: where to put the model (default CPU).
         frozen: turn off gradients for the parameters (explanations only need input
             gradients; this halves the cost of a backward pass).
+        training: which training's weights: ``"regular"`` (default), ``"adversarial"`` (PGD) or
+            ``"scaat"`` (see :mod:`dance_book.zoo.remedies`).
 
     Returns:
         ``nn.Module`` in eval mode, taking ``[B, C, H, W]`` images in [0, 1] and returning
-        logits ``[B, num_classes]``; it carries ``.classes`` (class names) and ``.name``.
+        logits ``[B, num_classes]``; it carries ``.classes`` (class names), ``.name`` and
+        ``.trained_with`` (the training).
 
     Example:
         >>> import dance_book.zoo, dance_book.data
@@ -145,17 +165,17 @@ def load(
         >>> model(dance_book.data.shapes(4).images).shape
         torch.Size([4, 6])
     """
-    check_name(name)
+    stem = weights_stem(name, training)
     folder = Path(weights_dir or WEIGHTS_DIR)
-    rec = record(name, weights_dir=folder)
-    path = folder / f"{name}.pt"
+    rec = record(name, weights_dir=folder, training=training)
+    path = folder / f"{stem}.pt"
     if not path.exists():
-        raise FileNotFoundError(f"no weights file {path}; train the model with: python -m dance_book.zoo train {name}")
+        raise FileNotFoundError(f"no weights file {path}; train the model with: {train_command(name, training)}")
     digest = file_sha256(path)
     if digest != rec["sha256"]:
         raise RuntimeError(
             f"weights file {path} has sha256 {digest}, but its record says {rec['sha256']}: the file was changed. "
-            f"Restore it, or retrain with: python -m dance_book.zoo train {name}"
+            f"Restore it, or retrain with: {train_command(name, training)}"
         )
     model = build(name)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -164,6 +184,7 @@ def load(
         model.requires_grad_(False)
     model.classes = dataset_info(ZOO[name]["dataset"])[0]
     model.name = name
+    model.trained_with = training
     return model.to(device or "cpu")
 
 

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import data as _data
-from .registry import WEIGHTS_DIR, ZOO, build, check_name, dataset_info, evaluate, file_sha256, heldout, layers
+from .registry import WEIGHTS_DIR, ZOO, build, check_name, dataset_info, evaluate, file_sha256, heldout, layers, train_command, weights_stem
+from .remedies import PGD, SCAAT, TRAININGS, pgd_linf, scaat_examples, settings_of, update_q
 
 
 def _random_shift(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
@@ -42,9 +43,11 @@ def train(
     seed: Optional[int] = None,
     threads: Optional[int] = 1,
     log=None,
+    training: str = "regular",
 ) -> dict:
     """Train zoo model ``name`` with its fixed configuration (:data:`ZOO`), save the weights
-    to ``out/<name>.pt`` and the record to ``out/<name>.json``, and return the record.
+    to ``out/<stem>.pt`` and the record to ``out/<stem>.json``, and return the record
+    (``stem`` is ``name`` for regular training, ``name-adversarial`` or ``name-scaat`` otherwise).
 
     Args:
         name: zoo model name.
@@ -55,8 +58,14 @@ def train(
         n_heldout: size of the held-out set for the recorded accuracy.
         threads: ``torch.set_num_threads`` during training (restored afterwards); None keeps it.
         log: where progress lines go (default: printed).
+        training: ``"regular"`` (cross-entropy on the images), ``"adversarial"`` (cross-entropy on
+            :func:`~dance_book.zoo.remedies.pgd_linf` examples, settings
+            :data:`~dance_book.zoo.remedies.PGD`) or ``"scaat"`` (the book's reading of the SCAAT poster,
+            :data:`~dance_book.zoo.remedies.SCAAT`).
     """
     cfg = dict(ZOO[check_name(name)])
+    if training not in TRAININGS:
+        raise ValueError(f"training must be one of {TRAININGS}, got {training!r}")
     for key, value in (("epochs", epochs), ("n_train", n_train), ("seed", seed)):
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "seed" else 1):
@@ -69,15 +78,18 @@ def train(
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _train(name, cfg, out, n_heldout, log)
+        return _train(name, cfg, out, n_heldout, log, training)
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _train(name: str, cfg: dict, out: Path, n_heldout: Optional[int], log) -> dict:
+def _train(name: str, cfg: dict, out: Path, n_heldout: Optional[int], log, training: str = "regular") -> dict:
     t_start = time.perf_counter()
     torch.manual_seed(cfg["seed"])
     gen = torch.Generator().manual_seed(cfg["seed"])
+    # The remedies' random starts have their own stream, so the data order is that of regular training.
+    attack_gen = torch.Generator().manual_seed(cfg["seed"] + 1)
+    fixed_pool = training == "scaat" and SCAAT.data == "fixed"
     model = build(name)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     if cfg["dataset"] == "digits":
@@ -87,6 +99,9 @@ def _train(name: str, cfg: dict, out: Path, n_heldout: Optional[int], log) -> di
         n_per_epoch = len(train_set)
     else:
         n_per_epoch = cfg["n_train"]
+        if fixed_pool:  # q_i belongs to a sample: one fixed set, revisited every epoch
+            train_set = _data.shapes(n_per_epoch, seed=_data.SHAPES_TRAIN_SEED)
+    q = torch.full((n_per_epoch,), SCAAT.q_init) if training == "scaat" else None
     steps_per_epoch = math.ceil(n_per_epoch / cfg["batch_size"])
     total = cfg["epochs"] * steps_per_epoch
     # one-cycle: warm up, then cosine decay; robust without tuning per model
@@ -94,7 +109,7 @@ def _train(name: str, cfg: dict, out: Path, n_heldout: Optional[int], log) -> di
     model.train()
     for epoch in range(cfg["epochs"]):
         t_epoch = time.perf_counter()
-        if cfg["dataset"] == "shapes":
+        if cfg["dataset"] == "shapes" and not fixed_pool:
             # fresh images every epoch: a stream the held-out seed never shares
             train_set = _data.shapes(n_per_epoch, seed=_data.SHAPES_TRAIN_SEED + epoch)
         order = torch.randperm(len(train_set), generator=gen)
@@ -103,29 +118,41 @@ def _train(name: str, cfg: dict, out: Path, n_heldout: Optional[int], log) -> di
             idx = order[start : start + cfg["batch_size"]]
             x = _random_shift(train_set.images[idx], cfg["shift"], gen)
             y = train_set.labels[idx]
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            if training == "regular":
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+            elif training == "adversarial":
+                logits = model(pgd_linf(model, x, y, settings=PGD, generator=attack_gen))
+                loss = F.cross_entropy(logits, y)
+            else:
+                adv = scaat_examples(model, x, y, q[idx], reading=SCAAT, generator=attack_gen)
+                both = model(torch.cat([x, adv]))
+                logits, adv_logits = both[: len(idx)], both[len(idx):]
+                loss = SCAAT.clean_weight * F.cross_entropy(logits, y) + (1 - SCAAT.clean_weight) * F.cross_entropy(adv_logits, y)
+                q[idx] = update_q(q[idx], adv_logits.argmax(1) == y, epoch + 1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             total_loss += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y).sum())
+        q_note = "" if q is None else f", q mean {float(q.mean()):.3f} (min {float(q.min()):.2f}, max {float(q.max()):.2f})"
         log(
             f"{name} epoch {epoch + 1}/{cfg['epochs']}: loss {total_loss / len(order):.4f}, "
-            f"train accuracy {correct / len(order):.4f} ({time.perf_counter() - t_epoch:.1f} s)"
+            f"train accuracy {correct / len(order):.4f}{q_note} ({time.perf_counter() - t_epoch:.1f} s)"
         )
     train_seconds = time.perf_counter() - t_start
     model.eval()
     test = heldout(name, n_heldout)
     accuracy, _ = evaluate(model, test)
-    log(f"{name}: held-out accuracy {accuracy:.4f} on {len(test)} images ({train_seconds:.0f} s of training)")
+    log(f"{weights_stem(name, training)}: held-out accuracy {accuracy:.4f} on {len(test)} images ({train_seconds:.0f} s of training)")
 
     # Save a plain, contiguous state_dict: the file's bytes then depend only on the values.
     state = OrderedDict((k, v.detach().contiguous().clone()) for k, v in model.state_dict().items())
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    weights_path = out / f"{name}.pt"
+    stem = weights_stem(name, training)
+    weights_path = out / f"{stem}.pt"
     weights_path.write_bytes(buffer.getvalue())
     classes, channels, size = dataset_info(cfg["dataset"])
     rec = {
@@ -138,8 +165,10 @@ def _train(name: str, cfg: dict, out: Path, n_heldout: Optional[int], log) -> di
         "data": (
             {
                 "dataset": "dance_book.data.shapes",
-                "train": f"{n_per_epoch} fresh images per epoch, seed SHAPES_TRAIN_SEED + epoch "
-                f"({_data.SHAPES_TRAIN_SEED} .. {_data.SHAPES_TRAIN_SEED + cfg['epochs'] - 1})",
+                "train": (f"{n_per_epoch} fixed images, seed SHAPES_TRAIN_SEED ({_data.SHAPES_TRAIN_SEED}), revisited every epoch"
+                          if fixed_pool else
+                          f"{n_per_epoch} fresh images per epoch, seed SHAPES_TRAIN_SEED + epoch "
+                          f"({_data.SHAPES_TRAIN_SEED} .. {_data.SHAPES_TRAIN_SEED + cfg['epochs'] - 1})"),
                 "heldout": f"first {len(test)} images of seed SHAPES_TEST_SEED ({_data.SHAPES_TEST_SEED})",
             }
             if cfg["dataset"] == "shapes"
@@ -165,7 +194,13 @@ def _train(name: str, cfg: dict, out: Path, n_heldout: Optional[int], log) -> di
         "heldout_n": len(test),
         "file_bytes": weights_path.stat().st_size,
         "sha256": file_sha256(weights_path),
-        "command": f"python -m dance_book.zoo train {name}",
+        "command": train_command(name, training),
     }
-    (out / f"{name}.json").write_text(json.dumps(rec, indent=2) + "\n")
+    if training != "regular":  # the regular records keep their format
+        rec["weights"] = stem
+        rec["training"]["remedy"] = training
+        rec["training"]["remedy_settings"] = settings_of(training)
+        if q is not None:
+            rec["training"]["final_q"] = {"mean": float(q.mean()), "min": float(q.min()), "max": float(q.max())}
+    (out / f"{stem}.json").write_text(json.dumps(rec, indent=2) + "\n")
     return rec
