@@ -276,7 +276,8 @@ class DecoyEnhanced(Attribution):
             return_decoys: also return the list of :class:`Decoys`, one per image.
             decoys: the populations to use instead of optimising new ones (one :class:`Decoys`
                 per image, of these very images), e.g. to compare base methods on the same decoys.
-            **attribution_kwargs: passed to the base method (``n_steps``, ``nt_samples``, ...).
+            **attribution_kwargs: passed to the base method (``n_steps``, ``nt_samples``, ...); with
+                common noise, NoiseTunnel's own keywords are used here and the rest go to its inner method.
                 ``baselines`` and the tensors of ``additional_forward_args`` with one entry per
                 image (first axis B) are repeated for the image's decoys; the model is called as
                 ``model(x, *additional_forward_args)`` by the decoy optimisation too.
