@@ -13,7 +13,7 @@ from captum.log import log_usage
 from torch import nn
 
 from ._checks import (check_batch, check_choice, check_dtype, check_images, check_int, check_interval, check_logits, check_model,
-                      check_range, check_seed, check_target, gradients_on, ordinary, seeded_generator)
+                      check_number, check_range, check_seed, check_target, gradients_on, ordinary, seeded_generator)
 from .decoys import BACKWARD_FORWARDS, PROGRESS_SECONDS, DecoyConfig, Decoys, generate_decoys_batch, seconds_per_image
 from .layers import eval_mode, resolve_layer, split_forward_args
 
@@ -24,6 +24,68 @@ DECOY_OPTIONS = frozenset(DecoyConfig.__dataclass_fields__) - {"epsilon"}
 #: Captum's forms of ``target`` for a classifier: an int or ``(k,)`` for every image, or one class
 #: per image as a list of ints, a list of 1-tuples or an integer tensor.
 Target = Union[int, Tuple[int], List[int], List[Tuple[int]], torch.Tensor]
+
+
+#: Captum NoiseTunnel's ``nt_type`` values, which :func:`noise_tunnel_reduce` and the common noise of
+#: :class:`DecoyEnhanced` reduce over the noise samples as Captum does.
+NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
+#: Captum NoiseTunnel's own keywords (with its defaults), which ``common_noise=True`` takes over.
+NOISE_TUNNEL_DEFAULTS = {"nt_type": "smoothgrad", "nt_samples": 5, "nt_samples_batch_size": None, "stdevs": 1.0,
+                         "draw_baseline_from_distrib": False}
+
+
+def _smoothing(total: torch.Tensor, total_sq: torch.Tensor, n: int, nt_type: str) -> torch.Tensor:
+    """Captum's NoiseTunnel smoothing from the sums of the maps and of their squares over ``n`` samples."""
+    mean = total * 1 / n
+    if nt_type == "smoothgrad":
+        return mean
+    mean_sq = total_sq * 1 / n
+    return mean_sq if nt_type == "smoothgrad_sq" else mean_sq - mean * mean
+
+
+def noise_tunnel_reduce(samples: torch.Tensor, nt_type: str = "smoothgrad", dim: int = 1) -> torch.Tensor:
+    """Reduce maps over their noise samples (axis ``dim``) as Captum's ``NoiseTunnel`` does.
+
+    ``"smoothgrad"``: the mean; ``"smoothgrad_sq"``: the mean of the squares; ``"vargrad"``: the
+    variance, computed as Captum does, ``mean(a**2) - mean(a)**2`` (population variance).
+
+    Example:
+        >>> import torch, dance.enhanced
+        >>> dance.enhanced.noise_tunnel_reduce(torch.tensor([[1.0, 3.0]]), "vargrad")
+        tensor([1.])
+    """
+    if not isinstance(samples, torch.Tensor) or not samples.is_floating_point():
+        raise TypeError(f"samples must be a float tensor of maps, got {type(samples).__name__}")
+    check_choice(nt_type, "nt_type", NT_TYPES)
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -samples.dim() <= dim < samples.dim():
+        raise ValueError(f"dim must be an axis of samples (shape {tuple(samples.shape)}), got {dim!r}")
+    return _smoothing(samples.sum(dim), torch.pow(samples, 2).sum(dim), samples.shape[dim], nt_type)
+
+
+def _noise_options(kwargs: dict) -> Tuple[dict, dict]:
+    """Split the keyword arguments of a call into NoiseTunnel's (checked, with Captum's defaults) and the
+    inner method's. Raises for options that common noise cannot honour."""
+    nt = {k: kwargs.get(k, v) for k, v in NOISE_TUNNEL_DEFAULTS.items()}
+    rest = {k: v for k, v in kwargs.items() if k not in NOISE_TUNNEL_DEFAULTS}
+    check_choice(nt["nt_type"], "nt_type", NT_TYPES)
+    check_int(nt["nt_samples"], "nt_samples")
+    if nt["nt_samples_batch_size"] is not None:
+        check_int(nt["nt_samples_batch_size"], "nt_samples_batch_size")
+    if nt["draw_baseline_from_distrib"] is not False:
+        raise ValueError("draw_baseline_from_distrib=True is not supported with common noise (the baselines would be "
+                         "drawn at random for each noisy copy); build DecoyEnhanced(..., common_noise=False) to use "
+                         "Captum's NoiseTunnel as it is")
+    stdevs = nt["stdevs"]
+    if isinstance(stdevs, (tuple, list)):
+        if len(stdevs) != 1:
+            raise ValueError(f"stdevs must be one number, or a tuple of one (DecoyEnhanced explains a single input "
+                             f"tensor), got {len(stdevs)} values")
+        stdevs = stdevs[0]
+    stdevs = check_number(stdevs, "stdevs")
+    if stdevs < 0:
+        raise ValueError(f"stdevs (the noise's standard deviation) must be >= 0, got {stdevs}")
+    nt["stdevs"] = stdevs
+    return nt, rest
 
 
 def _wants_signed_gradient(attribution) -> bool:
@@ -75,6 +137,18 @@ class DecoyEnhanced(Attribution):
         model: the network whose layer the decoys preserve; required with a plain callable, and
             taken from the Captum attribution's ``forward_func`` otherwise.
         aggregate: ``"range"`` (the paper), ``"mean"`` or ``"std"``.
+        common_noise: for a Captum ``NoiseTunnel`` (SmoothGrad, SmoothGrad², VarGrad), whether the
+            image and each of its decoys get the *same* noise draws (common random numbers). None
+            (the default) means True for a ``NoiseTunnel`` and False otherwise. With independent
+            noise (``False``, the paper-literal reading: the base method is run as it is on every
+            member of the population) the range over a population also measures the Monte-Carlo
+            noise of each member's estimate; with common noise the members differ only by their
+            pixels, so the range measures the decoys. See "Common noise" below.
+        noise_seed: seeds the common noise (an int >= 0): the draws are
+            ``stdevs * torch.randn(nt_samples, C, H, W, generator=torch.Generator().manual_seed(noise_seed))``
+            (float32, on the CPU, then moved to the inputs' device and dtype). None (the default)
+            draws them from torch's global CPU generator, once per call, so ``torch.manual_seed``
+            makes a call reproducible as with Captum's NoiseTunnel. Only with common noise.
         **decoy_options: any keyword of :func:`dance.generate_decoys` (``relative``,
             ``patch_size``, ``stride``, ``spacing``, ``masks``, ``seed``, ``solver``, ...); all but
             ``masks`` are validated here into :attr:`config`, a :class:`dance.DecoyConfig`.
@@ -84,6 +158,19 @@ class DecoyEnhanced(Attribution):
     (each copy gets its own decoys). :meth:`population_maps` returns the unreduced maps of the
     image and each decoy. The model is evaluated in eval mode and its train/eval flags are
     restored afterwards.
+
+    **Common noise.** With ``common_noise`` (the default for a ``NoiseTunnel``) the call's
+    NoiseTunnel keywords (``nt_type``, ``nt_samples``, ``nt_samples_batch_size``, ``stdevs``: a
+    number, or a tuple of one) are taken over: ``nt_samples`` noise draws are made once per call
+    (see ``noise_seed``) and the *same* draws are added to every member (the image and each decoy)
+    of every image's population; the NoiseTunnel's inner method (``attribution.attribution_method``)
+    runs on the noisy copies, ``batch_size`` members (each with its noisy copies) per call, and its
+    maps are reduced over the draws as Captum reduces them (:func:`noise_tunnel_reduce`): with the
+    same draws the result equals Captum's. Every image of a call gets the same draws, so an image's
+    map does not depend on the other images of its batch (the Monte-Carlo errors of different images
+    are then correlated; explain them in separate calls with different seeds where that matters).
+    ``draw_baseline_from_distrib=True`` and a NoiseTunnel inside a NoiseTunnel are refused: use
+    ``common_noise=False`` for them.
 
     Example:
         >>> import torch, dance
@@ -96,7 +183,9 @@ class DecoyEnhanced(Attribution):
     """
 
     def __init__(self, attribution, *, layer=None, epsilon: Optional[float] = None, model: Optional[nn.Module] = None,
-                 aggregate: str = "range", **decoy_options):
+                 aggregate: str = "range", common_noise: Optional[bool] = None, noise_seed: Optional[int] = None,
+                 **decoy_options):
+        self.common_noise, self.noise_seed = _check_common_noise(attribution, common_noise, noise_seed)
         if isinstance(attribution, Attribution):
             self._attribute_fn: Callable = attribution.attribute
             self._signed_default = _wants_signed_gradient(attribution)
@@ -142,6 +231,11 @@ class DecoyEnhanced(Attribution):
         self._forward_seconds = {}
         self._forward_measured = set()
 
+    #: Whether a NoiseTunnel's noise draws are shared by an image and its decoys (see "Common noise").
+    common_noise: bool
+    #: The seed of the common noise (None: torch's global generator).
+    noise_seed: Optional[int]
+
     @property
     def epsilon(self) -> Optional[float]:
         """The decoy tolerance (None when decoys are passed per call)."""
@@ -184,7 +278,8 @@ class DecoyEnhanced(Attribution):
             return_decoys: also return the list of :class:`Decoys`, one per image.
             decoys: the populations to use instead of optimising new ones (one :class:`Decoys`
                 per image, of these very images), e.g. to compare base methods on the same decoys.
-            **attribution_kwargs: passed to the base method (``n_steps``, ``nt_samples``, ...).
+            **attribution_kwargs: passed to the base method (``n_steps``, ``nt_samples``, ...); with
+                common noise, NoiseTunnel's own keywords are used here and the rest go to its inner method.
                 ``baselines`` and the tensors of ``additional_forward_args`` with one entry per
                 image (first axis B) are repeated for the image's decoys; the model is called as
                 ``model(x, *additional_forward_args)`` by the decoy optimisation too.
@@ -237,11 +332,11 @@ class DecoyEnhanced(Attribution):
         image_args = split_forward_args(kwargs.get("additional_forward_args"), images)[0]
         return self.model(batch) if image_args is None else self.model(batch, *image_args.rows(batch.shape[0]))
 
-    def _announce(self, x: torch.Tensor, rows: int, forward_seconds: float, kwargs: dict) -> None:
+    def _announce(self, x: torch.Tensor, rows: int, forward_seconds: float, kwargs: dict, passes: int = 1) -> None:
         """Say on stderr what the base attribution over every image and decoy will cost, when it is long
-        (estimated at one gradient per image from a timed forward pass; see ``DecoyConfig.progress``)."""
+        (estimated at ``passes`` gradients per image from a timed forward pass; see ``DecoyConfig.progress``)."""
         progress = None if self.config is None else self.config.progress
-        per_gradient = 1.0 + BACKWARD_FORWARDS
+        per_gradient = (1.0 + BACKWARD_FORWARDS) * passes
         if progress is False or (progress is None and rows * per_gradient * forward_seconds <= PROGRESS_SECONDS):
             return
         key = (tuple(x.shape[1:]), x.device.type, x.dtype)
@@ -253,8 +348,9 @@ class DecoyEnhanced(Attribution):
             if rows * per_gradient * forward_seconds <= PROGRESS_SECONDS:
                 return
         method = type(self.attribution).__name__ if isinstance(self.attribution, Attribution) else "the attribution"
+        per_image = "one gradient per image" if passes == 1 else f"{passes} gradients (noisy copies) per image"
         print(f"dance: {method} on {rows} images (the {x.shape[0]} image(s) and their decoys): about "
-              f"{rows * per_gradient * forward_seconds:.0f} s on this machine at one gradient per image (methods "
+              f"{rows * per_gradient * forward_seconds:.0f} s on this machine at {per_image} (methods "
               f"that take several, such as IntegratedGradients' n_steps, take that many times longer; "
               f"progress=False hides this)", file=sys.stderr, flush=True)
 
@@ -263,12 +359,17 @@ class DecoyEnhanced(Attribution):
         populations = [torch.cat([x[b:b + 1], d.images.to(x.device, x.dtype)]) for b, d in enumerate(decoys)]
         sizes = [p.shape[0] for p in populations]
         rows = torch.cat(populations)
-        self._announce(x, rows.shape[0], forward_seconds, kwargs)
         row_target = torch.cat([target[b:b + 1].expand(n) for b, n in enumerate(sizes)])
         if self._signed_default and "abs" not in kwargs:
             kwargs = dict(kwargs, abs=False)
-        kwargs, arg_rows = _per_row(kwargs, sizes, x.shape[0])
         step = rows.shape[0] if batch_size is None else batch_size
+        if self.common_noise:
+            nt, kwargs = _noise_options(kwargs)
+            self._announce(x, rows.shape[0], forward_seconds, kwargs, passes=nt["nt_samples"])
+            kwargs, arg_rows = _per_row(kwargs, sizes, x.shape[0])
+            return list(self._common_noise_maps(rows, row_target, step, nt, kwargs, arg_rows).split(sizes))
+        self._announce(x, rows.shape[0], forward_seconds, kwargs)
+        kwargs, arg_rows = _per_row(kwargs, sizes, x.shape[0])
         out = []
         with torch.enable_grad():
             for lo in range(0, rows.shape[0], step):
@@ -284,6 +385,89 @@ class DecoyEnhanced(Attribution):
                     )
                 out.append(a.detach())
         return list(torch.cat(out).split(sizes))
+
+    def draw_noise(self, inputs: torch.Tensor, nt_samples: int, stdevs: float) -> torch.Tensor:
+        """The common noise of one call: ``[nt_samples, C, H, W]`` draws for images like ``inputs``
+        (``[B, C, H, W]`` or ``[C, H, W]``), on their device and in their dtype (see ``noise_seed``).
+        A call with ``noise_seed=None`` draws from torch's global CPU generator."""
+        shape = tuple(inputs.shape[-3:]) if inputs.dim() == 4 else tuple(inputs.shape)
+        generator = None if self.noise_seed is None else seeded_generator(self.noise_seed, "noise_seed")
+        noise = torch.randn((check_int(nt_samples, "nt_samples"),) + shape, generator=generator) * stdevs
+        return noise.to(device=inputs.device, dtype=inputs.dtype)
+
+    def _common_noise_maps(self, rows, row_target, step, nt, kwargs, arg_rows) -> torch.Tensor:
+        """NoiseTunnel's maps of every row (image or decoy), all rows sharing the same noise draws."""
+        inner = self.attribution.attribution_method
+        n = nt["nt_samples"]
+        group = n if nt["nt_samples_batch_size"] is None else min(n, nt["nt_samples_batch_size"])
+        noise = self.draw_noise(rows, n, nt["stdevs"])
+        out = []
+        with torch.enable_grad():
+            for lo in range(0, rows.shape[0], step):
+                members = rows[lo:lo + step]
+                k = members.shape[0]
+                chunk_kwargs = _chunk(kwargs, lo, lo + step, arg_rows)
+                total = total_sq = None
+                for s0 in range(0, n, group):
+                    draws = noise[s0:s0 + group]
+                    m = draws.shape[0]
+                    with torch.no_grad():  # Captum's layout: member-major, the draws of a member together
+                        noisy = members.repeat_interleave(m, dim=0) + draws.repeat(k, 1, 1, 1)
+                    noisy.requires_grad_(True)
+                    a = inner.attribute(noisy, target=row_target[lo:lo + step].repeat_interleave(m),
+                                        **_expand_samples(chunk_kwargs, k, m))
+                    if isinstance(a, tuple):
+                        a = a[0]
+                    if not isinstance(a, torch.Tensor) or a.shape != noisy.shape:
+                        raise ValueError(
+                            f"the attribution must return a tensor of the inputs' shape {tuple(noisy.shape)}, "
+                            f"got {getattr(a, 'shape', type(a).__name__)}"
+                        )
+                    a = a.detach().view(k, m, *a.shape[1:])
+                    part, part_sq = a.sum(dim=1), torch.pow(a, 2).sum(dim=1)
+                    total = part if total is None else total + part
+                    total_sq = part_sq if total_sq is None else total_sq + part_sq
+                out.append(_smoothing(total, total_sq, n, nt["nt_type"]))
+        return torch.cat(out)
+
+
+def _check_common_noise(attribution, common_noise, noise_seed) -> Tuple[bool, Optional[int]]:
+    """``(common_noise, noise_seed)`` of :class:`DecoyEnhanced`, checked against the attribution."""
+    if common_noise is not None and not isinstance(common_noise, bool):
+        raise TypeError(f"common_noise must be True, False or None (None: True for a Captum NoiseTunnel), "
+                        f"got {common_noise!r}")
+    tunnel = isinstance(attribution, NoiseTunnel)
+    if common_noise is None:
+        common_noise = tunnel
+    name = type(attribution).__name__
+    if common_noise and not tunnel:
+        raise ValueError(f"common_noise=True shares a Captum NoiseTunnel's noise draws between an image and its "
+                         f"decoys, but the attribution is a {name}: wrap it, NoiseTunnel(Saliency(model)), or leave "
+                         f"common_noise out")
+    if common_noise and isinstance(attribution.attribution_method, NoiseTunnel):
+        raise ValueError("common_noise=True supports one NoiseTunnel around a method, not a NoiseTunnel inside a "
+                         "NoiseTunnel: pass common_noise=False (independent noise) or remove one NoiseTunnel")
+    if noise_seed is not None:
+        if not common_noise:
+            raise ValueError(f"noise_seed seeds the common noise, which is off (common_noise=False or a {name}); "
+                             f"leave noise_seed out and seed the independent noise with torch.manual_seed")
+        check_seed(noise_seed, "noise_seed")
+    return common_noise, noise_seed
+
+
+def _expand_samples(kwargs: dict, rows: int, samples: int) -> dict:
+    """The inner method's keywords for ``rows`` members with ``samples`` noisy copies each, expanded as
+    Captum's NoiseTunnel expands them: per-row ``baselines`` and every tensor of
+    ``additional_forward_args`` (not 0-d) repeated for each copy, in place."""
+    out = dict(kwargs)
+    value = out.get("baselines")
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == rows and rows > 1:
+        out["baselines"] = value.repeat_interleave(samples, dim=0)
+    args = _forward_args(out)
+    if args is not None:
+        out["additional_forward_args"] = tuple(a.repeat_interleave(samples, dim=0)
+                                               if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args)
+    return out
 
 
 #: The neighbourhoods :class:`YehSmoothed` averages over: the ball of ``rho = L_inf`` (Yeh et al.'s

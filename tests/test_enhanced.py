@@ -131,8 +131,9 @@ def test_aggregates_equal_hand_computation_over_the_population(base, make_model,
 
 
 def test_noise_tunnel_aggregates_equal_hand_computation(make_model, make_image):
-    """NoiseTunnel(Saliency): with the same global seed and the same rows, our own call draws the
-    same noise, so every aggregate matches the hand computation."""
+    """NoiseTunnel(Saliency) with independent noise (common_noise=False, the paper-literal reading):
+    with the same global seed and the same rows, our own call draws the same noise, so every
+    aggregate matches the hand computation (common noise: tests/test_common_noise.py)."""
     net = make_model("vgg", 1)
     X = make_image(12, batch=2, seed=6)
     target = torch.tensor([0, 3])
@@ -145,7 +146,7 @@ def test_noise_tunnel_aggregates_equal_hand_computation(make_model, make_image):
     torch.manual_seed(7)
     signed = nt.attribute(rows.clone(), target=row_target, abs=False, **nt_kw).detach().split(sizes)
     for how in dance.AGGREGATES:
-        explainer = dance.DecoyEnhanced(nt, layer=LAYER, aggregate=how, **DECOYS)
+        explainer = dance.DecoyEnhanced(nt, layer=LAYER, aggregate=how, common_noise=False, **DECOYS)
         torch.manual_seed(7)
         maps = explainer.attribute(X, target, decoys=decoys, **nt_kw)
         for b in range(2):

@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, Optional
 
 import pytest
 import torch
-from captum.attr import Saliency
+from captum.attr import NoiseTunnel, Saliency
 from torch import nn
 
 import dance
@@ -142,6 +142,10 @@ ENTRIES = [
           frozenset({"model", "inputs", "context"}), {"inputs": "x"}, pixel_range=True),
     Entry("DecoyEnhanced.attribute",
           lambda a: dance.DecoyEnhanced(Saliency(a.model), layer=_layer(a.model), **DECOYS).attribute(a.inputs, a.target),
+          MODEL_INPUT_TARGET, pixel_range=True),
+    Entry("DecoyEnhanced.attribute[common_noise]",
+          lambda a: dance.DecoyEnhanced(NoiseTunnel(Saliency(a.model)), layer=_layer(a.model), noise_seed=0,
+                                        **DECOYS).attribute(a.inputs, a.target, nt_samples=2, stdevs=0.1),
           MODEL_INPUT_TARGET, pixel_range=True),
     Entry("to_heatmap", lambda a: dance.to_heatmap(a.attributions), frozenset({"attributions", "context"}),
           has_model=False),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
@@ -11,7 +11,7 @@ from torch import nn
 from dance.layers import LayerProbe, eval_mode, resolve_layer
 from dance.baselines import replacement_decoys
 from dance.decoys import Adam, DecoyConfig, Decoys, generate_decoys_batch
-from dance.enhanced import DecoyEnhanced
+from dance.enhanced import AGGREGATES, DecoyEnhanced, aggregate_maps, noise_tunnel_reduce
 from dance.masks import default_masks
 from .settings import Settings
 
@@ -83,14 +83,88 @@ def replacement_populations(model: nn.Module, x: torch.Tensor, layer: str, setti
             for b in range(x.shape[0])]
 
 
+def enhanced_explainer(model: nn.Module, method: str, settings: Settings, seed: int = 0,
+                       aggregate: str = "range") -> Tuple[DecoyEnhanced, dict]:
+    """``(DecoyEnhanced, attribute kwargs)`` of ``method`` for given populations (it makes no decoys).
+
+    SmoothGrad's noise follows ``settings.smoothgrad_noise``: ``"common"`` shares the draws between
+    an image and its decoys, seeded by ``seed`` (``noise_seed``: the same draws for every image, so an
+    image's map does not depend on its batch); ``"independent"`` leaves the noise to Captum's
+    NoiseTunnel and torch's global generator (seed it with ``torch.manual_seed(seed)``).
+    """
+    attribution, kwargs = base_method(model, method, settings)
+    if isinstance(attribution, NoiseTunnel):
+        common = settings.common_noise
+        return DecoyEnhanced(attribution, aggregate=aggregate, common_noise=common,
+                             noise_seed=seed if common else None), kwargs
+    return DecoyEnhanced(attribution, aggregate=aggregate), kwargs
+
+
 def enhanced_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, settings: Settings,
                   populations: List[Decoys], aggregate: str = "range", seed: int = 0,
                   batch_size: Optional[int] = 256) -> torch.Tensor:
-    """Decoy-enhanced maps ``[B, C, H, W]`` of ``method`` over given decoy populations."""
-    attribution, kwargs = base_method(model, method, settings)
-    explainer = DecoyEnhanced(attribution, aggregate=aggregate)  # the populations are given: no decoys made
+    """Decoy-enhanced maps ``[B, C, H, W]`` of ``method`` over given decoy populations (SmoothGrad's
+    noise as :func:`enhanced_explainer` says)."""
+    explainer, kwargs = enhanced_explainer(model, method, settings, seed=seed, aggregate=aggregate)
     torch.manual_seed(seed)
     return explainer.attribute(x, target, decoys=populations, batch_size=batch_size, **kwargs)
+
+
+def noise_only_control(model: nn.Module, x: torch.Tensor, target: torch.Tensor, settings: Settings,
+                       draws: Union[int, Sequence[int]], seed: int = 0, aggregate: str = "range",
+                       batch_size: int = 8) -> torch.Tensor:
+    """The noise-only control of DANCE-SmoothGrad: for each image, the pixelwise ``aggregate`` (the range)
+    over ``draws`` independent SmoothGrad maps of *the image alone*, no decoys.
+
+    It is what the range over a population of ``draws`` members would be if the decoys equalled the
+    image and every member got its own SmoothGrad noise, i.e. the part of a DANCE-SmoothGrad map with
+    independent noise that Monte-Carlo noise alone explains. Compare it with DANCE-SmoothGrad at the
+    same population size (``draws = 1 + len(decoys)``).
+
+    Args:
+        model: the classifier (evaluated in eval mode, not changed).
+        x: ``[B, C, H, W]`` images; ``target``: ``LongTensor[B]``, the explained classes.
+        settings: SmoothGrad's samples per map (``smoothgrad_samples``) and noise (``smoothgrad_std``).
+        draws: SmoothGrad maps per image: an int, or a list of one per image (e.g. each image's
+            population size, ``1 + len(decoys)``).
+        seed: the noise: for every image, a CPU generator seeded with ``seed`` gives draw ``d``'s noise
+            ``smoothgrad_std * torch.randn(smoothgrad_samples, C, H, W)``, for ``d = 0, 1, ...`` in
+            turn (so draw 0 is the noise the image gets in DANCE-SmoothGrad with common noise and
+            the same seed, and an image's control does not depend on its batch).
+        aggregate: ``"range"`` (as DANCE), ``"mean"`` or ``"std"``.
+        batch_size: SmoothGrad maps per call of the gradient (8 maps of 8 samples: the 64-image
+            batches that run fastest on a CPU, see :mod:`dance_book.experiments.scores`).
+
+    Returns:
+        ``[B, C, H, W]``.
+    """
+    B = x.shape[0]
+    counts = list(draws) if isinstance(draws, (list, tuple)) else [draws] * B
+    if len(counts) != B:
+        raise ValueError(f"draws must be an int or one count per image ({B}), got {len(counts)} counts")
+    counts = [check_n(d, "draws") for d in counts]
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+    batch_size = check_n(batch_size, "batch_size")
+    samples = settings.smoothgrad_samples
+    # The same draws for every image: draw d is the d-th call of one seeded generator.
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.stack([torch.randn(samples, *x.shape[1:], generator=generator) * settings.smoothgrad_std
+                         for _ in range(max(counts))]).to(x.device, x.dtype)
+    saliency = Saliency(model)
+    out = []
+    with eval_mode(model), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
+        for b in range(B):
+            maps = []
+            for lo in range(0, counts[b], batch_size):
+                part = noise[lo:min(counts[b], lo + batch_size)]
+                noisy = (x[b:b + 1] + part).flatten(0, 1).detach().requires_grad_(True)
+                t = target[b:b + 1].expand(noisy.shape[0])
+                a = saliency.attribute(noisy, target=t, abs=False).detach()
+                maps.append(noise_tunnel_reduce(a.view(part.shape), "smoothgrad"))
+            out.append(aggregate_maps(torch.cat(maps), aggregate))
+    return torch.stack(out)
 
 
 def predicted(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 
 from dance.decoys import Decoys
-from dance.enhanced import DecoyEnhanced, aggregate_maps
+from dance.enhanced import aggregate_maps
 from dance.heatmap import to_heatmap
 from dance.layers import LayerProbe, eval_mode, resolve_layer
 from dance.masks import interaction_spacing
@@ -53,7 +53,7 @@ from dance.metrics import fidelity, mass_in_mask
 from .cache import cached
 from .claims import Claim, direction
 from .inputs import load_images, load_model, masks_unavailable, shared_decoys
-from .maps import METHODS, base_method, predicted, replacement_populations
+from .maps import METHODS, base_method, enhanced_explainer, predicted, replacement_populations
 from .settings import Settings
 from .stats import mean_sd, paired_difference
 
@@ -138,7 +138,9 @@ def population_maps(model: torch.nn.Module, x: torch.Tensor, target: torch.Tenso
         x: ``[B, C, H, W]`` images; ``target``: ``LongTensor[B]``.
         method: a key of :data:`dance.experiments.METHODS`.
         populations: one :class:`dance.Decoys` per image, or None for the images alone.
-        seed: seeds SmoothGrad's noise (the global random state is restored afterwards).
+        seed: seeds SmoothGrad's noise (the global random state is restored afterwards); with
+            ``settings.smoothgrad_noise == "common"`` an image and its decoys share the draws
+            (:func:`dance_book.experiments.maps.enhanced_explainer`).
 
     Returns:
         list of ``B`` tensors ``[1 + N_b, C, H, W]``: the map of ``x[b]`` first, then its decoys'.
@@ -147,6 +149,7 @@ def population_maps(model: torch.nn.Module, x: torch.Tensor, target: torch.Tenso
     if populations is not None and len(populations) != x.shape[0]:
         raise ValueError(f"populations must hold one Decoys per image ({x.shape[0]}), got {len(populations)}")
     attribution, kwargs = base_method(model, method, settings)
+    explainer = enhanced_explainer(model, method, settings, seed=seed)[0]
     if method == "integrated_gradients":
         kwargs["internal_batch_size"] = _PASS_BATCH  # measured ~35% faster than 256 on CPU
     passes = {"integrated_gradients": settings.ig_steps, "smoothgrad": settings.smoothgrad_samples}.get(method, 1)
@@ -155,8 +158,7 @@ def population_maps(model: torch.nn.Module, x: torch.Tensor, target: torch.Tenso
         warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
         torch.manual_seed(seed)
         if populations is not None:
-            return DecoyEnhanced(attribution).population_maps(x, target, decoys=populations, batch_size=step,
-                                                              **kwargs)
+            return explainer.population_maps(x, target, decoys=populations, batch_size=step, **kwargs)
         out = [attribution.attribute(x[lo:lo + step].clone(), target=target[lo:lo + step], **kwargs).detach()
                for lo in range(0, x.shape[0], step)]
     return list(torch.cat(out).split(1))

@@ -18,6 +18,13 @@ tau schedule (initial value, factor 0.95). Where it does not, the choice and the
   10-20 %), 8 samples at CI scale and 50 at paper scale; Integrated Gradients: black baseline,
   16 Riemann steps at CI scale and 50 at paper scale (CI scale halves the usual counts so that the
   whole book runs on two CPU cores: every base map is computed on every decoy).
+* **SmoothGrad's noise inside DANCE-SmoothGrad** (``smoothgrad_noise``, issue 12). ``"common"``
+  (the default): the image and each of its decoys get the same SmoothGrad noise draws (common
+  random numbers, :class:`dance.DecoyEnhanced`'s ``common_noise``), so the range over a
+  population measures the decoys, not Monte-Carlo noise. ``"independent"``: every member gets its
+  own draws, the paper-literal reading (the base method run as it is on every member). With
+  independent noise, the range over as many SmoothGrad draws of the image alone, without decoys
+  (:func:`dance_book.experiments.maps.noise_only_control`), is nearly as large as the DANCE map.
 """
 from __future__ import annotations
 
@@ -65,6 +72,11 @@ class DecoySettings:
         return d
 
 
+#: Values of :attr:`Settings.smoothgrad_noise`: the same SmoothGrad draws for an image and its decoys, or
+#: independent draws for every member of a population (the paper-literal reading).
+SMOOTHGRAD_NOISE = ("common", "independent")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything an experiment chapter needs to know about its scale."""
@@ -82,6 +94,17 @@ class Settings:
     n_small: int          # images for the per-layer / per-architecture / per-c sweeps
     seed: int = 0
     extra: Dict[str, object] = field(default_factory=dict)
+    smoothgrad_noise: str = "common"  # one of SMOOTHGRAD_NOISE; in repr, so in every cache key
+
+    def __post_init__(self):
+        if self.smoothgrad_noise not in SMOOTHGRAD_NOISE:
+            raise ValueError(f"smoothgrad_noise must be one of {SMOOTHGRAD_NOISE}, got {self.smoothgrad_noise!r}; "
+                             f"e.g. dataclasses.replace(settings, smoothgrad_noise='independent')")
+
+    @property
+    def common_noise(self) -> bool:
+        """Whether DANCE-SmoothGrad shares its noise draws between an image and its decoys."""
+        return self.smoothgrad_noise == "common"
 
     def layer(self, model: str) -> str:
         return DECOY_LAYER[model]
