@@ -244,3 +244,11 @@ def test_declarations_are_dated_and_cover_every_paper_claim():
     # the chapters read their margins from the one place
     from dance_book.experiments import hyperparameters as H, layers as La
     assert H.EQUIVALENCE_D == Pw.EQUIVALENCE_D and La.LAYER_RATIO_THRESHOLD == Pw.LAYER_RATIO_THRESHOLD
+
+
+def test_every_rule_change_is_recorded_with_date_and_reason():
+    dates = [c["date"] for c in Pw.RULE_CHANGES]
+    assert dates == sorted(dates) and dates[-1] == Pw.DECLARED_ON
+    for c in Pw.RULE_CHANGES:
+        assert c["change"] and c["reason"]
+    assert Pw.RULE_CHANGES[-1]["reason"] == Pw.DECLARATION_REASON

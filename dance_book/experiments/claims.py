@@ -372,7 +372,8 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def detail(table: pd.DataFrame) -> pd.DataFrame:
     """Every measure with its result as text, grouped under the paper claim it bears on, with its
-    Holm-adjusted p (``p (Holm)``) and the N for 80 % power (``N for 80 % power``)."""
+    Holm-adjusted p (``p (Holm)``) and the N for 80 % power (``N for 80 % power``, with the power of
+    :data:`~dance_book.experiments.power.POWER`)."""
     order = {k: i for i, k in enumerate(PAPER_CLAIMS)}
     out = table.assign(paper_claim_title=[PAPER_CLAIMS[k][0] for k in table.paper_claim],
                        _order=[order[k] for k in table.paper_claim],
@@ -383,4 +384,4 @@ def detail(table: pd.DataFrame) -> pd.DataFrame:
     out = out.sort_values("_order", kind="stable")
     return out[["paper_claim_title", "claim", "chapter", "measure", "result", "n", "p_holm_text", "n_text", "reading",
                 "note"]].rename(columns={"paper_claim_title": "paper claim", "claim": "sub-claim",
-                                         "p_holm_text": "p (Holm)", "n_text": "N for 80 % power"})
+                                         "p_holm_text": "p (Holm)", "n_text": f"N for {100 * Pw.POWER:g} % power"})

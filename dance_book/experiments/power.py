@@ -44,6 +44,22 @@ DECLARATION_REASON = (
     "undecided there), and before any run at a powered N; they fix what the powered runs must show and "
     "how many images they need, so that those runs cannot be read to fit their outcome.")
 
+#: Every change of the claims page's rule after results existed, with its date and reason (oldest first).
+RULE_CHANGES = (
+    {"date": "2026-11-22", "commit": "d51e06c",
+     "change": "a measure whose interval contains no effect reads inconclusive instead of contradicting the claim; "
+               "the sanity claim gains a second measure (the decoy-enhanced map keeps no more of the trained map "
+               "than the raw map)",
+     "reason": "measures had read 'supported or else contradicted', so an interval that contains no effect "
+               "counted as a contradiction; the second sanity measure is a stricter check than the paper's own "
+               "test (as the commit says)"},
+    {"date": DECLARED_ON, "commit": None,
+     "change": "five-valued verdicts (reproduced, partly reproduced, contradicted, no effect, inconclusive "
+               "(underpowered)); Holm's correction within each paper claim; a no-effect margin and a smallest "
+               "effect of interest per claim; the N that would decide",
+     "reason": DECLARATION_REASON},
+)
+
 #: The family-wise error rate of each paper claim (two-sided), before Holm's adjustment.
 ALPHA = 0.05
 #: The power an N is planned for.
