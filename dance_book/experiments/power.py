@@ -139,7 +139,7 @@ def sd_from_interval(ci_low: float, ci_high: float, n: int, confidence: float = 
         return float("nan")
     if hi < lo:
         raise ValueError(f"ci_low must not exceed ci_high, got [{lo}, {hi}]")
-    return (hi - lo) / 2 / stats.t.ppf((1 + confidence) / 2, n - 1) * math.sqrt(n)
+    return float((hi - lo) / 2 / stats.t.ppf((1 + confidence) / 2, n - 1) * math.sqrt(n))
 
 
 def p_from_interval(value: float, ci_low: float, ci_high: float, n: int, null: float = 0.0,
