@@ -21,10 +21,15 @@ import torch
 CAPTUM_GRAD_WARNING = "Input Tensor 0 did not already require gradients"
 
 
-#: Colours of the verdict and reading labels (the claims page's scale; green agrees with the paper).
+#: Colours of the verdict and reading labels (the claims page's five-valued scale; green agrees with
+#: the paper, red goes against it, blue is a demonstrated absence of effect, grey cannot tell).
+#: "not reproduced" is the old scale's word, kept so that older pages still colour it.
 LABEL_COLOURS = {"reproduced": "#1a7f37", "supports": "#1a7f37", "met": "#1a7f37", "yes": "#1a7f37",
-                 "partly reproduced": "#9a6700", "inconclusive": "#6e7781", "underpowered": "#6e7781",
-                 "not reproduced": "#cf222e", "contradicts": "#cf222e", "not met": "#cf222e", "no": "#cf222e"}
+                 "partly reproduced": "#9a6700",
+                 "no effect": "#0969da",
+                 "inconclusive": "#6e7781", "inconclusive (underpowered)": "#6e7781", "underpowered": "#6e7781",
+                 "contradicted": "#cf222e", "not reproduced": "#cf222e", "contradicts": "#cf222e", "not met": "#cf222e",
+                 "no": "#cf222e"}
 LABEL_STYLE = ("display: inline-block; border-radius: 0.6em; padding: 0.05em 0.5em; font-weight: 600; "
                "color: white; text-align: center; overflow-wrap: normal; background-color: {}")
 

@@ -14,9 +14,9 @@ import pytest
 from dance_book.experiments import claims as Cl
 
 
-def row(paper_claim, supports, value=1.0, counts=True, claim="sub", ci=(0.5, 1.5)):
+def row(paper_claim, supports, value=1.0, counts=True, claim="sub", ci=(0.5, 1.5), **kw):
     return Cl.Claim(paper_claim=paper_claim, claim=claim, chapter="x.md", measure=f"m{value}", value=value,
-                    ci_low=ci[0], ci_high=ci[1], n=10, supports=supports, note="", counts=counts)
+                    ci_low=ci[0], ci_high=ci[1], n=10, supports=supports, note="", counts=counts, **kw)
 
 
 @pytest.fixture
@@ -41,8 +41,8 @@ def test_reading():
     (["supports", "supports"], "reproduced"),
     (["supports", "inconclusive"], "partly reproduced"),
     (["contradicts", "supports"], "partly reproduced"),
-    (["inconclusive", "contradicts"], "not reproduced"),
-    (["inconclusive"], "not reproduced"),
+    (["inconclusive", "contradicts"], "contradicted"),
+    (["inconclusive"], "inconclusive (underpowered)"),
 ])
 def test_verdict_rule(readings, expected):
     assert Cl.verdict(readings) == expected
@@ -79,8 +79,8 @@ def test_verdict_needs_a_measure():
 def test_summary_groups_by_paper_claim_in_paper_order(fake_module):
     fake_module.rows = [row("attacks", True), row("fidelity", None, value=-0.3, ci=(-1.0, 0.4)),
                         row("fidelity", True), row("attacks", True),
-                        row("runtime", False, value=4.9, ci=(4.0, 6.0)),
-                        row("runtime", True, value=0.3, counts=False)]
+                        row("runtime", False, value=4.9, ci=(4.0, 6.0), test="other", null=1.0),
+                        row("runtime", True, value=0.3, counts=False, test="other", null=1.0)]
     table = Cl.collect(None, modules=["_fake"])
     assert table["counts"].tolist() == [True] * 5 + [False]
     s = Cl.summary(table).set_index("claim")
@@ -90,7 +90,7 @@ def test_summary_groups_by_paper_claim_in_paper_order(fake_module):
     assert (fid.measures, fid.supporting, fid.inconclusive, fid.verdict) == (2, 1, 1, "partly reproduced")
     assert (att.measures, att.supporting, att.verdict, att.why) == (2, 2, "reproduced", "")
     # the uncounted line-search row does not rescue the runtime claim
-    assert (run.measures, run.contradicting, run.verdict) == (1, 1, "not reproduced")
+    assert (run.measures, run.contradicting, run.verdict) == (1, 1, "contradicted")
     assert "1 of 1 measures show the opposite effect" in run.why and "4.9 [4, 6]" in run.why
     assert "1 of 2 cannot tell" in fid.why and "-0.3 [-1, 0.4]" in fid.why
 
@@ -103,7 +103,7 @@ def test_why_prefers_an_example_with_a_real_interval(fake_module):
 
 
 def test_detail_marks_uncounted_rows(fake_module):
-    fake_module.rows = [row("runtime", True, counts=False), row("fidelity", True)]
+    fake_module.rows = [row("runtime", True, counts=False, test="other"), row("fidelity", True)]
     d = Cl.detail(Cl.collect(None, modules=["_fake"]))
     assert list(d["paper claim"]) == [Cl.PAPER_CLAIMS["fidelity"][0], Cl.PAPER_CLAIMS["runtime"][0]]
     assert list(d["reading"]) == ["supports", "supports (not counted)"]

@@ -2,12 +2,15 @@
 
 Every experiment module has a ``claims(settings)`` that reads its chapter's cached results and
 returns one :class:`Claim` per *measure*: what was measured, the effect with its 95% interval, and whether it
-``supports`` the claim (True), contradicts it (False) or cannot tell (None), by the rule the
-chapter fixed in advance. Each row names the paper claim it bears on (``paper_claim``, a key of
+``supports`` the claim (True), contradicts it (False) or cannot tell (None) at the 95 % level, by the
+chapter's rule. Each row names the paper claim it bears on (``paper_claim``, a key of
 :data:`PAPER_CLAIMS`); a row with ``counts=False`` is shown for context but does not enter the
 verdict (e.g. a measurement of our line-search solver, which is not the paper's method).
 
-This module only collects and counts; it computes no measure of its own.
+This module computes no measure of its own. It collects the rows and reads them once more, the
+same way for every chapter (:func:`assess`): Holm's correction within each paper claim, a *no
+effect* reading against the margin declared in :mod:`~dance_book.experiments.power`, and the N that
+would decide; then :func:`verdict` turns a claim's readings into one of :data:`VERDICTS`.
 """
 from __future__ import annotations
 
@@ -19,8 +22,10 @@ import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+import numpy as np
 import pandas as pd
 
+from . import power as Pw
 from .settings import Settings
 
 #: The paper's empirical claims in the order of the paper: key -> (statement, where the paper makes it).
@@ -45,7 +50,20 @@ class Claim:
 
     ``value`` is the effect with its 95% interval ``[ci_low, ci_high]`` (None when there is none)
     over ``n`` images; ``supports`` is True / False / None (supports, contradicts, cannot tell) by
-    the chapter's rule fixed in advance; ``counts=False`` shows the measure for context only.
+    the chapter's rule at the 95 % level; ``counts=False`` shows the measure for context only.
+
+    ``test`` says how ``supports`` was read, and so what :func:`assess` may do with the row:
+
+    * ``"direction"`` (the default): the 95 % interval is a symmetric t-interval (paired, or one-sample)
+      and ``supports`` says whether it excludes ``null`` in the paper's direction (True) or the other
+      way (False). Its p-value follows from the interval and n, enters Holm's correction, and the row
+      may read *no effect* against the declared margin;
+    * ``"equivalence"``: a claim of insensitivity; ``supports`` is True when the t-interval lies inside
+      the chapter's own ``margin`` (in the measure's units). Kept as the chapter read it;
+    * ``"other"``: the interval is not a t-interval (a bootstrap interval of a ratio, a range over
+      timing rounds); kept as the chapter read it, with no p-value and no N planned.
+
+    ``null`` is the measure's no-effect value (0 for a difference, 1 for a ratio or for SSIM).
     """
 
     paper_claim: str            #: a key of :data:`PAPER_CLAIMS`
@@ -59,6 +77,15 @@ class Claim:
     supports: Optional[bool]
     note: str
     counts: bool = True
+    test: str = "direction"     #: how ``supports`` was read: one of :data:`TESTS`
+    null: float = 0.0           #: the no-effect value of the measure
+    margin: Optional[float] = None  #: the chapter's own equivalence margin, in the measure's units
+
+    def __post_init__(self):
+        if self.test not in TESTS:
+            raise ValueError(f"test must be one of {TESTS}, got {self.test!r}")
+        if self.test == "equivalence" and (self.margin is None or not self.margin > 0):
+            raise ValueError(f"an equivalence measure needs its positive margin; got margin={self.margin!r}")
 
     @classmethod
     def from_difference(cls, paper_claim: str, claim: str, chapter: str, measure: str, d, supports: Optional[bool],
@@ -69,6 +96,9 @@ class Claim:
                    n=int(d["n"]), supports=supports, note=note)
 
 
+#: How a measure's ``supports`` was read (see :class:`Claim`).
+TESTS = ("direction", "equivalence", "other")
+
 #: The fields of a measure row.
 ROW_KEYS = frozenset(Claim.__dataclass_fields__)
 
@@ -76,7 +106,13 @@ ROW_KEYS = frozenset(Claim.__dataclass_fields__)
 MODULES = ["fidelity", "layers", "architectures", "control", "attacks", "sanity", "localization", "hyperparameters",
            "runtime", "representation"]
 
-VERDICTS = ("reproduced", "partly reproduced", "not reproduced")
+#: The verdict scale, from the paper's side to the other, then the two that decide nothing either way.
+VERDICTS = ("reproduced", "partly reproduced", "contradicted", "no effect", "inconclusive (underpowered)")
+#: A glue-safe key per verdict (``claims_<key>`` on the claims page).
+VERDICT_KEYS = {"reproduced": "reproduced", "partly reproduced": "partly_reproduced", "contradicted": "contradicted",
+                "no effect": "no_effect", "inconclusive (underpowered)": "inconclusive"}
+#: A measure's readings.
+READINGS = ("supports", "contradicts", "no effect", "inconclusive")
 
 
 def direction(ci_low: float, ci_high: float, expected: str, at: float = 0.0) -> Optional[bool]:
@@ -101,35 +137,149 @@ def direction(ci_low: float, ci_high: float, expected: str, at: float = 0.0) -> 
     return None
 
 
-def reading(supports: Optional[bool]) -> str:
-    """A measure's reading: ``supports`` (True), ``contradicts`` (False) or ``inconclusive`` (None)."""
+def inside(ci_low, ci_high, margin, null: float = 0.0) -> bool:
+    """Whether the interval lies inside ``[null - margin, null + margin]`` (ends included); False when
+    the margin is missing, not positive or anything is not finite."""
+    try:
+        lo, hi, m = float(ci_low), float(ci_high), float(margin)
+    except (TypeError, ValueError):
+        return False
+    if not all(math.isfinite(x) for x in (lo, hi, m)) or m <= 0:
+        return False
+    return null - m <= lo and hi <= null + m
+
+
+def reading(supports: Optional[bool], ci_low=None, ci_high=None, margin=None, null: float = 0.0) -> str:
+    """A measure's reading: ``supports`` (True), ``contradicts`` (False), and for None ``no effect``
+    when the interval ``[ci_low, ci_high]`` lies inside ``null +- margin`` (a margin declared in
+    advance), else ``inconclusive``. Without a margin, None reads ``inconclusive``.
+
+    Example:
+        >>> reading(True), reading(None), reading(None, -0.1, 0.2, margin=0.3)
+        ('supports', 'inconclusive', 'no effect')
+    """
     if supports is None or (isinstance(supports, float) and pd.isna(supports)):
-        return "inconclusive"
+        return "no effect" if inside(ci_low, ci_high, margin, null) else "inconclusive"
     return "supports" if bool(supports) else "contradicts"
 
 
 def verdict(readings) -> str:
-    """The rule fixed before any number was read.
+    """A paper claim's verdict from the readings of its counted measures (one of :data:`VERDICTS`).
 
-    *reproduced* when every counted measure supports the claim, *partly reproduced* when some do,
-    *not reproduced* when none does.
+    The rule, with the readings after Holm's correction (:func:`assess`):
+
+    * *reproduced*: every counted measure supports the claim;
+    * *partly reproduced*: at least one supports, not all;
+    * *contradicted*: none supports and at least one contradicts;
+    * *no effect*: none supports or contradicts, and every one reads *no effect* (its interval lies
+      inside the margin declared in :mod:`~dance_book.experiments.power`);
+    * *inconclusive (underpowered)*: otherwise: none supports or contradicts and at least one cannot
+      tell at this N.
+
+    A claim with measures both for and against is *partly reproduced*: the measures that support it
+    are shown next to those that contradict it, and :func:`why` names the latter.
     """
     readings = list(readings)
     if not readings:
         raise ValueError("verdict needs at least one measure; got none")
+    unknown = set(readings) - set(READINGS)
+    if unknown:
+        raise ValueError(f"readings must be among {READINGS}; got {sorted(unknown)}")
     n_sup = sum(r == "supports" for r in readings)
     if n_sup == len(readings):
         return "reproduced"
-    return "partly reproduced" if n_sup else "not reproduced"
+    if n_sup:
+        return "partly reproduced"
+    if any(r == "contradicts" for r in readings):
+        return "contradicted"
+    if all(r == "no effect" for r in readings):
+        return "no effect"
+    return "inconclusive (underpowered)"
 
 
-def collect(settings: Settings, modules: Optional[List[str]] = None) -> pd.DataFrame:
-    """Every measure of every chapter, one row each, with its reading (reads cached results only)."""
-    rows = []
-    for name in modules or MODULES:
-        module = importlib.import_module(f"{__package__}.{name}")
-        print(f"collecting claims from dance_book.experiments.{name} ...", file=sys.stderr, flush=True)
-        rows += module.claims(settings)
+def assess(table: pd.DataFrame) -> pd.DataFrame:
+    """The readings of the claims page, the same for every chapter: a copy of ``table`` (rows of
+    :class:`Claim` fields) with the columns
+
+    * ``reading_95``: the chapter's own reading at the 95 % level (:func:`reading` of ``supports``);
+    * ``sd``: the per-image SD recovered from the 95 % t-interval and n
+      (:func:`~dance_book.experiments.power.sd_from_interval`; ``direction`` and ``equivalence`` rows);
+    * ``p``: the two-sided t-test p-value of ``value == null``, recovered from the same interval
+      (exact for a symmetric t-interval; ``direction`` rows only);
+    * ``p_holm``: Holm's adjusted p over the counted ``direction`` rows of the same paper claim;
+    * ``margin_used``: the *no effect* margin, the row's own ``margin`` or the declared ``margin_dz``
+      times ``sd``;
+    * ``n_needed``: the N for 80 % power: for a ``direction`` row, of the two-sided paired t-test at
+      alpha / m (m = the claim's counted ``direction`` rows: the level Holm asks of the smallest p, so
+      the plan holds whatever the order) to detect the declared ``effect_dz`` times ``sd``; for an
+      ``equivalence`` row, for its 95 % interval to land inside its margin when there is no effect;
+    * ``reading``: the reading the verdict uses. A counted ``direction`` row keeps *supports* or
+      *contradicts* only when ``p_holm`` < alpha; otherwise it reads *no effect* when its 95 % interval
+      lies inside ``null +- margin_used``, else *inconclusive*. Other rows keep the chapter's reading
+      (an uncounted ``direction`` row may also read *no effect*).
+    """
+    out = table.copy()
+    alpha = Pw.ALPHA
+    counts = out["counts"].astype(bool)
+    direction_rows = (out["test"] == "direction").to_numpy()
+    t_rows = out["test"].isin(["direction", "equivalence"]).to_numpy()
+    out["reading_95"] = [reading(v) for v in out["supports"]]
+    out["sd"] = [Pw.sd_from_interval(lo, hi, int(n)) if t and not (pd.isna(lo) or pd.isna(hi)) else np.nan
+                 for lo, hi, n, t in zip(out.ci_low, out.ci_high, out.n, t_rows)]
+    out["p"] = [Pw.p_from_interval(v, lo, hi, int(n), null) if d and not (pd.isna(lo) or pd.isna(hi)) else np.nan
+                for v, lo, hi, n, null, d in zip(out.value, out.ci_low, out.ci_high, out.n, out.null, direction_rows)]
+    out["p_holm"] = np.nan
+    family = counts & direction_rows & out["p"].notna()
+    m_family = {}
+    for key, idx in out[family].groupby("paper_claim").groups.items():
+        out.loc[idx, "p_holm"] = Pw.holm(out.loc[idx, "p"].to_numpy())
+        m_family[key] = len(idx)
+
+    margins, needed, readings = [], [], []
+    for row in out.itertuples():
+        decl = Pw.DECLARATIONS.get(row.paper_claim)
+        sd_ok = math.isfinite(row.sd) and row.sd > 0
+        margin = row.margin if row.margin is not None and not pd.isna(row.margin) else (
+            decl.margin_dz * row.sd if decl is not None and decl.margin_dz is not None and sd_ok else np.nan)
+        margins.append(margin)
+        n = None
+        if row.test == "direction" and sd_ok and decl is not None and decl.effect_dz is not None:
+            n = Pw.n_needed(row.sd, decl.effect_dz * row.sd, alpha=alpha / max(1, m_family.get(row.paper_claim, 1)))
+        elif row.test == "equivalence" and sd_ok:
+            n = Pw.n_equivalence(row.sd, margin)
+        needed.append(n)
+        if row.test != "direction":
+            readings.append(row.reading_95)
+        elif not row.counts:
+            readings.append(reading(row.supports, row.ci_low, row.ci_high, margin, row.null))
+        elif row.reading_95 in ("supports", "contradicts") and row.p_holm < alpha:
+            readings.append(row.reading_95)
+        else:
+            readings.append("no effect" if inside(row.ci_low, row.ci_high, margin, row.null) else "inconclusive")
+    out["margin_used"] = margins
+    out["n_needed"] = pd.array(needed, dtype="Int64")
+    out["reading"] = readings
+    return out
+
+
+def chance(table: pd.DataFrame) -> Dict[str, float]:
+    """How many supporting readings chance alone would give, for an :func:`assess`-ed table.
+
+    Under the null (no effect anywhere) a ``direction`` measure read at the 95 % level supports the
+    claim with probability alpha / 2 (its interval excludes the null on the paper's side), so
+    ``uncorrected`` = M * alpha / 2 for the M counted ``direction`` measures. With Holm's
+    correction within each claim, a claim gets any false support with probability at most alpha / 2
+    (Holm controls the family-wise error at alpha; half of it falls on the paper's side), so at most
+    ``holm`` = K * alpha / 2 of the K claims with such measures would gain a supporting reading by chance.
+    """
+    family = table[table["counts"].astype(bool) & (table["test"] == "direction") & table["p"].notna()]
+    half = Pw.ALPHA / 2
+    return {"measures": int(len(family)), "claims": int(family["paper_claim"].nunique()),
+            "uncorrected": len(family) * half, "holm": family["paper_claim"].nunique() * half}
+
+
+def frame(rows: List[Claim]) -> pd.DataFrame:
+    """:class:`Claim` rows as the assessed table of :func:`collect` (checks the rows)."""
     bad = [type(r).__name__ for r in rows if not isinstance(r, Claim)]
     if bad:
         raise TypeError(f"a chapter's claims() must return Claim objects; got {sorted(set(bad))}")
@@ -138,8 +288,18 @@ def collect(settings: Settings, modules: Optional[List[str]] = None) -> pd.DataF
     if unknown:
         raise ValueError(f"claims name unknown paper claims {sorted(unknown)}; add them to PAPER_CLAIMS")
     table["counts"] = table["counts"].astype(bool)
-    table["reading"] = [reading(v) for v in table["supports"]]
-    return table
+    table["null"] = table["null"].astype(float)
+    return assess(table)
+
+
+def collect(settings: Settings, modules: Optional[List[str]] = None) -> pd.DataFrame:
+    """Every measure of every chapter, one row each, with its readings (:func:`assess`; reads cached results only)."""
+    rows = []
+    for name in modules or MODULES:
+        module = importlib.import_module(f"{__package__}.{name}")
+        print(f"collecting claims from dance_book.experiments.{name} ...", file=sys.stderr, flush=True)
+        rows += module.claims(settings)
+    return frame(rows)
 
 
 def _fmt(row) -> str:
@@ -147,29 +307,51 @@ def _fmt(row) -> str:
     return f"{row.value:.3g}{ci}"
 
 
+def n_decide(group: pd.DataFrame) -> Optional[int]:
+    """The N that would decide a claim's undecided measures: the largest ``n_needed`` over its counted
+    measures that read *inconclusive*; None when none does or none has an N planned."""
+    unsure = group[group.counts & (group.reading == "inconclusive")]
+    values = pd.to_numeric(unsure["n_needed"], errors="coerce").dropna() if "n_needed" in unsure else []
+    return int(max(values)) if len(values) else None
+
+
 def why(group: pd.DataFrame) -> str:
     """One sentence, built from the measures, on why a claim is not (fully) reproduced; '' when it is."""
     counted = group[group.counts]
     against = counted[counted.reading == "contradicts"]
     unsure = counted[counted.reading == "inconclusive"]
-    if against.empty and unsure.empty:
+    null = counted[counted.reading == "no effect"]
+    if against.empty and unsure.empty and null.empty:
         return ""
     parts = []
     if len(against):
         r = against.iloc[0]
         parts.append(f"{len(against)} of {len(counted)} measures show the opposite effect "
                      f"(e.g. {r.measure}: {_fmt(r)})")
+    if len(null):
+        r = null.iloc[0]
+        parts.append(f"{len(null)} of {len(counted)} show no effect, their interval inside the declared margin "
+                     f"(e.g. {r.measure}: {_fmt(r)}, margin +-{r.margin_used:.3g})")
     if len(unsure):
         # an example with an interval of some width (a [0, 0] interval says only "no image differs")
         wide = unsure[(unsure.ci_high > unsure.ci_low).fillna(False)]
         r = (wide if len(wide) else unsure).iloc[0]
-        parts.append(f"{len(unsure)} of {len(counted)} cannot tell at this N, their interval includes no effect "
-                     f"or the margin (e.g. {r.measure}: {_fmt(r)})")
+        text = (f"{len(unsure)} of {len(counted)} cannot tell at this N, their interval includes no effect "
+                f"or the margin (e.g. {r.measure}: {_fmt(r)})")
+        if "reading_95" in unsure:
+            lost = int(unsure.reading_95.isin(["supports", "contradicts"]).sum())
+            if lost:
+                text += f", {lost} of them decided at 95 % but not after Holm's correction"
+        n = n_decide(group)
+        if n is not None:
+            text += f"; N = {n} would decide them"
+        parts.append(text)
     return "; ".join(parts) + "."
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per paper claim (in the paper's order): counts of readings, the verdict and why."""
+    """One row per paper claim (in the paper's order): counts of readings, the verdict, the N that
+    would decide its undecided measures (``n_decide``) and why."""
     rows = []
     for key, (statement, where) in PAPER_CLAIMS.items():
         group = table[table.paper_claim == key]
@@ -179,18 +361,27 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         rows.append(dict(claim=statement, paper=where, measures=len(counted),
                          supporting=int((counted.reading == "supports").sum()),
                          contradicting=int((counted.reading == "contradicts").sum()),
+                         no_effect=int((counted.reading == "no effect").sum()),
                          inconclusive=int((counted.reading == "inconclusive").sum()),
-                         verdict=verdict(counted.reading), why=why(group)))
-    return pd.DataFrame(rows)
+                         verdict=verdict(counted.reading), n_decide=n_decide(group), why=why(group)))
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["n_decide"] = pd.array(out["n_decide"], dtype="Int64")
+    return out
 
 
 def detail(table: pd.DataFrame) -> pd.DataFrame:
-    """Every measure with its result as text, grouped under the paper claim it bears on."""
+    """Every measure with its result as text, grouped under the paper claim it bears on, with its
+    Holm-adjusted p (``p (Holm)``) and the N for 80 % power (``N for 80 % power``, with the power of
+    :data:`~dance_book.experiments.power.POWER`)."""
     order = {k: i for i, k in enumerate(PAPER_CLAIMS)}
     out = table.assign(paper_claim_title=[PAPER_CLAIMS[k][0] for k in table.paper_claim],
                        _order=[order[k] for k in table.paper_claim],
                        result=table.apply(_fmt, axis=1),
-                       reading=[r if c else f"{r} (not counted)" for r, c in zip(table.reading, table.counts)])
+                       reading=[r if c else f"{r} (not counted)" for r, c in zip(table.reading, table.counts)],
+                       p_holm_text=[f"{p:.2g}" if not pd.isna(p) else "" for p in table.p_holm],
+                       n_text=["" if pd.isna(n) else str(int(n)) for n in table.n_needed])
     out = out.sort_values("_order", kind="stable")
-    return out[["paper_claim_title", "claim", "chapter", "measure", "result", "n", "reading", "note"]].rename(
-        columns={"paper_claim_title": "paper claim", "claim": "sub-claim"})
+    return out[["paper_claim_title", "claim", "chapter", "measure", "result", "n", "p_holm_text", "n_text", "reading",
+                "note"]].rename(columns={"paper_claim_title": "paper claim", "claim": "sub-claim",
+                                         "p_holm_text": "p (Holm)", "n_text": f"N for {100 * Pw.POWER:g} % power"})

@@ -35,6 +35,7 @@ from dance.metrics import fidelity, spearman, ssim
 from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import METHODS, base_maps, enhanced_maps, predicted
+from . import power as Pw
 from .claims import Claim, direction
 from .settings import Settings
 from .stats import mean_sd, paired_difference
@@ -45,8 +46,9 @@ C_VALUES = (1e1, 1e2, 1e3, 1e4, 1e5)
 #: optimiser runs its full step budget, so the CI-scale sweep is kept small (chosen for the
 #: book's CPU budget, before any result was seen).
 SWEEP_IMAGES = {"ci": 4, "paper": 24}
-#: Equivalence margin of :func:`insensitivity`, in across-image standard deviations of S_F.
-EQUIVALENCE_D = 0.2
+#: Equivalence margin of :func:`insensitivity`, in across-image standard deviations of S_F (declared
+#: with the other margins in :mod:`~dance_book.experiments.power`).
+EQUIVALENCE_D = Pw.EQUIVALENCE_D
 #: Images whose heatmaps are kept for the figure.
 N_SHOW = 3
 
@@ -233,6 +235,7 @@ paper_claim="c", claim=claim, chapter="hyperparameters.md",
                      f"{name}, N={r.n}"),
             value=float(r.worst_diff), ci_low=float(r.worst_ci_low), ci_high=float(r.worst_ci_high), n=int(r.n),
             supports=True if r.equivalent else (False if r.different else None),
+            test="equivalence" if r.margin > 0 else "other", margin=float(r.margin) if r.margin > 0 else None,
             note=(f"equivalence margin +-{r.margin:.3g} ({EQUIVALENCE_D} sd of S_F), worst c = {r.worst_c:g}: "
                   + ("every CI lies inside the margin" if r.equivalent else
                      "some CI excludes 0" if r.different else "the CIs are too wide to decide either way"))))

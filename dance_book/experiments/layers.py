@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from .. import zoo
+from . import power as Pw
 from .claims import Claim, direction
 from .maps import METHODS
 from .scores import N_SHOW, decoy_population, example_heatmaps, frame, mask_spacing, summary
@@ -93,8 +94,9 @@ def layer_spread(df: pd.DataFrame, method: str, value: str = "sf", n_boot: int =
 
 #: A priori threshold for "not sensitive to the layer": the spread of per-layer means is below
 #: half a between-image standard deviation (a "medium" standardized effect, Cohen 1988), with the
-#: upper end of its 95% bootstrap interval.
-LAYER_RATIO_THRESHOLD = 0.5
+#: upper end of its 95% bootstrap interval. Declared with the other margins in
+#: :mod:`~dance_book.experiments.power`.
+LAYER_RATIO_THRESHOLD = Pw.LAYER_RATIO_THRESHOLD
 
 
 #: The paper's reported S_F (mean, sd) over its layer sweep on VGG16 (§4.4).
@@ -120,7 +122,7 @@ def claims(settings: Settings) -> List[Claim]:
                         measure=f"range of per-layer mean S_F / between-image sd, {name}, {s['k']} layers, "
                                 f"N={s['n']} (bootstrap 95% CI)",
                         value=s["ratio"], ci_low=s["ratio_ci_low"], ci_high=s["ratio_ci_high"], n=s["n"],
-                        supports=supports,
+                        supports=supports, test="other",
                         note=f"Insensitive if the CI lies below {LAYER_RATIO_THRESHOLD} between-image sd (fixed in "
                              f"advance): {verdict}; Friedman p = {s['friedman_p']:.3g}, Kendall's W = "
                              f"{s['kendall_w']:.2f}; S_F pooled over layers {s['grand_mean']:+.3f} (paper on ImageNet: "

@@ -316,7 +316,7 @@ def claims(settings: Settings) -> List[Claim]:
             measure=(f"{result['clock']} time of one decoy / one gradient map, {how}; median over "
                      f"{result['rounds']} rounds"),
             value=float(r.ratio_to_gradient), ci_low=float(r.ratio_min), ci_high=float(r.ratio_max), n=int(result["rounds"]),
-            supports=direction(r.ratio_min, r.ratio_max, "below", at=1.0),
+            supports=direction(r.ratio_min, r.ratio_max, "below", at=1.0), test="other", null=1.0,
             note=(f"range over rounds, not a CI; {m['usable_cores']} cores, {m['torch_threads']} torch thread(s), "
                   f"load {m['load_1min']:.1f}; {result['model']} at {result['layer']}, {result['n_decoys']} decoys "
                   f"per image")))

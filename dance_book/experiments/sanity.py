@@ -248,7 +248,7 @@ def sanity_claims(settings: Settings) -> List[Claim]:
             chapter="sanity.md",
             measure=f"mean SSIM between the maps of the trained and the fully randomised model, "
                        f"decoy-enhanced {METHODS[method]}, N={n}",
-            value=m, ci_low=lo, ci_high=hi, n=n, supports=changes,
+            value=m, ci_low=lo, ci_high=hi, n=n, supports=changes, null=1.0,
             note=f"raw {METHODS[method]}: {float(np.mean(final_raw)):.3f}; supports = the SSIM is below 1 with "
                     f"its 95% interval (Adebayo et al.'s test, as the paper applies it).",
         ))

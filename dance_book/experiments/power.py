@@ -1,0 +1,258 @@
+"""Smallest effects of interest, equivalence margins and sample sizes: declared once, here, with a date.
+
+The record (:data:`DECLARED_ON`, :data:`DECLARATION_REASON`) says when and why these numbers were
+fixed: on 2026-11-27, *after* the first wave of results at the CI-scale N had been seen and *before*
+the runs at a powered N. They were not fixed before looking at any number, and the book says so.
+
+Per paper claim (the keys of :data:`~dance_book.experiments.claims.PAPER_CLAIMS`),
+:data:`DECLARATIONS` holds
+
+* ``effect_dz``: the smallest effect of interest, a standardized paired effect (Cohen's
+  :math:`d_z`, the mean paired difference over the SD of the per-image differences). S_F, S_S and
+  the other measures have no common unit (S_F's scale differs between base methods and
+  architectures), so the effect is declared in SD units, not in the metric's;
+* ``margin_dz``: the equivalence margin of a *no effect* reading, in the same units: a measure
+  reads *no effect* when its 95 % interval lies inside :math:`\\pm` ``margin_dz`` times its
+  paired SD around the no-effect value. It equals the smallest effect of interest: an effect
+  smaller than the one that would matter is, for this book, no effect;
+* ``why``: the reason, in a sentence.
+
+``None`` means the claim's measures are not paired means with a t-interval (a timing ratio over
+rounds, a bootstrap ratio), so no N is planned from them.
+
+The functions plan N for a measure: :func:`sd_from_interval` recovers the per-image SD from a
+symmetric 95 % t-interval and n; :func:`n_needed` gives the N for 80 % power of a two-sided paired
+t-test (exact power from the noncentral t distribution, :mod:`scipy.stats`; a normal approximation
+on request); :func:`n_equivalence` the N at which a 95 % interval lands inside a margin with 80 %
+probability when there is no effect; :func:`p_from_interval` the t-test's p-value recovered from the
+interval; :func:`holm` Holm's step-down adjustment.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+from scipy import stats
+
+#: The date the numbers of this module were declared.
+DECLARED_ON = "2026-11-27"
+#: Why then, stated as it happened.
+DECLARATION_REASON = (
+    "Declared after the first wave of results at the CI-scale N had been seen (most claims came out "
+    "undecided there), and before any run at a powered N; they fix what the powered runs must show and "
+    "how many images they need, so that those runs cannot be read to fit their outcome.")
+
+#: Every change of the claims page's rule after results existed, with its date and reason (oldest first).
+RULE_CHANGES = (
+    {"date": "2026-11-22", "commit": "d51e06c",
+     "change": "a measure whose interval contains no effect reads inconclusive instead of contradicting the claim; "
+               "the sanity claim gains a second measure (the decoy-enhanced map keeps no more of the trained map "
+               "than the raw map)",
+     "reason": "measures had read 'supported or else contradicted', so an interval that contains no effect "
+               "counted as a contradiction; the second sanity measure is a stricter check than the paper's own "
+               "test (as the commit says)"},
+    {"date": DECLARED_ON, "commit": None,
+     "change": "five-valued verdicts (reproduced, partly reproduced, contradicted, no effect, inconclusive "
+               "(underpowered)); Holm's correction within each paper claim; a no-effect margin and a smallest "
+               "effect of interest per claim; the N that would decide",
+     "reason": DECLARATION_REASON},
+)
+
+#: The family-wise error rate of each paper claim (two-sided), before Holm's adjustment.
+ALPHA = 0.05
+#: The power an N is planned for.
+POWER = 0.8
+#: The confidence level of the chapters' intervals.
+CONFIDENCE = 0.95
+
+#: The fidelity claims' shared smallest effect of interest (see :data:`DECLARATIONS`).
+DEFAULT_DZ = 0.3
+
+#: Equivalence margin of the hyperparameters chapter (initial c), in across-image SDs of S_F; that
+#: chapter reads it from here. Declared with the chapter, before this module.
+EQUIVALENCE_D = 0.2
+#: The layers chapter's rule: the range of per-layer mean S_F must stay below this many
+#: between-image SDs ("medium", Cohen 1988), upper end of its 95 % bootstrap interval; that chapter
+#: reads it from here. Declared with the chapter, before this module.
+LAYER_RATIO_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A paper claim's smallest effect of interest and equivalence margin, in paired SDs (d_z)."""
+
+    effect_dz: Optional[float]
+    margin_dz: Optional[float]
+    why: str
+
+
+_UNIFORM = (f"d_z = {DEFAULT_DZ}: between Cohen's small (0.2) and medium (0.5); declared uniformly because the "
+            "measures have no common unit and we have no external anchor for a difference that matters")
+
+#: Per paper claim: what the powered runs must detect, and the margin of a *no effect* reading.
+DECLARATIONS: Dict[str, Declaration] = {
+    "fidelity": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM),
+    "replacement": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM),
+    "attacks": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM),
+    "layer": Declaration(None, None, "the layers chapter's bootstrap ratio rule (LAYER_RATIO_THRESHOLD); its measure "
+                                     "is not a paired mean, so no N is planned from it"),
+    "architectures": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM),
+    "sanity": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM),
+    "c": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM + "; the S_F rows keep the chapter's own margin "
+                                                        "(EQUIVALENCE_D across-image SDs of S_F)"),
+    "runtime": Declaration(None, None, "a timing ratio over a few rounds on one machine, not a sample of images; "
+                                       "no N is planned"),
+    "representation": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM),
+    "localization": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM),
+    "control": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM),
+}
+
+
+def _check_n(n, name="n") -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer number of images, got {type(n).__name__}")
+    return int(n)
+
+
+def _check_level(value, name) -> float:
+    value = float(value)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value}")
+    return value
+
+
+def sd_from_interval(ci_low: float, ci_high: float, n: int, confidence: float = CONFIDENCE) -> float:
+    """The per-image SD behind a symmetric t-interval: half-width / t_{(1+confidence)/2, n-1} * sqrt(n).
+
+    NaN when n < 2 or the interval is not finite.
+
+    Example:
+        >>> round(sd_from_interval(-1.0, 1.0, 10), 4)   # half-width 1, t_{0.975, 9} = 2.2622
+        1.3979
+    """
+    n = _check_n(n)
+    confidence = _check_level(confidence, "confidence")
+    lo, hi = float(ci_low), float(ci_high)
+    if n < 2 or not (math.isfinite(lo) and math.isfinite(hi)):
+        return float("nan")
+    if hi < lo:
+        raise ValueError(f"ci_low must not exceed ci_high, got [{lo}, {hi}]")
+    return float((hi - lo) / 2 / stats.t.ppf((1 + confidence) / 2, n - 1) * math.sqrt(n))
+
+
+def p_from_interval(value: float, ci_low: float, ci_high: float, n: int, null: float = 0.0,
+                    confidence: float = CONFIDENCE) -> float:
+    """Two-sided p-value of the t-test of ``value == null`` recovered from its symmetric t-interval and n.
+
+    Exact for the chapters' paired (and one-sample) t-intervals, which are symmetric about the
+    mean; NaN when the interval is not symmetric about ``value`` (not a t-interval), not finite,
+    or n < 2. A zero-width interval (no spread) gives 0 when ``value`` differs from ``null``, else 1.
+    """
+    lo, hi, v = float(ci_low), float(ci_high), float(value)
+    sd = sd_from_interval(lo, hi, n, confidence)
+    if not math.isfinite(sd) or not math.isfinite(v):
+        return float("nan")
+    if abs((lo + hi) / 2 - v) > 1e-6 * max(1.0, abs(v), hi - lo):
+        return float("nan")
+    if sd == 0:
+        return 0.0 if v != null else 1.0
+    t = (v - null) / (sd / math.sqrt(n))
+    return float(2 * stats.t.sf(abs(t), n - 1))
+
+
+def n_needed(sd: float, effect: float, alpha: float = ALPHA, power: float = POWER, method: str = "t",
+             n_max: int = 100_000) -> Optional[int]:
+    """Images needed for ``power`` to detect a paired mean difference ``effect`` at two-sided level ``alpha``.
+
+    ``method="t"`` (the default): the smallest n at which the two-sided paired (one-sample) t-test
+    has the power asked for, computed exactly from the noncentral t distribution with n - 1 degrees
+    of freedom and noncentrality ``effect / sd * sqrt(n)``. ``method="normal"``: the normal
+    approximation ceil(((z_{1-alpha/2} + z_power) * sd / effect)^2), a little smaller. Only ``effect /
+    sd`` (the d_z) matters. None when ``sd`` is zero or not finite (nothing to plan from), or n would
+    exceed ``n_max``.
+
+    Example:
+        >>> n_needed(1.0, 0.5), n_needed(1.0, 0.5, method="normal")
+        (34, 32)
+    """
+    alpha = _check_level(alpha, "alpha")
+    power = _check_level(power, "power")
+    if method not in ("t", "normal"):
+        raise ValueError(f"method must be 't' or 'normal', got {method!r}")
+    sd, effect = float(sd), abs(float(effect))
+    if not math.isfinite(sd) or sd <= 0 or not math.isfinite(effect):
+        return None
+    if effect == 0:
+        raise ValueError("effect must be non-zero: no N detects an effect of zero")
+    dz = effect / sd
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    n_normal = max(2, math.ceil((z / dz) ** 2))
+    if method == "normal":
+        return n_normal if n_normal <= n_max else None
+    n = 2
+    while n <= n_max:
+        if t_power(n, dz, alpha) >= power:
+            return n
+        n += 1
+    return None
+
+
+def t_power(n: int, dz: float, alpha: float = ALPHA) -> float:
+    """Power of the two-sided one-sample t-test at level ``alpha`` with n pairs and true effect ``dz`` (in SDs)."""
+    n = _check_n(n)
+    if n < 2:
+        raise ValueError(f"n must be at least 2 for a t-test, got {n}")
+    df, nc = n - 1, float(dz) * math.sqrt(n)
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+
+def n_equivalence(sd: float, margin: float, power: float = POWER, confidence: float = CONFIDENCE,
+                  n_max: int = 100_000) -> Optional[int]:
+    """Images needed so that, with no true effect, the ``confidence`` t-interval lies inside ``+-margin``
+    with probability ``power``.
+
+    The interval lies inside when |mean| + t * sd / sqrt(n) <= margin; with the mean normal around
+    0 with SD sd / sqrt(n) (the sample SD taken as sd), that probability is
+    2 * Phi(sqrt(n) * margin / sd - t_{(1+confidence)/2, n-1}) - 1. None when sd or margin is not
+    positive and finite.
+    """
+    power = _check_level(power, "power")
+    confidence = _check_level(confidence, "confidence")
+    sd, margin = float(sd), float(margin)
+    if not (math.isfinite(sd) and sd > 0 and math.isfinite(margin) and margin > 0):
+        return None
+    for n in range(2, n_max + 1):
+        x = math.sqrt(n) * margin / sd - stats.t.ppf((1 + confidence) / 2, n - 1)
+        if 2 * stats.norm.cdf(x) - 1 >= power:
+            return n
+    return None
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN entries stay NaN and do not count towards m).
+
+    The i-th smallest of m p-values is multiplied by m - i + 1 (i from 1), the running maximum taken
+    so that the order is kept, and capped at 1; a hypothesis is rejected at family-wise level alpha
+    when its adjusted p-value is below alpha.
+
+    Example:
+        >>> holm([0.01, 0.04, 0.03]).round(3).tolist()
+        [0.03, 0.06, 0.06]
+    """
+    p = np.asarray(pvalues, dtype=float)
+    if p.ndim != 1:
+        raise ValueError(f"pvalues must be one-dimensional, got shape {p.shape}")
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("pvalues must lie in [0, 1]")
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    m = idx.size
+    if m == 0:
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
