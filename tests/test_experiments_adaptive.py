@@ -64,12 +64,12 @@ def test_sample_sizes_follow_the_rule_for_every_method():
         assert s == D.choose_n(needed, D.COST_PER_IMAGE["ci"][method], cfg.budget_s[method], cfg.n_min, cfg.n_max)
 
 
-def _run(n, shift, seed=0):
+def _run(n, shift, seed=0, skip=()):
     """A hand-made run: S_S of each condition = base + shift[condition] + noise, per image."""
     rng = np.random.default_rng(seed)
     base = rng.uniform(1.0, 2.0, n)
     run = {"n": n, "seconds": {c: 1.0 for c in D.CONDITIONS}}
-    for cond in D.CONDITIONS:
+    for cond in (c for c in D.CONDITIONS if c not in skip):
         ss = base + shift.get(cond, 0.0) + rng.normal(0, 0.01, n)
         run[cond] = {"ss": ss, "map_change": ss * 0.1, "topk": np.full(n, 0.5), "spearman": np.full(n, 0.9),
                      "shift": np.zeros(n), "label_kept": np.ones(n, bool)}
@@ -133,3 +133,14 @@ def test_survival_picks_the_stronger_adaptive_attack_and_reads_it():
     assert s.loc["smoothgrad", "strongest attack"] == "fixed_decoy"
     assert s.loc["smoothgrad", "reading"] == "contradicts"  # 3.0 above transfer, raw only 1.0 above
     assert s.loc["gradient", "adaptive − transfer"] == pytest.approx(0.4, abs=0.03)
+
+
+def test_runs_without_eot_are_tabled_and_read_on_the_fixed_decoy_attack():
+    runs = {"gradient": _run(4, {"eot": 1.0}), "smoothgrad": _run(4, {"fixed_decoy": 0.3}, skip=("eot",))}
+    assert len(D.condition_table(runs)) == 2 * len(D.CONDITIONS) - 1
+    d = D.difference_table(runs)
+    assert not ((d.method == "smoothgrad") & (d.a == "eot")).any()
+    assert ((d.method == "gradient") & (d.a == "eot")).sum() == 2
+    s = D.survival(runs, {"gradient": {"binds": True}, "smoothgrad": {"binds": True}}).set_index("method")
+    assert s.loc["smoothgrad", "strongest attack"] == "fixed_decoy"
+    assert s.loc["gradient", "strongest attack"] == "eot"
