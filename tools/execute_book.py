@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "_ext"))
 from dance_site import write_source_stamp  # noqa: E402  (the stamp that the build checks)
 
 READER = {"name": "myst_nb_md", "type": "plugin"}  # myst-nb's own reader: the cache key matches the build's
-LONGEST_FIRST = ("attacks", "layers", "fidelity")  # as in the Makefile's notebook tests
+LONGEST_FIRST = ("attacks", "layers", "adaptive", "fidelity")  # as in the Makefile's notebook tests
 #: Executed after all others: the claims chapter reports the results store's rechecks of this run.
 RUN_LAST = ("claims",)
 CHECK_KEYS = ROOT / "_build" / "results-check-keys.json"

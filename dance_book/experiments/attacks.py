@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -80,7 +80,9 @@ ATTACK_SETTINGS = {
 
 
 def attack_settings(settings: Settings) -> AttackSettings:
-    """The frozen :class:`AttackSettings` of ``settings.scale``."""
+    """The frozen :class:`AttackSettings` of ``settings.scale`` (the paper-scale smoke run takes its few steps)."""
+    if "attack_iterations" in settings.extra:
+        return replace(ATTACK_SETTINGS[settings.scale], iterations=int(settings.extra["attack_iterations"]))
     return ATTACK_SETTINGS[settings.scale]
 
 

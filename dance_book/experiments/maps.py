@@ -53,6 +53,8 @@ def decoy_config(settings: Settings, **overrides) -> DecoyConfig:
     options.update(overrides)
     epsilon = options.pop("epsilon", settings.decoys.epsilon)
     adam = {k: options.pop(k) for k in list(options) if k in _ADAM_FIELDS}
+    if "adam_steps" in settings.extra:  # the paper-scale smoke run only
+        adam.setdefault("steps", int(settings.extra["adam_steps"]))
     solver = options.pop("solver", "adam")
     if solver == "adam":
         solver = Adam(**adam)

@@ -133,9 +133,11 @@ SMOKE_ENV = "DANCE_PAPER_SMOKE"
 
 #: Paper scale in miniature, for the smoke test only: the same models, layers and code path, with
 #: two images per experiment, 64 x 64 crops (the smallest AlexNet accepts; the others pool adaptively), tiled patches
-#: and two SmoothGrad samples / IG steps. Its numbers mean nothing; it checks that everything runs.
+#: and two SmoothGrad samples / IG steps, a few Adam steps per decoy and two attack steps. Its numbers
+#: mean nothing; it checks that everything runs.
 PAPER_SMOKE = replace(PAPER, decoys=DecoySettings(stride=None), smoothgrad_samples=2, ig_steps=2,
-                      n_fidelity=2, n_attack=2, n_small=2, extra={"smoke": True, "resize": 72, "crop": 64})
+                      n_fidelity=2, n_attack=2, n_small=2,
+                      extra={"smoke": True, "resize": 72, "crop": 64, "adam_steps": 5, "attack_iterations": 2})
 
 
 def smoke_enabled() -> bool:
