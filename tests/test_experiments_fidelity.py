@@ -168,3 +168,18 @@ def test_claims_structure(S, monkeypatch):
         assert c.supports in (True, False, None)
         if c.chapter != "layers.md":  # t-intervals contain their mean; bootstrap ones need not
             assert c.ci_low <= c.value <= c.ci_high
+
+
+def test_decoy_summary_is_what_the_chapters_computed_from_the_decoys(S, fid):
+    """The stored summary (layers and fidelity chapters) equals the numbers taken from the decoys themselves."""
+    from dance_book.experiments import scores
+
+    layer = S.layer(S.main_model)
+    pops = scores.decoy_population(S, S.main_model, layer, 2)
+    got = scores.decoy_summary(S, S.main_model, layer, 2)
+    np.testing.assert_array_equal(got["count"], [len(d) for d in pops])
+    np.testing.assert_array_equal(got["dropped"], [d.dropped for d in pops])
+    for d, move in zip(pops, got["move"]):
+        inside = (d.images - d.original).abs().sum(dim=(1, 2, 3)) / (d.masks.sum(dim=(1, 2, 3)) * d.images.shape[1])
+        assert move == pytest.approx(float(inside.mean()), rel=1e-6)
+        assert move > 0

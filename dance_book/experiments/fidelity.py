@@ -10,13 +10,13 @@ from typing import List, Optional, Sequence
 import pandas as pd
 
 from .maps import METHODS
-from .scores import (N_SHOW, SF_NOTE, compare, example_heatmaps, frame, lower_sf, population, sf_claim,
-                     summary)
+from .scores import (N_SHOW, SF_NOTE, compare, decoy_summary, example_heatmaps, frame, lower_sf, population,
+                     sf_claim, summary)
 from .claims import Claim
 from .settings import Settings
 
-__all__ = ["FIDELITY_KINDS", "fidelity_scores", "claims", "N_SHOW", "compare", "example_heatmaps", "population",
-           "summary"]
+__all__ = ["FIDELITY_KINDS", "fidelity_scores", "claims", "N_SHOW", "compare", "decoy_summary", "example_heatmaps",
+           "population", "summary"]
 
 #: Fidelity chapter: populations compared (paper Fig. 3).
 FIDELITY_KINDS = ("none", "decoys", "blur", "inpaint")

@@ -17,11 +17,12 @@ from .. import zoo
 from . import power as Pw
 from .claims import Claim, direction
 from .maps import METHODS
-from .scores import N_SHOW, decoy_population, example_heatmaps, frame, mask_spacing, summary
+from .scores import N_SHOW, decoy_population, decoy_summary, example_heatmaps, frame, mask_spacing, summary
 from .settings import Settings
 
 __all__ = ["LAYER_SWEEP_N", "LAYER_RATIO_THRESHOLD", "PAPER_LAYER_SF", "layer_sweep_size", "layer_scores",
-           "layer_spread", "layer_insensitive", "claims", "N_SHOW", "decoy_population", "example_heatmaps",
+           "layer_spread", "layer_insensitive", "claims", "N_SHOW", "decoy_population", "decoy_summary",
+           "example_heatmaps",
            "mask_spacing", "summary"]
 
 #: Images of the layer sweep, per scale. At CI scale the minimum of 8 (below ``n_small``): each of

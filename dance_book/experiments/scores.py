@@ -115,6 +115,25 @@ def decoy_population(settings: Settings, model_name: str, layer: str, n: int) ->
     return shared_decoys(settings, model_name, n, layer=layer, spacing=mask_spacing(settings))
 
 
+def decoy_summary(settings: Settings, model_name: str, layer: str, n: int) -> dict:
+    """What the chapters report about the decoys of :func:`decoy_population`, per image (a stored
+    result, so that a chapter that reports them need not optimise the decoys again).
+
+    Returns a dict of numpy arrays ``[n]``: ``count`` (decoys), ``dropped`` (over epsilon) and
+    ``move`` (the mean over the image's decoys of the mean absolute pixel change inside the
+    decoy's mask, pixels in [0, 1])."""
+    config = dict(settings=repr(settings), model=model_name, layer=layer, n=n)
+
+    def compute():
+        pops = decoy_population(settings, model_name, layer, n)
+        move = [float(((d.images - d.original).abs().sum(dim=(1, 2, 3))
+                       / (d.masks.sum(dim=(1, 2, 3)) * d.images.shape[1])).mean()) for d in pops]
+        return {"count": np.array([len(d) for d in pops]), "dropped": np.array([int(d.dropped) for d in pops]),
+                "move": np.array(move)}
+
+    return cached("decoy-summary", config, compute)
+
+
 def population(settings: Settings, model_name: str, layer: str, kind: str, n: int,
                x: Optional[torch.Tensor] = None) -> Optional[List[Decoys]]:
     """The decoy population of each of the first ``n`` images for a kind of :data:`KINDS` (None for "none")."""
