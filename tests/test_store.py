@@ -18,6 +18,7 @@ def results(tmp_path, monkeypatch):
     monkeypatch.delenv("DANCE_RESULTS_CHECK", raising=False)
     monkeypatch.setenv("DANCE_RESULTS_REPORT", str(tmp_path / "report.jsonl"))
     monkeypatch.setenv("DANCE_CHAPTER", "chapter-a")
+    monkeypatch.setattr(store, "_rechecked", set())
     return tmp_path
 
 
@@ -71,7 +72,17 @@ def test_recheck_matches_and_mismatches(results, monkeypatch):
     # Within float tolerance: the stored value is returned and the check is reported as matched.
     got = cache.cached("fidelity-scores", {"n": 1}, lambda: {"s": np.array([1.0, 2.0 + 1e-9])})
     assert got["s"][1] == 2.0
-    # A recomputation that moved: the run fails, naming the entry and the fix.
+    report = store.read_report(results / "report.jsonl")
+    assert [r["matched"] for r in report] == [True]
+    # Once per process: asked again, the entry is read, not recomputed.
+    assert cache.cached("fidelity-scores", {"n": 1}, lambda: {"s": np.array([1.0, 2.5])})["s"][1] == 2.0
+    # Another chapter reading the entry (the claims chapter) does not recheck it.
+    monkeypatch.setattr(store, "_rechecked", set())
+    monkeypatch.setenv("DANCE_CHAPTER", "claims")
+    assert cache.cached("fidelity-scores", {"n": 1}, lambda: {"s": np.array([1.0, 2.5])})["s"][1] == 2.0
+    # A recomputation that moved, in the chapter that owns the entry: the run fails, naming the entry and the fix.
+    monkeypatch.setenv("DANCE_CHAPTER", "chapter-a")
+    monkeypatch.setattr(store, "_rechecked", set())
     with pytest.raises(store.StoreMismatch, match="make results"):
         cache.cached("fidelity-scores", {"n": 1}, lambda: {"s": np.array([1.0, 2.5])})
     report = store.read_report(results / "report.jsonl")
@@ -113,6 +124,9 @@ def test_differences_tolerance_and_structure():
     assert store.differences("x", "y")
     assert store.differences(np.array([True, False]), np.array([True, True]))
     assert store.differences(torch.tensor([np.nan]), np.array([np.nan])) == []
+    # Timings of the run belong to the machine and the moment: never compared.
+    assert store.differences({"sf": 1.0, "seconds": 3.0}, {"sf": 1.0, "seconds": 4.5}) == []
+    assert store.differences({"sf": 1.0, "seconds": 3.0}, {"sf": 1.5, "seconds": 3.0})
 
 
 def test_bad_mode(monkeypatch):

@@ -49,6 +49,9 @@ NOT_STORED = frozenset({"decoys"})
 #: Float tolerance of a recheck: ``|a - b| <= ATOL + RTOL * |b|`` elementwise.
 RTOL, ATOL = 1e-4, 1e-6
 MODES = ("read", "write", "off")
+#: Entries of a result that are timings of the run that computed it: they belong to the machine and the
+#: moment, so a recheck does not compare them (the chapters show them as "measured when the store was made").
+TIMING_KEYS = frozenset({"seconds", "wall_seconds"})
 
 
 class StoreMismatch(RuntimeError):
@@ -135,6 +138,18 @@ def _computed(compute: Callable[[], Any]) -> Any:
         _depth -= 1
 
 
+#: Entries this process has rechecked (a chapter that asks for a result twice rechecks it once).
+_rechecked: set = set()
+
+
+def _owner(meta: Path) -> bool:
+    """Whether this process runs the chapter that asked for the entry when it was made (that chapter
+    rechecks it; another chapter reading it, such as the claims chapter, does not)."""
+    running = os.environ.get("DANCE_CHAPTER")
+    chapter = json.loads(meta.read_text()).get("chapter")
+    return running is None or chapter is None or running == chapter
+
+
 def result(name: str, config: Any, compute: Callable[[], Any], compute_fresh: Callable[[], Any]) -> Any:
     """A stored result: from the store where it has it (rechecked with ``compute_fresh`` when the
     run's check list names it), else ``compute()`` (written to the store by ``make results``).
@@ -153,7 +168,8 @@ def result(name: str, config: Any, compute: Callable[[], Any], compute_fresh: Ca
             if not provenance.get("top_level"):
                 provenance.update(top_level=True, chapter=os.environ.get("DANCE_CHAPTER"))
                 meta.write_text(json.dumps(provenance, sort_keys=True, indent=1, default=repr) + "\n")
-        if key in _check_keys() and _depth == 0:
+        if key in _check_keys() and _depth == 0 and key not in _rechecked and _owner(meta):
+            _rechecked.add(key)
             clock = time.perf_counter()
             fresh = _computed(compute_fresh)
             seconds = time.perf_counter() - clock
@@ -233,12 +249,13 @@ def _plain(value: Any) -> Any:
 
 
 def differences(stored: Any, fresh: Any, where: str = "result") -> List[str]:
-    """Where ``fresh`` differs from ``stored`` beyond float tolerance (``RTOL``, ``ATOL``): empty if they agree."""
+    """Where ``fresh`` differs from ``stored`` beyond float tolerance (``RTOL``, ``ATOL``): empty if they agree.
+    Timings (dict entries named in :data:`TIMING_KEYS`) are not compared."""
     a, b = _plain(stored), _plain(fresh)
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
             return [f"{where}: keys {sorted(map(str, set(a) ^ set(b)))} in only one"]
-        return [d for k in a for d in differences(a[k], b[k], f"{where}[{k!r}]")]
+        return [d for k in a if k not in TIMING_KEYS for d in differences(a[k], b[k], f"{where}[{k!r}]")]
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if len(a) != len(b):
             return [f"{where}: length {len(a)} vs {len(b)}"]
