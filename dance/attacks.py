@@ -456,6 +456,18 @@ class AttackResult:
                 "center_shift": self.center_shift, "sensitivity": self.sensitivity}
 
 
+def _check_budget(select, epsilon, iterations, step_size, beta, seed):
+    """The arguments every attack shares, checked: returns ``(epsilon, step, beta)`` (the default step
+    is the usual projected-gradient 2.5 epsilon / iterations)."""
+    check_choice(select, "select", SELECTIONS)
+    epsilon = check_range(epsilon, "epsilon", 0.0, 1.0, closed_low=False)
+    check_int(iterations, "iterations")
+    step = 2.5 * epsilon / iterations if step_size is None else check_positive(step_size, "step_size")
+    beta = check_positive(beta, "beta")
+    check_seed(seed)
+    return epsilon, step, beta
+
+
 def _resolve_explain(explain) -> Callable:
     if isinstance(explain, str):
         return explainer(explain)
@@ -555,12 +567,7 @@ def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *,
     x0 = check_images(inputs, model, batch_only=True)  # finite pixels in [0, 1], the model's device
     check_dtype(x0, model)
     check_choice(kind, "kind", ATTACKS)
-    check_choice(select, "select", SELECTIONS)
-    epsilon = check_range(epsilon, "epsilon", 0.0, 1.0, closed_low=False)
-    check_int(iterations, "iterations")
-    step = 2.5 * epsilon / iterations if step_size is None else check_positive(step_size, "step_size")
-    beta = check_positive(beta, "beta")
-    check_seed(seed)
+    epsilon, step, beta = _check_budget(select, epsilon, iterations, step_size, beta, seed)
     fn = _resolve_explain(explain)
     b, _, height, width = x0.shape
     n_pix = height * width
@@ -974,12 +981,7 @@ def adaptive_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType =
                          "norm_matched_control")
     check_choice(kind, "kind", tuple(a for a in ATTACKS if a != "random"))
     check_choice(mode, "mode", ADAPTIVE_MODES)
-    check_choice(select, "select", SELECTIONS)
-    epsilon = check_range(epsilon, "epsilon", 0.0, 1.0, closed_low=False)
-    check_int(iterations, "iterations")
-    step = 2.5 * epsilon / iterations if step_size is None else check_positive(step_size, "step_size")
-    beta = check_positive(beta, "beta")
-    check_seed(seed)
+    epsilon, step, beta = _check_budget(select, epsilon, iterations, step_size, beta, seed)
     if refresh_every is not None:
         check_int(refresh_every, "refresh_every")
     check_int(eot_samples, "eot_samples")

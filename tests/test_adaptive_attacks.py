@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from dance import attacks as A
 from helpers import snapshot
-from test_attacks import make_net, make_shapes
+from test_attacks import make_shapes, train_net
 
 EPS = 8 / 255
 ITERATIONS = 10
@@ -30,20 +29,7 @@ EXPLAINERS = {
 
 @pytest.fixture(scope="module")
 def trained():
-    torch.manual_seed(0)
-    x, y = make_shapes(512, seed=0)
-    net = make_net()
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    for _ in range(120):
-        i = torch.randint(0, 512, (64,))
-        loss = nn.functional.cross_entropy(net(x[i]), y[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
-    for p in net.parameters():
-        p.grad = None
-    return net
+    return train_net()
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,8 @@ def make_net() -> nn.Module:
                          nn.Flatten(), nn.Linear(16 * 4 * 4, 2))
 
 
-@pytest.fixture(scope="module")
-def trained():
+def train_net() -> nn.Module:
+    """The small CNN of these tests, trained on the shapes task with fixed seeds (eval mode, no gradients left)."""
     torch.manual_seed(0)
     x, y = make_shapes(512, seed=0)
     net = make_net()
@@ -50,6 +50,12 @@ def trained():
     net.eval()
     for p in net.parameters():
         p.grad = None
+    return net
+
+
+@pytest.fixture(scope="module")
+def trained():
+    net = train_net()
     xt, yt = make_shapes(200, seed=1)
     assert (net(xt).argmax(1) == yt).float().mean() > 0.9  # the task is learned
     return net
