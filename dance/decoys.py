@@ -58,6 +58,10 @@ _LS_MAX_EVALS = 4
 _ANALYSIS_CACHE_LIMIT = 1 << 24
 
 
+#: :attr:`Adam.stop` rules: the book's stall-based early stop, or the paper's stop at the first non-zero penalty.
+ADAM_STOPS = ("stall", "first_penalty")
+
+
 @dataclass(frozen=True)
 class Adam:
     """The paper's solver (§3.4): Adam on the penalty of Eq. 8, with the ``tau`` schedule and ``c`` doubling.
@@ -69,11 +73,18 @@ class Adam:
             (paper: 0.95) after each step whose penalty is zero.
         steps: Adam steps per round; ``lr``: Adam step size in tanh space.
         patience: a decoy whose best feasible movement has not improved for this many steps is frozen.
+        stop: when a decoy's optimisation ends. ``"stall"`` (default): after ``steps`` steps, or
+            earlier once its best feasible movement stops improving (``patience``).
+            ``"first_penalty"``: the paper's literal rule (§3.4, after Eq. 8): tau shrinks while the
+            penalty is zero, and the optimisation of a decoy terminates at its first step whose
+            penalty is not zero (or after ``steps`` steps); it returns the best feasible iterate seen.
 
     Example:
         >>> import dance
         >>> dance.Adam(c=1e3).steps
         200
+        >>> dance.Adam(stop="first_penalty").stop
+        'first_penalty'
     """
 
     c: float = 1e4
@@ -83,8 +94,12 @@ class Adam:
     lr: float = 0.03
     max_doublings: int = 4
     patience: int = 20
+    stop: str = "stall"
 
     def __post_init__(self):
+        if self.stop not in ADAM_STOPS:
+            raise ValueError(f"stop must be one of {ADAM_STOPS} (\"stall\": the book's early stop; "
+                             f"\"first_penalty\": the paper's literal rule), got {self.stop!r}")
         for name in ("c", "tau", "lr", "tau_decay"):
             object.__setattr__(self, name, check_positive(getattr(self, name), name))
         if self.tau_decay > 1.0:
@@ -387,7 +402,7 @@ def _rowwise(t: torch.Tensor, how: str) -> torch.Tensor:
 
 def _optimise(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor, masks: torch.Tensor,
               signs: torch.Tensor, eps: torch.Tensor, *, c: float, tau: float, tau_decay: float,
-              steps: int, lr: float, max_doublings: int, patience: int, tick=None):
+              steps: int, lr: float, max_doublings: int, patience: int, stop: str = "stall", tick=None):
     """Optimise decoys for rows ``x [R,C,H,W]`` against ``ref = F_l(x)`` in one batched loop.
 
     ``x`` and ``ref`` may also be a single image (batch 1) shared by all rows. While every row is
@@ -478,9 +493,13 @@ def _optimise(probe: LayerProbe, x: torch.Tensor, ref: torch.Tensor, masks: torc
                 # epsilon would keep the iterate hovering just above it, infeasible.
                 tighten = (penalty.detach() == 0) | (dev_d > ok_eps[idx])
                 tau_row[idx] = torch.where(tighten, tau_row[idx] * tau_decay, tau_row[idx])
-                # Early stop: a decoy whose best feasible movement stalls is frozen.
-                stalled = (since[idx] >= patience) & torch.isfinite(best_mov[idx])
-                active[idx[stalled]] = False
+                if stop == "first_penalty":
+                    # Paper §3.4, literally: a non-zero penalty terminates the decoy's optimisation.
+                    active[idx[penalty.detach() > 0]] = False
+                else:
+                    # Early stop: a decoy whose best feasible movement stalls is frozen.
+                    stalled = (since[idx] >= patience) & torch.isfinite(best_mov[idx])
+                    active[idx[stalled]] = False
         failed = ~torch.isfinite(best_mov)
         if not bool(failed.any()) or round_ == max_doublings:
             break
@@ -861,7 +880,7 @@ def _generate_together(model: nn.Module, images: torch.Tensor, layer, config: De
                                     c=solver_cfg.c, tau=solver_cfg.tau, tau_decay=solver_cfg.tau_decay,
                                     steps=solver_cfg.steps, lr=solver_cfg.lr,
                                     max_doublings=solver_cfg.max_doublings, patience=solver_cfg.patience,
-                                    tick=tick)
+                                    stop=solver_cfg.stop, tick=tick)
                     out_img[sl], out_dev[sl], out_mov[sl], out_ok[sl], n = res
                 else:
                     pieces, n_groups, cells = analysis.rows(rm)

@@ -483,3 +483,35 @@ def test_long_optimisations_show_a_progress_bar_and_short_ones_do_not(make_model
     assert "dance: optimising" not in capsys.readouterr().err
     dance.generate_decoys(net, x, "3", epsilon=0.1, solver=dance.Adam(steps=3), progress=True)
     assert "dance: optimising" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's literal stopping rule (§3.4): stop a decoy at its first non-zero penalty
+# --------------------------------------------------------------------------------------------
+
+def _one_decoy(net, x, solver):
+    return dance.generate_decoys(net, x, "1", epsilon=0.05, n_masks=1, directions=(1,), seed=0, solver=solver)
+
+
+def test_literal_stop_ends_before_the_budget_where_the_stall_rule_runs_on(make_model, make_image):
+    net, x = make_model("vgg"), make_image(16, seed=4)
+    literal = _one_decoy(net, x, dance.Adam(steps=60, stop="first_penalty"))
+    patient = _one_decoy(net, x, dance.Adam(steps=60, patience=1000))
+    assert patient.steps_run == 60
+    assert 1 <= literal.steps_run < 60
+    assert len(literal) == 1 and bool((literal.deviation <= 0.05).all())
+
+
+def test_literal_stop_is_the_stall_rule_truncated_where_it_stopped(make_model, make_image):
+    """Both rules follow the same trajectory while the penalty is zero, so the literal rule's decoy is
+    the patient run's decoy after exactly as many steps: the only difference is where it stops."""
+    net, x = make_model("vgg"), make_image(16, seed=4)
+    literal = _one_decoy(net, x, dance.Adam(steps=60, stop="first_penalty"))
+    truncated = _one_decoy(net, x, dance.Adam(steps=literal.steps_run, patience=1000))
+    assert truncated.steps_run == literal.steps_run
+    assert torch.equal(literal.images, truncated.images)
+
+
+def test_bad_stop_rule_is_refused():
+    with pytest.raises(ValueError, match="stop must be one of"):
+        dance.Adam(stop="early")

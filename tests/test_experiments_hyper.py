@@ -105,8 +105,16 @@ def test_runtime_measures_and_memoises(tiny, monkeypatch):
     info = result["machine"]
     assert info["torch_threads"] == Rt.THREADS and info["usable_cores"] >= 1
     rows = Rt.claims(tiny)
-    assert len(rows) == 3 and all(r.n == 1 and r.ci_low <= r.value <= r.ci_high for r in rows)
-    assert [r.counts for r in rows] == [True, True, False]  # the line search is context only
+    assert len(rows) == 5 and all(r.n == 1 and r.ci_low <= r.value <= r.ci_high for r in rows)
+    # Only the paper's procedure (its stop at the first non-zero penalty) is judged; the book's stopping
+    # rule and the line search are context.
+    assert [r.counts for r in rows] == [True, True, False, False, False]
+    assert "paper's stopping rule" in rows[0].measure and "not the paper's" in rows[2].measure
+    q = result["quality"].set_index("solver")
+    assert list(q.index) == ["book's Adam (stall stop)", "paper's Adam (first non-zero penalty)", "line search"]
+    assert (q["max deviation / epsilon"] <= 1.0).all() and (q["decoys"] > 0).all()
+    # The paper's rule stops each decoy at its first non-zero penalty: never more passes than the book's.
+    assert q.loc["paper's Adam (first non-zero penalty)", "passes"] <= q.loc["book's Adam (stall stop)", "passes"]
     with pytest.raises(ValueError, match="rounds"):
         Rt.measure_runtime(tiny, rounds=0)
     with pytest.raises(ValueError, match="threads"):
