@@ -827,12 +827,38 @@ def _decoy_setup(model, layer, epsilon_decoy, decoy_options, aggregate):
     return name, config, masks
 
 
-def _population_offsets(model, x, name, config, masks) -> list:
-    """Per image, the decoy offsets ``x~_j - x`` ``[N_b, C, H, W]`` of the decoys optimised at ``x``."""
+def _population_offsets(model, x, name, config, masks, given=None) -> list:
+    """Per image, the decoy offsets ``x~_j - x`` ``[N_b, C, H, W]`` of the decoys optimised at ``x``
+    (or of ``given``, the caller's decoys of ``x``, checked to belong to ``x`` and the layer)."""
     from .decoys import generate_decoys_batch
 
-    decoys = generate_decoys_batch(model, x.detach(), name, config, masks=masks)
+    decoys = generate_decoys_batch(model, x.detach(), name, config, masks=masks) if given is None else given
     return [(d.images.to(x.device, x.dtype) - x[i:i + 1].detach()) for i, d in enumerate(decoys)], decoys
+
+
+def _check_clean_decoys(clean_decoys, x0: torch.Tensor, name: str):
+    """``clean_decoys`` as a list of :class:`dance.Decoys`, one per image of ``x0``, made at ``name``."""
+    from .decoys import Decoys
+
+    if clean_decoys is None:
+        return None
+    if isinstance(clean_decoys, Decoys):
+        clean_decoys = [clean_decoys]
+    if not isinstance(clean_decoys, (list, tuple)) or not all(isinstance(d, Decoys) for d in clean_decoys):
+        raise TypeError("clean_decoys must be a list of dance.Decoys, one per image (as dance.generate_decoys_batch "
+                        f"returns them), got {type(clean_decoys).__name__}")
+    if len(clean_decoys) != x0.shape[0]:
+        raise ValueError(f"clean_decoys has {len(clean_decoys)} entries for {x0.shape[0]} images; pass one "
+                         f"dance.Decoys per image")
+    for i, d in enumerate(clean_decoys):
+        if d.layer != name:
+            raise ValueError(f"clean_decoys[{i}] was made at layer {d.layer!r}, not at layer={name!r}; pass the "
+                             f"decoys of that layer or leave clean_decoys=None")
+        if tuple(d.original.shape[1:]) != tuple(x0.shape[1:]) or not torch.equal(
+                d.original.to(x0.device, x0.dtype).reshape(x0[i].shape), x0[i]):
+            raise ValueError(f"clean_decoys[{i}] belongs to another image (its .original differs from image {i}); "
+                             f"pass the decoys of these clean images, in their order, or leave clean_decoys=None")
+    return list(clean_decoys)
 
 
 def _enhanced_of(fn, net, z, t, offsets, how: str, create_graph: bool) -> torch.Tensor:
@@ -888,7 +914,8 @@ def adaptive_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType =
                     mode: str = "fixed_decoy", epsilon: float = 8 / 255, step_size: Optional[float] = None,
                     iterations: int = 20, k: Optional[int] = None, region=None, beta: float = 10.0, seed: int = 0,
                     select: str = "objective", refresh_every: Optional[int] = None, eot_samples: int = 4,
-                    eot_shifts=None, decoy_options: Optional[dict] = None, aggregate: str = "range") -> AttackResult:
+                    eot_shifts=None, decoy_options: Optional[dict] = None, aggregate: str = "range",
+                    clean_decoys=None) -> AttackResult:
     r"""Attack the *decoy-enhanced* map of ``inputs`` (DANCE), knowing the defence.
 
     The transfer attacks (:func:`attack`) aim at the raw map of the base explanation and are then
@@ -955,6 +982,9 @@ def adaptive_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType =
         decoy_options: keywords of :class:`dance.DecoyConfig` other than ``epsilon`` (``relative``,
             ``patch_size``, ``solver``, ...) and ``masks``; ``progress`` defaults to False here.
         aggregate: ``"range"`` (the paper), ``"mean"`` or ``"std"``.
+        clean_decoys: the defender's decoys of the clean images (one :class:`dance.Decoys` per
+            image, made at ``layer``, e.g. by :func:`dance.generate_decoys_batch` with the same
+            options), to reuse instead of optimising them again; default None: optimised here.
 
     Returns:
         :class:`AttackResult` (``kind`` as passed) whose maps and measures are decoy-enhanced;
@@ -1000,19 +1030,21 @@ def adaptive_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType =
             shifts, pops = _eot_populations(config, masks, model, x0, name, eot_samples, eot_shifts, seed)
         else:
             shifts, pops = [(0, 0)], [(config, masks)]
+        given = _check_clean_decoys(clean_decoys, x0, name)
         return _adaptive(model, x0, target, kind, fn, epsilon, step, iterations, k, region_mask, beta, select,
-                         refresh_every, name, config, masks, pops, shifts, mode, aggregate)
+                         refresh_every, name, config, masks, pops, shifts, mode, aggregate, given)
 
 
 def _adaptive(model, x0, target, kind, fn, epsilon, step, iterations, k, region_mask, beta, select, refresh_every,
-              name, config, masks, pops, shifts, mode, aggregate) -> AttackResult:
+              name, config, masks, pops, shifts, mode, aggregate, given=None) -> AttackResult:
     b = x0.shape[0]
     with torch.no_grad():
         logits = _logits(model, x0)
     labels = logits.argmax(dim=1)
     t = labels.clone() if target is None else resolve_target(logits, target)
     # The defender's clean decoy-enhanced map fixes the objective (top-k set, centre of mass).
-    offsets = [_population_offsets(model, x0, name, cfg, m) for cfg, m in pops]
+    # The defender's own population comes first; the caller may hand it in (``given``).
+    offsets = [_population_offsets(model, x0, name, cfg, m, given if i == 0 else None) for i, (cfg, m) in enumerate(pops)]
     clean_decoys = offsets[0][1]
     offsets = [o for o, _ in offsets]
     e0 = _enhanced_of(fn, model, x0, t, offsets[0], aggregate, False).detach()
@@ -1057,7 +1089,7 @@ def _adaptive(model, x0, target, kind, fn, epsilon, step, iterations, k, region_
 
 def evaluate_enhanced(model: nn.Module, result: AttackResult, *, layer, epsilon_decoy: float,
                       explain: Union[str, Callable] = "gradient", region=None, decoy_options: Optional[dict] = None,
-                      aggregate: str = "range") -> AttackResult:
+                      aggregate: str = "range", clean_decoys=None) -> AttackResult:
     r"""Measure an attack's images on decoy-enhanced maps, as :func:`adaptive_attack` measures its own.
 
     For a transfer attack (:func:`attack`, aimed at the raw map) or a control: the decoys of the
@@ -1075,6 +1107,9 @@ def evaluate_enhanced(model: nn.Module, result: AttackResult, *, layer, epsilon_
             (``explain``: the base explanation whose DANCE map is measured).
         region: target region of a targeted attack; default the region the attack used
             (``result.extra["region"]``), else :func:`target_region`.
+        clean_decoys: the decoys of ``result.original`` (one :class:`dance.Decoys` per image, made
+            at ``layer`` with the same options) to reuse, e.g. when several attacks of the same
+            images are evaluated; default None: optimised here.
 
     Returns:
         :class:`AttackResult`: ``inputs``, ``success``, ``iteration`` of ``result``; maps and
@@ -1089,7 +1124,8 @@ def evaluate_enhanced(model: nn.Module, result: AttackResult, *, layer, epsilon_
     with evaluating(model), gradients_on():
         x0, xh, t = ordinary(result.original), ordinary(result.inputs), ordinary(result.target)
         b, _, height, width = x0.shape
-        offsets0, clean_decoys = _population_offsets(model, x0, name, config, masks)
+        given = _check_clean_decoys(clean_decoys, x0, name)
+        offsets0, clean_decoys = _population_offsets(model, x0, name, config, masks, given)
         offsets1, decoys = _population_offsets(model, xh, name, config, masks)
         e0 = _enhanced_of(fn, model, x0, t, offsets0, aggregate, False).detach()
         e_hat = _enhanced_of(fn, model, xh, t, offsets1, aggregate, False).detach()

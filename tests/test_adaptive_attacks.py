@@ -249,3 +249,49 @@ def test_controls_and_evaluation_bad_input(trained, topk_result):
         A.evaluate_enhanced(trained, topk_result.inputs, **DECOYS)
     with pytest.raises(ValueError, match="same shape"):
         A.map_change(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 3, 3))
+
+
+# ----------------------------------------------------------------------------------------------
+# Reusing the clean images' decoys (clean_decoys=): the same result, one optimisation fewer
+# ----------------------------------------------------------------------------------------------
+
+def _clean_decoys(model, images):
+    from dance.decoys import DecoyConfig, generate_decoys_batch
+    options = dict(DECOYS["decoy_options"], progress=False)
+    return generate_decoys_batch(model, images, DECOYS["layer"], DecoyConfig(epsilon=DECOYS["epsilon_decoy"], **options))
+
+
+def test_given_clean_decoys_give_the_same_result_without_optimising_them_again(trained, images, topk_result,
+                                                                              monkeypatch):
+    clean = _clean_decoys(trained, topk_result.original)
+    before = [d.images.clone() for d in clean]
+    own = A.evaluate_enhanced(trained, topk_result, **DECOYS)
+    reused = A.evaluate_enhanced(trained, topk_result, clean_decoys=clean, **DECOYS)
+    torch.testing.assert_close(reused.original_maps, own.original_maps)
+    torch.testing.assert_close(reused.perturbed_maps, own.perturbed_maps)
+    assert reused.extra["clean_decoys"] is not own.extra["clean_decoys"]
+    assert all(torch.equal(d.images, b) for d, b in zip(clean, before))  # the caller's decoys are unchanged
+    # Counted: with the clean decoys given, only the attacked images' decoys are optimised.
+    import dance.decoys as D
+    calls = []
+    real = D.generate_decoys_batch
+    monkeypatch.setattr(D, "generate_decoys_batch", lambda *a, **k: calls.append(a[1].shape[0]) or real(*a, **k))
+    A.evaluate_enhanced(trained, topk_result, clean_decoys=clean, **DECOYS)
+    A.adaptive_attack(trained, topk_result.original, iterations=2, clean_decoys=clean, **DECOYS)
+    assert len(calls) == 2  # evaluate_enhanced: the attacked images; adaptive_attack: the returned images
+    fixed = A.adaptive_attack(trained, topk_result.original, iterations=2, **DECOYS)
+    given = A.adaptive_attack(trained, topk_result.original, iterations=2, clean_decoys=clean, **DECOYS)
+    torch.testing.assert_close(given.inputs, fixed.inputs)
+    torch.testing.assert_close(given.objective_after, fixed.objective_after)
+
+
+def test_clean_decoys_of_other_images_or_layers_are_refused(trained, images, topk_result):
+    clean = _clean_decoys(trained, topk_result.original)
+    with pytest.raises(ValueError, match="another image"):
+        A.evaluate_enhanced(trained, topk_result, clean_decoys=clean[::-1], **DECOYS)
+    with pytest.raises(ValueError, match="entries for"):
+        A.adaptive_attack(trained, topk_result.original, clean_decoys=clean[:1], **DECOYS)
+    with pytest.raises(TypeError, match="list of dance.Decoys"):
+        A.evaluate_enhanced(trained, topk_result, clean_decoys=[d.images for d in clean], **DECOYS)
+    with pytest.raises(ValueError, match="layer"):
+        A.evaluate_enhanced(trained, topk_result, clean_decoys=clean, **dict(DECOYS, layer="0"))

@@ -244,14 +244,16 @@ def adaptive_run(settings: Settings, method: str, n: Optional[int] = None) -> di
 
         timed("raw", lambda: _attacks.attack(model, x, t, **budget))
         timed("transfer", lambda: _attacks.evaluate_enhanced(model, results["raw"], explain=fn, **decoys))
-        timed("fixed_decoy", lambda: _attacks.adaptive_attack(model, x, t, mode="fixed_decoy", **budget, **decoys))
+        # The clean images' decoys are optimised once (deterministic, so reusing them changes no number).
+        clean = dict(decoys, clean_decoys=results["transfer"].extra["clean_decoys"])
+        timed("fixed_decoy", lambda: _attacks.adaptive_attack(model, x, t, mode="fixed_decoy", **budget, **clean))
         if method in cfg.eot_methods:
             timed("eot", lambda: _attacks.adaptive_attack(model, x, t, mode="eot", eot_samples=cfg.eot_samples,
-                                                          **budget, **decoys))
+                                                          **budget, **clean))
         for control in CONTROLS:
             timed(control, lambda: _attacks.evaluate_enhanced(
                 model, _attacks.norm_matched_control(model, results["raw"], control=control, explain=fn,
-                                                     seed=cfg.seed), explain=fn, **decoys))
+                                                     seed=cfg.seed), explain=fn, **clean))
         out = {"method": method, "n": n, "k": int(results["raw"].k), "attack": asdict(cfg), "seconds": seconds,
                "examples": {"image": x[0].cpu().clone(), "clean_raw": results["raw"].original_maps[0].cpu().clone(),
                             "clean_dance": results["transfer"].original_maps[0].cpu().clone()}}
