@@ -244,11 +244,48 @@ def test_declarations_are_dated_and_cover_every_paper_claim():
     # the chapters read their margins from the one place
     from dance_book.experiments import hyperparameters as H, layers as La
     assert H.EQUIVALENCE_D == Pw.EQUIVALENCE_D and La.LAYER_RATIO_THRESHOLD == Pw.LAYER_RATIO_THRESHOLD
+    assert La.LAYER_MARGIN_FRACTION == Pw.LAYER_MARGIN_FRACTION
 
 
 def test_every_rule_change_is_recorded_with_date_and_reason():
     dates = [c["date"] for c in Pw.RULE_CHANGES]
-    assert dates == sorted(dates) and dates[-1] == Pw.DECLARED_ON
+    assert dates == sorted(dates) and Pw.DECLARED_ON in dates
     for c in Pw.RULE_CHANGES:
         assert c["change"] and c["reason"]
-    assert Pw.RULE_CHANGES[-1]["reason"] == Pw.DECLARATION_REASON
+    declared = [c for c in Pw.RULE_CHANGES if c["date"] == Pw.DECLARED_ON]
+    assert declared[0]["reason"] == Pw.DECLARATION_REASON
+    # a change after the declaration names the claims it changed
+    for c in Pw.RULE_CHANGES:
+        if c["date"] > Pw.DECLARED_ON:
+            assert "layer" in c["change"] or "c claim" in c["change"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Equivalence rows: the layer claim per layer, the c claim per c (no selected row)
+# ----------------------------------------------------------------------------------------------
+
+def test_equivalence_reading_by_hand():
+    from dance_book.experiments.claims import equivalence_reading
+    assert equivalence_reading(-0.2, 0.2, 0.3) is True
+    assert equivalence_reading(0.31, 0.9, 0.3) is False and equivalence_reading(-0.9, -0.31, 0.3) is False
+    assert equivalence_reading(0.1, 0.5, 0.3) is None            # straddles the margin
+    assert equivalence_reading(float("nan"), 0.1, 0.3) is None and equivalence_reading(0.0, 0.1, 0.0) is None
+    assert equivalence_reading(0.9, 1.1, 0.2, null=1.0) is True
+
+
+def test_layer_equivalence_compares_every_layer_with_the_main_layer_against_the_decoy_effect():
+    import pandas as pd
+    from dance_book.experiments import layers as La
+    raw = [0.0, 0.0, 0.0, 0.0]
+    main = [-1.0, -1.2, -0.8, -1.0]                               # decoy effect -1.0: margin 0.5
+    near = [-1.1, -1.25, -0.9, -1.05]                             # within 0.1 of main, tight
+    far = [-3.0, -3.3, -2.8, -2.9]                                # about 2 lower: beyond the margin
+    rows = [dict(method="gradient", population="none", layer="L2", image=i, sf=v) for i, v in enumerate(raw)]
+    for layer, vals in (("L2", main), ("L1", near), ("L3", far)):
+        rows += [dict(method="gradient", population="decoys", layer=layer, image=i, sf=v) for i, v in enumerate(vals)]
+    t = La.layer_equivalence(pd.DataFrame(rows), "gradient", "L2").set_index("layer")
+    assert list(t.index) == ["L1", "L3"]                           # the main layer is the reference, not a row
+    assert t.margin.tolist() == pytest.approx([0.5, 0.5]) and t.decoy_effect.iloc[0] == pytest.approx(-1.0)
+    assert [t.loc[layer, "equivalent"] for layer in ("L1", "L3")] == [True, False]
+    with pytest.raises(ValueError, match="main layer"):
+        La.layer_equivalence(pd.DataFrame(rows), "gradient", "nope")

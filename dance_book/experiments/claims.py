@@ -149,6 +149,26 @@ def inside(ci_low, ci_high, margin, null: float = 0.0) -> bool:
     return null - m <= lo and hi <= null + m
 
 
+def equivalence_reading(ci_low, ci_high, margin, null: float = 0.0) -> Optional[bool]:
+    """An ``equivalence`` row's ``supports``: True when the interval lies inside ``null +- margin``
+    (:func:`inside`), False when it lies wholly outside (a difference larger than the margin is
+    shown), None otherwise or when anything is missing (cannot tell).
+
+    Example:
+        >>> equivalence_reading(-0.1, 0.2, 0.3), equivalence_reading(0.4, 0.9, 0.3), equivalence_reading(0.1, 0.5, 0.3)
+        (True, False, None)
+    """
+    if inside(ci_low, ci_high, margin, null):
+        return True
+    try:
+        lo, hi, m = float(ci_low), float(ci_high), float(margin)
+    except (TypeError, ValueError):
+        return None
+    if all(math.isfinite(x) for x in (lo, hi, m)) and m > 0 and (lo > null + m or hi < null - m):
+        return False
+    return None
+
+
 def reading(supports: Optional[bool], ci_low=None, ci_high=None, margin=None, null: float = 0.0) -> str:
     """A measure's reading: ``supports`` (True), ``contradicts`` (False), and for None ``no effect``
     when the interval ``[ci_low, ci_high]`` lies inside ``null +- margin`` (a margin declared in

@@ -15,13 +15,15 @@ from scipy import stats
 
 from .. import zoo
 from . import power as Pw
-from .claims import Claim, direction
+from .claims import Claim, direction, equivalence_reading
 from .maps import METHODS
 from .scores import N_SHOW, decoy_population, decoy_summary, example_heatmaps, frame, mask_spacing, summary
 from .settings import Settings
+from .stats import paired_difference
 
-__all__ = ["LAYER_SWEEP_N", "LAYER_RATIO_THRESHOLD", "PAPER_LAYER_SF", "layer_sweep_size", "layer_scores",
-           "layer_spread", "layer_insensitive", "claims", "N_SHOW", "decoy_population", "decoy_summary",
+__all__ = ["LAYER_SWEEP_N", "LAYER_RATIO_THRESHOLD", "LAYER_MARGIN_FRACTION", "PAPER_LAYER_SF", "layer_sweep_size",
+           "layer_scores", "layer_spread", "layer_insensitive", "layer_equivalence", "equivalence_reading", "claims",
+           "N_SHOW", "decoy_population", "decoy_summary",
            "example_heatmaps",
            "mask_spacing", "summary"]
 
@@ -111,19 +113,66 @@ def layer_insensitive(spread) -> Optional[bool]:
     return direction(spread["ratio_ci_low"], spread["ratio_ci_high"], "below", at=LAYER_RATIO_THRESHOLD)
 
 
+#: The equivalence margin's fraction of the decoys' effect at the main layer (declared in
+#: :mod:`~dance_book.experiments.power`, with the date of the rule change).
+LAYER_MARGIN_FRACTION = Pw.LAYER_MARGIN_FRACTION
+
+
+def layer_equivalence(df: pd.DataFrame, method: str, main: str, value: str = "sf",
+                      fraction: float = LAYER_MARGIN_FRACTION) -> pd.DataFrame:
+    """Per decoy layer other than ``main``: is S_F there equivalent to S_F at the main layer?
+
+    One row per layer: the paired difference ``S_F(layer) - S_F(main)`` over the images with its
+    95 % t-interval (:func:`~dance_book.experiments.stats.paired_difference`), the margin
+    ``fraction * |decoy effect|`` (the decoy effect: mean paired ``S_F(decoys at main) - S_F(raw map)``,
+    what the layer's choice is to be small against), and ``equivalent`` (:func:`equivalence_reading`).
+    """
+    d = df[df.method == method]
+    raw = d[d.population == "none"].set_index("image")[value]
+    dec = d[d.population == "decoys"]
+    at_main = dec[dec.layer == main].set_index("image")[value]
+    if at_main.empty:
+        raise ValueError(f"main={main!r} has no decoy rows for method {method!r}; pass the main layer of the sweep")
+    effect = paired_difference(*[s.to_numpy() for s in at_main.align(raw, join="inner")])["mean_diff"]
+    margin = fraction * abs(effect)
+    rows = []
+    for layer in dec.layer.unique():
+        if layer == main:
+            continue
+        a, b = dec[dec.layer == layer].set_index("image")[value].align(at_main, join="inner")
+        diff = paired_difference(a.to_numpy(), b.to_numpy())
+        rows.append({"method": method, "layer": layer, "n": diff["n"], "mean_diff": diff["mean_diff"],
+                     "ci_low": diff["ci_low"], "ci_high": diff["ci_high"], "decoy_effect": effect, "margin": margin,
+                     "equivalent": equivalence_reading(diff["ci_low"], diff["ci_high"], margin)})
+    return pd.DataFrame(rows)
+
+
 def claims(settings: Settings) -> List[Claim]:
-    """The paper's layer-insensitivity claim (the layers chapter), from the cached results."""
+    """The paper's layer-insensitivity claim (the layers chapter), from the cached results: one
+    equivalence row per method and non-main layer (:func:`layer_equivalence`), and the bootstrap
+    ratio of :func:`layer_spread` per method as context."""
     out = []
     ldf = layer_scores(settings)
+    main = settings.layer(settings.main_model)
     for method, name in METHODS.items():
+        for r in layer_equivalence(ldf, method, main).itertuples():
+            supports = None if r.equivalent is None or pd.isna(r.equivalent) else bool(r.equivalent)
+            word = {True: "equivalent", False: "different", None: "undecided at this N"}[supports]
+            out.append(Claim(
+                paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5)", chapter="layers.md",
+                measure=f"S_F with decoys at {r.layer} minus at the main layer {main}, {name}, N={r.n}",
+                value=float(r.mean_diff), ci_low=float(r.ci_low), ci_high=float(r.ci_high), n=int(r.n),
+                supports=supports, test="equivalence", margin=float(r.margin) if r.margin > 0 else 1e-12,
+                note=(f"margin +-{r.margin:.3g} = {LAYER_MARGIN_FRACTION:g} x the decoys' effect on S_F at the main layer "
+                      f"({r.decoy_effect:+.3g}): {word}")))
         s = layer_spread(ldf, method)
         supports = layer_insensitive(s)
         verdict = {True: "insensitive", False: "sensitive", None: "undecided at this N"}[supports]
         out.append(Claim(paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5)", chapter="layers.md",
                         measure=f"range of per-layer mean S_F / between-image sd, {name}, {s['k']} layers, "
-                                f"N={s['n']} (bootstrap 95% CI)",
+                                f"N={s['n']} (bootstrap 95% CI; the first rule, context since 2026-11-28)",
                         value=s["ratio"], ci_low=s["ratio_ci_low"], ci_high=s["ratio_ci_high"], n=s["n"],
-                        supports=supports, test="other",
+                        supports=supports, test="other", counts=False,
                         note=f"Insensitive if the CI lies below {LAYER_RATIO_THRESHOLD} between-image sd (fixed in "
                              f"advance): {verdict}; Friedman p = {s['friedman_p']:.3g}, Kendall's W = "
                              f"{s['kendall_w']:.2f}; S_F pooled over layers {s['grand_mean']:+.3f} (paper on ImageNet: "
