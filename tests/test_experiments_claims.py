@@ -193,6 +193,13 @@ def test_answer_says_one_shared_sub_claim_once(fake_module):
     assert "\n* 0.100 [0.050, 0.150], N = 10 (m0.1): **supports**" in text
 
 
+def test_answer_says_when_no_n_can_be_planned(fake_module):
+    fake_module.rows = [row("localization", None, value=0.0, ci=(0.0, 0.0), claim="no image differs")]
+    text = Cl.answer(Cl.collect(None, modules=["_fake"]), "x.md")
+    assert "**inconclusive (underpowered)**, on 1 counted measure." in text
+    assert "0 [0, 0], N = 10 (m0.0): **inconclusive**; no N can be planned from an interval without width" in text
+
+
 def test_answer_rejects_a_chapter_without_measures(fake_module):
     table = answer_table(fake_module)
     before = table.copy()

@@ -466,6 +466,8 @@ def answer(table: pd.DataFrame, chapter: str, label=_bold) -> str:
                 item += " (context, not counted)"
             if row.reading == "inconclusive" and not pd.isna(row.n_needed):
                 item += f"; N = {int(row.n_needed)} would decide"
+            elif row.reading == "inconclusive" and row.ci_low == row.ci_high:
+                item += "; no N can be planned from an interval without width"
             lines.append(item)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
