@@ -198,6 +198,9 @@ def test_answer_says_when_no_n_can_be_planned(fake_module):
     text = Cl.answer(Cl.collect(None, modules=["_fake"]), "x.md")
     assert "**inconclusive (underpowered)**, on 1 counted measure." in text
     assert "0 [0, 0], N = 10 (m0.0): **inconclusive**; no N can be planned from an interval without width" in text
+    fake_module.rows = [row("layer", None, value=0.8, ci=(0.4, 2.4), test="other", claim="bootstrap ratio")]
+    text = Cl.answer(Cl.collect(None, modules=["_fake"]), "x.md")
+    assert "0.8 [0.4, 2.4], N = 10 (m0.8): **inconclusive**; no N is planned for this kind of interval" in text
 
 
 def test_answer_rejects_a_chapter_without_measures(fake_module):

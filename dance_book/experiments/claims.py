@@ -468,6 +468,8 @@ def answer(table: pd.DataFrame, chapter: str, label=_bold) -> str:
                 item += f"; N = {int(row.n_needed)} would decide"
             elif row.reading == "inconclusive" and row.ci_low == row.ci_high:
                 item += "; no N can be planned from an interval without width"
+            elif row.reading == "inconclusive" and row.test == "other":
+                item += "; no N is planned for this kind of interval"
             lines.append(item)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
