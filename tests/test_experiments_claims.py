@@ -193,6 +193,16 @@ def test_answer_says_one_shared_sub_claim_once(fake_module):
     assert "\n* 0.100 [0.050, 0.150], N = 10 (m0.1): **supports**" in text
 
 
+def test_answer_says_when_holm_took_a_reading_away(fake_module):
+    # two measures of one claim, each excluding zero at 95 % (p about 0.04): Holm keeps neither
+    fake_module.rows = [row("fidelity", True, value=-1.0, ci=(-1.95, -0.05), claim="a"),
+                        row("fidelity", True, value=-1.0, ci=(-1.95, -0.05), claim="b")]
+    table = Cl.collect(None, modules=["_fake"])
+    assert list(table.reading) == ["inconclusive"] * 2
+    text = Cl.answer(table, "x.md")
+    assert text.count("**inconclusive** (supports at the 95 % level, not after Holm's correction); N = ") == 2
+
+
 def test_answer_says_when_no_n_can_be_planned(fake_module):
     fake_module.rows = [row("localization", None, value=0.0, ci=(0.0, 0.0), claim="no image differs")]
     text = Cl.answer(Cl.collect(None, modules=["_fake"]), "x.md")

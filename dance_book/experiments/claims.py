@@ -419,8 +419,9 @@ def answer(table: pd.DataFrame, chapter: str, label=_bold) -> str:
     the paper's order), the claim, its verdict on the scale of :data:`VERDICTS` and, when the verdict is
     *inconclusive (underpowered)* or *partly reproduced* with undecided measures, the N that would
     decide them (:func:`n_decide`); then each of the chapter's measures of it: the sub-claim, the
-    effect with its 95 % interval (:func:`rounded`), N, the reading after Holm's correction and, for
-    an inconclusive measure, the N that would decide it.
+    effect with its 95 % interval (:func:`rounded`), N, the reading after Holm's correction (and the
+    reading at the 95 % level where the correction took it away) and, for an inconclusive measure, the
+    N that would decide it.
 
     ``table`` is an assessed table (:func:`collect`, :func:`frame`) that holds *every* measure of the
     claims the chapter bears on, from whichever chapter (Holm's correction and the verdict run over
@@ -464,6 +465,8 @@ def answer(table: pd.DataFrame, chapter: str, label=_bold) -> str:
                      f"({_escape(row.measure)}): {label(row.reading)}")
             if not row.counts:
                 item += " (context, not counted)"
+            if row.reading == "inconclusive" and getattr(row, "reading_95", None) in ("supports", "contradicts"):
+                item += f" ({row.reading_95} at the 95 % level, not after Holm's correction)"
             if row.reading == "inconclusive" and not pd.isna(row.n_needed):
                 item += f"; N = {int(row.n_needed)} would decide"
             elif row.reading == "inconclusive" and row.ci_low == row.ci_high:
