@@ -3,6 +3,7 @@
 The measures themselves come from the experiment modules and are tested there; here only the rule
 that turns readings into a verdict, the grouping by paper claim and the checks on the rows.
 """
+import re
 import sys
 import types
 
@@ -125,3 +126,98 @@ def test_every_module_is_known():
     for name in Cl.MODULES:
         assert callable(importlib.import_module(f"dance_book.experiments.{name}").claims)
     assert isinstance(Cl.summary(pd.DataFrame(columns=["paper_claim"])), pd.DataFrame)
+
+
+def test_rounded_keeps_the_digits_the_interval_supports():
+    assert Cl.rounded(-0.3806, -1.4186, 0.6574) == "-0.4 [-1.4, 0.7]"   # half-width 1.04: one decimal
+    assert Cl.rounded(-1.5191, -1.7398, -1.2983) == "-1.52 [-1.74, -1.30]"
+    assert Cl.rounded(0.0, 0.0, 0.0) == "0 [0, 0]"      # no width: three significant digits
+    assert Cl.rounded(4.931, None, None) == "4.93"      # no interval
+
+
+def answer_table(fake_module):
+    """Two chapters: x.md measures fidelity (one supports, one cannot tell) and shares the attacks
+    claim with y.md; y.md's attacks measure cannot tell."""
+    wide = (-2.0, 1.0)
+    fake_module.rows = [
+        row("fidelity", True, value=-1.0, ci=(-1.5, -0.5), claim="Gradient: better with decoys"),
+        row("fidelity", None, value=-0.5, ci=wide, claim="SmoothGrad: better with decoys"),
+        row("attacks", True, value=-1.2, ci=(-1.4, -1.0), claim="lower S_S"),
+        dataclasses.replace(row("attacks", None, value=-0.4, ci=wide, claim="lower S_S, adaptive"), chapter="y.md"),
+        row("runtime", True, value=0.3, ci=(0.2, 0.4), counts=False, test="other", null=1.0, claim="line search"),
+        row("runtime", True, value=0.4, ci=(0.3, 0.5), test="other", null=1.0, claim="Adam"),
+    ]
+    return Cl.collect(None, modules=["_fake"])
+
+
+def test_answer_gives_claim_n_effect_verdict_and_the_n_that_would_decide(fake_module):
+    table = answer_table(fake_module)
+    text = Cl.answer(table, "x.md")
+    fid = table[(table.paper_claim == "fidelity") & (table.reading == "inconclusive")].iloc[0]
+    assert not pd.isna(fid.n_needed)  # the synthetic table plans an N for the undecided measure
+    blocks = text.split("\n\n**Claim**")
+    # one block per paper claim, in the paper's order
+    assert re.findall(r"\*\*Claim\*\* \([^)]*\): (.*?)\. \*\*Verdict", text) == [
+        Cl.PAPER_CLAIMS[k][0] for k in ("fidelity", "attacks", "runtime")]
+    assert len(blocks) == 3
+    f = blocks[0]
+    assert "**Verdict:** **partly reproduced**, on 2 counted measures" in f
+    assert f"N = {int(fid.n_needed)} would decide its undecided measures" in f
+    assert "Gradient: better with decoys: -1.00 [-1.50, -0.50], N = 10 (m-1.0): **supports**" in f
+    assert f"SmoothGrad: better with decoys: -0.5 [-2.0, 1.0], N = 10 (m-0.5): **inconclusive**; " \
+           f"N = {int(fid.n_needed)} would decide" in f
+    # the attacks verdict counts y.md's measure too and says so, but lists only this chapter's
+    a = blocks[1]
+    assert "**partly reproduced**, on 2 counted measures (1 here, 1 in y.md)" in a
+    assert "lower S\\_S: -1.2" in a and "adaptive" not in a
+    # the uncounted measure is listed as context and does not enter the verdict
+    r = blocks[2]
+    assert "**reproduced**, on 1 counted measure." in r and "(context, not counted)" in r
+    assert "would decide" not in r
+
+
+def test_answer_of_the_other_chapter_and_a_custom_label(fake_module):
+    table = answer_table(fake_module)
+    text = Cl.answer(table, "y", label=lambda w: f"<{w}>")
+    assert text.startswith(f"**Claim** ({Cl.PAPER_CLAIMS['attacks'][1]}): ")
+    assert "**Verdict:** <partly reproduced>, on 2 counted measures (1 here, 1 in x.md)" in text
+    assert "lower S\\_S, adaptive: -0.4 [-2.0, 1.0], N = 10 (m-0.4): <inconclusive>; N = " in text
+    assert "Gradient" not in text
+
+
+def test_answer_says_one_shared_sub_claim_once(fake_module):
+    fake_module.rows = [row("c", True, value=0.1, ci=(0.05, 0.15), claim="c does not matter"),
+                        row("c", True, value=0.2, ci=(0.1, 0.3), claim="c does not matter")]
+    text = Cl.answer(Cl.collect(None, modules=["_fake"]), "x.md")
+    assert text.count("c does not matter") == 1 and "Measured here: c does not matter." in text
+    assert "\n* 0.100 [0.050, 0.150], N = 10 (m0.1): **supports**" in text
+
+
+def test_answer_says_when_holm_took_a_reading_away(fake_module):
+    # two measures of one claim, each excluding zero at 95 % (p about 0.04): Holm keeps neither
+    fake_module.rows = [row("fidelity", True, value=-1.0, ci=(-1.95, -0.05), claim="a"),
+                        row("fidelity", True, value=-1.0, ci=(-1.95, -0.05), claim="b")]
+    table = Cl.collect(None, modules=["_fake"])
+    assert list(table.reading) == ["inconclusive"] * 2
+    text = Cl.answer(table, "x.md")
+    assert text.count("**inconclusive** (supports at the 95 % level, not after Holm's correction); N = ") == 2
+
+
+def test_answer_says_when_no_n_can_be_planned(fake_module):
+    fake_module.rows = [row("localization", None, value=0.0, ci=(0.0, 0.0), claim="no image differs")]
+    text = Cl.answer(Cl.collect(None, modules=["_fake"]), "x.md")
+    assert "**inconclusive (underpowered)**, on 1 counted measure." in text
+    assert "0 [0, 0], N = 10 (m0.0): **inconclusive**; no N can be planned from an interval without width" in text
+    fake_module.rows = [row("layer", None, value=0.8, ci=(0.4, 2.4), test="other", claim="bootstrap ratio")]
+    text = Cl.answer(Cl.collect(None, modules=["_fake"]), "x.md")
+    assert "0.8 [0.4, 2.4], N = 10 (m0.8): **inconclusive**; no N is planned for this kind of interval" in text
+
+
+def test_answer_rejects_a_chapter_without_measures(fake_module):
+    table = answer_table(fake_module)
+    before = table.copy()
+    with pytest.raises(ValueError, match="no measure of chapter 'z.md'.*x.md"):
+        Cl.answer(table, "z.md")
+    with pytest.raises(TypeError, match="chapter"):
+        Cl.answer(table, None)
+    pd.testing.assert_frame_equal(table, before)  # the caller's table is not changed

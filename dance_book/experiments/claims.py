@@ -405,3 +405,94 @@ def detail(table: pd.DataFrame) -> pd.DataFrame:
     return out[["paper_claim_title", "claim", "chapter", "measure", "result", "n", "p_holm_text", "n_text", "reading",
                 "note"]].rename(columns={"paper_claim_title": "paper claim", "claim": "sub-claim",
                                          "p_holm_text": "p (Holm)", "n_text": f"N for {100 * Pw.POWER:g} % power"})
+
+
+def rounded(value, ci_low=None, ci_high=None) -> str:
+    """An effect with its interval, both rounded to what the interval supports: two significant digits
+    of its half-width (``"-1.52 [-1.74, -1.30]"``); three significant digits when there is no interval
+    or it has no width.
+
+    Example:
+        >>> rounded(-1.5191, -1.7398, -1.2983), rounded(0.0, 0.0, 0.0), rounded(4.93)
+        ('-1.52 [-1.74, -1.30]', '0 [0, 0]', '4.93')
+    """
+    if ci_low is None or ci_high is None or pd.isna(ci_low) or pd.isna(ci_high):
+        return f"{value:.3g}"
+    half = (float(ci_high) - float(ci_low)) / 2
+    if not math.isfinite(half) or half <= 0:
+        return f"{value:.3g} [{ci_low:.3g}, {ci_high:.3g}]"
+    d = max(0, 1 - math.floor(math.log10(half)))
+    return f"{value:.{d}f} [{ci_low:.{d}f}, {ci_high:.{d}f}]"
+
+
+def _escape(text) -> str:
+    """``text`` with Markdown's special characters escaped, so that it renders as written."""
+    return "".join("\\" + ch if ch in "\\`*_[]<>$|#" else ch for ch in str(text))
+
+
+def _bold(text: str) -> str:
+    return f"**{text}**"
+
+
+def answer(table: pd.DataFrame, chapter: str, label=_bold) -> str:
+    """The answer box of one chapter, as Markdown: for each paper claim that ``chapter`` measures (in
+    the paper's order), the claim, its verdict on the scale of :data:`VERDICTS` and, when the verdict is
+    *inconclusive (underpowered)* or *partly reproduced* with undecided measures, the N that would
+    decide them (:func:`n_decide`); then each of the chapter's measures of it: the sub-claim, the
+    effect with its 95 % interval (:func:`rounded`), N, the reading after Holm's correction (and the
+    reading at the 95 % level where the correction took it away) and, for an inconclusive measure, the
+    N that would decide it.
+
+    ``table`` is an assessed table (:func:`collect`, :func:`frame`) that holds *every* measure of the
+    claims the chapter bears on, from whichever chapter (Holm's correction and the verdict run over
+    them all); measures from other chapters are counted in the verdict and named, not listed.
+    ``chapter`` is the chapter's file (``"fidelity.md"``; ``"fidelity"`` also works). ``label`` turns
+    a verdict or reading word into Markdown (bold by default; a chapter may pass
+    :func:`dance_book.notebook.label` for the coloured labels).
+
+    Raises ValueError when the table has no measure of ``chapter``.
+    """
+    if not isinstance(chapter, str) or not chapter:
+        raise TypeError(f"chapter must be a chapter's file name such as 'fidelity.md'; got {chapter!r}")
+    name = chapter if chapter.endswith(".md") else f"{chapter}.md"
+    mine = table[table.chapter == name]
+    if mine.empty:
+        known = sorted(set(table.chapter)) if "chapter" in table else []
+        raise ValueError(f"the table has no measure of chapter {name!r}; it has {known}. "
+                         f"Collect the chapter's module first (collect(settings, [module]))")
+    blocks = []
+    for key, (statement, where) in PAPER_CLAIMS.items():
+        own = mine[mine.paper_claim == key]
+        if own.empty:
+            continue
+        group = table[table.paper_claim == key]
+        counted = group[group.counts]
+        text = f"**Claim** ({_escape(where)}): {_escape(statement)}. **Verdict:** {label(verdict(counted.reading))}"
+        others = counted[counted.chapter != name]
+        text += f", on {len(counted)} counted measure{'s' * (len(counted) != 1)}"
+        if len(others):
+            where_else = ", ".join(sorted(set(others.chapter)))
+            text += f" ({len(counted) - len(others)} here, {len(others)} in {where_else})"
+        n = n_decide(group)
+        text += f"; N = {n} would decide its undecided measures." if n is not None else "."
+        lines = [text, ""]
+        shared = own.claim.nunique() == 1 and len(own) > 1  # one sub-claim measured several ways: said once
+        if shared:
+            lines[0] += f" Measured here: {_escape(own.claim.iloc[0])}."
+        for row in own.itertuples():
+            item = "* " + ("" if shared else f"{_escape(row.claim)}: ")
+            item += (f"{rounded(row.value, row.ci_low, row.ci_high)}, N = {int(row.n)} "
+                     f"({_escape(row.measure)}): {label(row.reading)}")
+            if not row.counts:
+                item += " (context, not counted)"
+            if row.reading == "inconclusive" and getattr(row, "reading_95", None) in ("supports", "contradicts"):
+                item += f" ({row.reading_95} at the 95 % level, not after Holm's correction)"
+            if row.reading == "inconclusive" and not pd.isna(row.n_needed):
+                item += f"; N = {int(row.n_needed)} would decide"
+            elif row.reading == "inconclusive" and row.ci_low == row.ci_high:
+                item += "; no N can be planned from an interval without width"
+            elif row.reading == "inconclusive" and row.test == "other":
+                item += "; no N is planned for this kind of interval"
+            lines.append(item)
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
