@@ -85,6 +85,66 @@ def replacement_populations(model: nn.Module, x: torch.Tensor, layer: str, setti
             for b in range(x.shape[0])]
 
 
+def one_decoy_per_mask(decoys: Decoys, seed: int) -> Decoys:
+    """An equal-size subsample of an image's optimised decoys: one decoy per mask, the up (s = +1) or the
+    down (s = -1) one chosen by a seeded coin per mask.
+
+    DANCE's decoys give two maps per mask (one per direction), so with the image ``2M + 1`` maps per
+    image, while the replacement populations (blur, inpainting, noise, constant fill,
+    :func:`replacement_populations`) give one per mask, ``M + 1``. A pixelwise range grows with the
+    population's size, so comparing the two compares the fill *and* the size. This subsample has
+    ``M + 1`` maps on the same masks, the size of the replacement populations.
+
+    Args:
+        decoys: one image's :class:`dance.Decoys` (not changed).
+        seed: seeds the coins: mask ``j`` (the masks in a canonical order, the lexicographic order of
+            their pixels, which does not depend on which decoys were dropped) gets the ``j``-th draw of
+            a CPU generator seeded with ``seed``; 1 picks the up decoy, 0 the down one. The experiments
+            pass ``settings.seed + b`` for image ``b`` (as the noise population does), so an image's
+            subsample does not depend on the other images of its batch.
+
+    Returns:
+        :class:`dance.Decoys` with one decoy per mask, in the order of ``decoys``. When the coin's
+        decoy was dropped (over epsilon) the other direction's is taken (counted in
+        ``extra["fallback"]``); a mask whose two decoys were both dropped has none (``dropped`` counts
+        such masks, ``dropped_masks`` lists them).
+    """
+    if not isinstance(decoys, Decoys):
+        raise TypeError(f"decoys must be one image's dance.Decoys, got {type(decoys).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0 (e.g. settings.seed + the image's index), got {seed!r}")
+    H, W = decoys.masks.shape[-2:]
+    kept = decoys.masks.reshape(len(decoys), -1).to(torch.uint8).cpu()
+    gone = decoys.dropped_masks
+    gone = (torch.zeros(0, H * W, dtype=torch.uint8) if gone is None or gone.numel() == 0
+            else gone.reshape(gone.shape[0], -1).to(torch.uint8).cpu())
+    family, inverse = torch.unique(torch.cat([kept, gone]), dim=0, return_inverse=True)
+    mask_of, signs = inverse[:len(decoys)], decoys.signs.cpu()
+    up = torch.randint(0, 2, (family.shape[0],), generator=torch.Generator().manual_seed(seed)) == 1
+    chosen, missing, fallback = [], [], 0
+    for j in range(family.shape[0]):
+        rows = (mask_of == j).nonzero().flatten()
+        if rows.numel() == 0:
+            missing.append(j)
+            continue
+        hit = rows[signs[rows] == (1 if bool(up[j]) else -1)]
+        fallback += int(hit.numel() == 0)
+        chosen.append(int(hit[0] if hit.numel() else rows[0]))
+    idx = torch.tensor(sorted(chosen), dtype=torch.long, device=decoys.images.device)
+    lost = torch.tensor(missing, dtype=torch.long)
+    return Decoys(images=decoys.images[idx], masks=decoys.masks[idx], signs=decoys.signs[idx],
+                  deviation=decoys.deviation[idx], movement=decoys.movement[idx], epsilon=decoys.epsilon,
+                  layer=decoys.layer, original=decoys.original, dropped=len(missing),
+                  dropped_masks=family[lost].bool().view(-1, 1, H, W).to(decoys.masks.device),
+                  dropped_signs=torch.where(up[lost], 1, -1).to(decoys.signs.device), steps_run=decoys.steps_run,
+                  extra={**decoys.extra, "subsample": "one decoy per mask", "coin_seed": seed, "fallback": fallback})
+
+
+def equal_size_populations(populations: Sequence[Decoys], seed: int) -> List[Decoys]:
+    """:func:`one_decoy_per_mask` of every image's decoys, image ``b``'s coins seeded by ``seed + b``."""
+    return [one_decoy_per_mask(d, seed + b) for b, d in enumerate(populations)]
+
+
 def enhanced_explainer(model: nn.Module, method: str, settings: Settings, seed: int = 0,
                        aggregate: str = "range") -> Tuple[DecoyEnhanced, dict]:
     """``(DecoyEnhanced, attribute kwargs)`` of ``method`` for given populations (it makes no decoys).

@@ -7,11 +7,19 @@ definition) and the share of saliency mass on the object (:func:`dance.metrics.m
 higher = better, a ground-truth reading the paper does not use). Population kinds:
 
 * ``"none"``: the base method alone;
-* ``"decoys"``: DANCE's optimised decoys (:func:`dance.experiments.shared_decoys`);
+* ``"decoys"``: DANCE's optimised decoys (:func:`dance.experiments.shared_decoys`), both directions
+  of every mask: ``2M + 1`` maps per image with the image (the paper's population);
+* ``"decoys_m"``: the same decoys, one per mask (the up or the down one by a seeded coin per image
+  and mask, :func:`dance_book.experiments.maps.one_decoy_per_mask`): ``M + 1`` maps, the size of
+  the replacement populations below, so that a comparison with them is at equal population size;
 * ``"blur"``, ``"inpaint"``, ``"noise"``, ``"constant"``: the same masks filled by blurring, by
   scikit-image's biharmonic inpainting (the paper's deep inpainting model of Yu et al. cannot be
   loaded offline), by Gaussian noise, or by the image's mean colour
-  (:func:`dance.experiments.replacement_populations`).
+  (:func:`dance.experiments.replacement_populations`): one per mask, ``M + 1`` maps per image.
+
+A pixelwise range grows with the population's size, so populations are compared at equal size
+(``"decoys_m"`` against the replacements); every table built by :func:`frame` carries the maps per
+image (column ``maps``, :func:`population_sizes`).
 
 A population's maps are computed once and reduced both by the paper's range (Eq. 3) and by the
 mean (for the control study), so no map is computed twice.
@@ -53,13 +61,13 @@ from dance.metrics import fidelity, mass_in_mask
 from .cache import cached
 from .claims import Claim, direction
 from .inputs import load_images, load_model, masks_unavailable, shared_decoys
-from .maps import METHODS, base_method, enhanced_explainer, predicted, replacement_populations
+from .maps import METHODS, base_method, enhanced_explainer, equal_size_populations, predicted, replacement_populations
 from .settings import Settings
 from .stats import mean_sd, paired_difference
 
 
 #: Population kinds and their display names.
-KINDS = {"none": "none", "decoys": "decoys", "blur": "blur", "inpaint": "inpaint", "noise": "noise",
+KINDS = {"none": "none", "decoys": "decoys", "decoys_m": "decoys, one per mask", "blur": "blur", "inpaint": "inpaint", "noise": "noise",
          "constant": "constant"}
 
 
@@ -143,6 +151,8 @@ def population(settings: Settings, model_name: str, layer: str, kind: str, n: in
         return None
     if kind == "decoys":
         return decoy_population(settings, model_name, layer, n)
+    if kind == "decoys_m":  # image b's coins seeded by settings.seed + b: independent of n and of the batch
+        return equal_size_populations(decoy_population(settings, model_name, layer, n), settings.seed)
     model = load_model(model_name)
     x = load_images(settings, n).images if x is None else x
     return replacement_populations(model, x, layer, settings, kind)
@@ -256,6 +266,8 @@ def scores(settings: Settings, model_name: str, layer: str, method: str, kind: s
 
 def frame(settings: Settings, model_name: str, layer: str, methods: Iterable[str], kinds: Iterable[str],
            n: int, aggregates: Sequence[str] = ("range",)) -> pd.DataFrame:
+    """S_F and mass on the object per image, one row per (method, population, aggregate, image); the column
+    ``maps`` is the population's size for that image, the image's map included (1 for ``"none"``)."""
     rows = []
     for method in methods:
         for kind in kinds:
@@ -263,8 +275,18 @@ def frame(settings: Settings, model_name: str, layer: str, methods: Iterable[str
             for agg in (("none",) if kind == "none" else aggregates):
                 sf, mass = r["sf"][agg].numpy(), r["mass"][agg].numpy()
                 rows.append(pd.DataFrame(dict(model=model_name, layer=layer, method=method, population=kind,
-                                              aggregate=agg, image=np.arange(n), sf=sf, mass=mass)))
+                                              aggregate=agg, image=np.arange(n), maps=r["n_decoys"].numpy() + 1,
+                                              sf=sf, mass=mass)))
     return pd.concat(rows, ignore_index=True)
+
+
+def population_sizes(df: pd.DataFrame, by: Sequence[str] = ("population",)) -> pd.Series:
+    """Maps per image (the image's map included) of each group of a :func:`frame` table, as a label:
+    ``"33"`` when every image has the same number, else ``"31-33"`` (decoys dropped for exceeding epsilon)."""
+    def label(v):
+        lo, hi = int(v.min()), int(v.max())
+        return f"{lo}" if lo == hi else f"{lo}–{hi}"
+    return df.groupby(list(by), sort=False)["maps"].apply(label).rename("maps per image")
 
 
 def example_heatmaps(settings: Settings, model_name: str, layer: str, method: str, kind: str, n: int,
