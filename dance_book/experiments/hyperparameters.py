@@ -176,9 +176,10 @@ def insensitivity(result: Dict[str, object], d: float = EQUIVALENCE_D) -> pd.Dat
     On fidelity: ``margin`` (``d`` times the across-image sd of S_F at the reference c),
     ``worst_c`` (the c whose paired S_F difference to the reference has the largest ``|mean|``),
     ``worst_diff`` with its 95 % CI ``worst_ci_low``/``worst_ci_high``, ``equivalent`` (every c's
-    CI inside ``+-margin``), ``different`` (some c's CI excludes 0), and ``decoy_effect`` (mean S_F
-    of the enhanced map at the reference c minus that of the base map, the effect c is to be
-    compared with).
+    CI inside ``+-margin``), ``different`` (some c's CI lies wholly outside ``+-margin``: that c moves
+    S_F by more than the margin; the reading of
+    :func:`~dance_book.experiments.claims.equivalence_reading`), and ``decoy_effect`` (mean S_F of
+    the enhanced map at the reference c minus that of the base map, the effect c is to be compared with).
 
     On the maps: ``sim_c`` (the c whose map is least like the reference map by mean Spearman),
     ``min_spearman`` / ``min_ssim`` (its mean Spearman and the lowest mean SSIM over c),
@@ -209,7 +210,7 @@ def insensitivity(result: Dict[str, object], d: float = EQUIVALENCE_D) -> pd.Dat
                          worst_diff=float(worst.diff_vs_ref), worst_ci_low=float(worst.ci_low),
                          worst_ci_high=float(worst.ci_high),
                          equivalent=bool(((s.ci_low >= -margin) & (s.ci_high <= margin)).all()),
-                         different=bool(((s.ci_low > 0) | (s.ci_high < 0)).any()),
+                         different=bool(((s.ci_low > margin) | (s.ci_high < -margin)).any()),
                          decoy_effect=float(np.mean(enh - base)),
                          sim_c=float(far.c), min_spearman=float(far.spearman_mean), min_ssim=float(s.ssim_mean.min()),
                          base_spearman=float(per_image(sim, "spearman", "none", method).mean()),

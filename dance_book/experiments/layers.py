@@ -21,7 +21,8 @@ from .scores import N_SHOW, decoy_population, decoy_summary, example_heatmaps, f
 from .settings import Settings
 from .stats import paired_difference
 
-__all__ = ["LAYER_SWEEP_N", "LAYER_RATIO_THRESHOLD", "LAYER_MARGIN_FRACTION", "PAPER_LAYER_SF", "layer_sweep_size",
+__all__ = ["LAYER_SWEEP_N", "LAYER_RATIO_THRESHOLD", "LAYER_MARGIN_FRACTION", "PAPER_LAYER_SF", "PAPER_A16_SF",
+           "layer_sweep_size",
            "layer_scores", "layer_spread", "layer_insensitive", "layer_equivalence", "equivalence_reading", "claims",
            "N_SHOW", "decoy_population", "decoy_summary",
            "example_heatmaps",
@@ -104,6 +105,10 @@ LAYER_RATIO_THRESHOLD = Pw.LAYER_RATIO_THRESHOLD
 
 #: The paper's reported S_F (mean, sd) over its layer sweep on VGG16 (§4.4).
 PAPER_LAYER_SF = {"gradient": (-0.11, 0.02), "integrated_gradients": (-0.18, 0.02), "smoothgrad": (-0.21, 0.01)}
+#: The (mean, sd) pairs of the Fig. A16(b) caption, for the same sweep, as the project's experiments review
+#: quotes them from the published PDF (the plain-text copy in ``shared/papers`` keeps the caption without
+#: its numbers). They disagree with §4.4's in sign and size, and their sds are far larger.
+PAPER_A16_SF = {"gradient": (3.34, 0.73), "integrated_gradients": (2.21, 1.33), "smoothgrad": (1.49, 0.18)}
 
 
 def layer_insensitive(spread) -> Optional[bool]:
