@@ -96,6 +96,20 @@ def test_bad_arguments_are_named(tiny):
         R.attack_run(tiny, "topk", "gradient", n=0)
     with pytest.raises(ValueError, match="kinds"):
         R.attack_study(tiny, kinds=("topk", "nope"))
+    with pytest.raises(ValueError, match="top-k attack only"):
+        R.attack_run(tiny, "targeted", "gradient", k_share=0.05)
+    with pytest.raises(ValueError, match="k_share"):
+        R.attack_run(tiny, "topk", "gradient", k_share=1.5)
+
+
+def test_k_sweep_reuses_the_paper_k_and_attacks_the_declared_shares(tiny, study):
+    ks = R.k_sweep(tiny, shares=(0.02, R.K_SHARES[-1]))
+    assert list(ks.paper) == [False, True]
+    assert list(ks.k) == [round(0.02 * 64 * 64), study[0][("topk", "gradient")]["k"]]
+    paper = ks[ks.paper].iloc[0]
+    r = study[0][("topk", "gradient")]  # the paper's share is the main run itself
+    assert paper.ss_raw == pytest.approx(float(np.mean(r["ss_raw"])), rel=1e-9)
+    assert (ks.diff_ci_low <= ks.diff_mean).all() and (ks.diff_mean <= ks.diff_ci_high).all()
 
 
 def test_decoy_fingerprint_sees_exactly_the_layers_up_to_the_decoy_layer(tiny):
