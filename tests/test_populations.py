@@ -26,7 +26,10 @@ from dance_book.experiments.maps import equal_size_populations, one_decoy_per_ma
 def S(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("DANCE_CACHE_DIR", str(tmp_path_factory.mktemp("dance-cache")))
-    yield dataclasses.replace(E.settings("ci"), n_fidelity=2, n_small=2, smoothgrad_samples=2, ig_steps=2)
+    ci = E.settings("ci")
+    # 8x8 patches: few masks and decoys, so that every population of two images is computed in seconds
+    yield dataclasses.replace(ci, n_fidelity=2, n_small=2, smoothgrad_samples=2, ig_steps=2,
+                              decoys=dataclasses.replace(ci.decoys, patch_size=8))
     mp.undo()
 
 
