@@ -78,12 +78,14 @@ def train(
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _train(name, cfg, out, n_heldout, log, training)
+        overrides = dict(epochs=epochs, n_train=n_train, n_heldout=n_heldout, seed=seed)
+        return _train(name, cfg, out, n_heldout, log, training, overrides)
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _train(name: str, cfg: dict, out: Path, n_heldout: Optional[int], log, training: str = "regular") -> dict:
+def _train(name: str, cfg: dict, out: Path, n_heldout: Optional[int], log, training: str = "regular",
+           overrides: Optional[dict] = None) -> dict:
     t_start = time.perf_counter()
     torch.manual_seed(cfg["seed"])
     gen = torch.Generator().manual_seed(cfg["seed"])
@@ -194,8 +196,14 @@ def _train(name: str, cfg: dict, out: Path, n_heldout: Optional[int], log, train
         "heldout_n": len(test),
         "file_bytes": weights_path.stat().st_size,
         "sha256": file_sha256(weights_path),
-        "command": train_command(name, training),
+        "command": train_command(name, training, **(overrides or {})),
     }
+    default_epochs = ZOO[name]["epochs"]
+    if cfg["epochs"] != default_epochs:  # say so: a shorter (or longer) run than the zoo's configuration
+        rec["training"]["note"] = (
+            f"{cfg['epochs']} epochs, {'fewer' if cfg['epochs'] < default_epochs else 'more'} than the "
+            f"{default_epochs} of the zoo's configuration (and of the regular model's record)"
+        )
     if training != "regular":  # the regular records keep their format
         rec["weights"] = stem
         rec["training"]["remedy"] = training
