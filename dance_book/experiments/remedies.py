@@ -174,7 +174,8 @@ def remedy_model(dataset: str, training: str) -> nn.Module:
 
 def records():
     """One row per shipped model of the chapter: data set, training, epochs, held-out accuracy and N, training
-    seconds (as recorded, one thread), file size, and the record's note (a shorter run than the regular one)."""
+    seconds (as recorded, one thread), file size, the starting weights (``init``), the PGD radius of the remedy,
+    and the record's note (a shorter run than the regular one)."""
     import pandas as pd
 
     from .. import zoo
@@ -186,6 +187,8 @@ def records():
             rows.append({"data set": dataset, "training": training, "epochs": r["training"]["epochs"],
                          "held-out accuracy": r["heldout_accuracy"], "held-out N": r["heldout_n"],
                          "training seconds": r["training"]["seconds"], "MB": r["file_bytes"] / 1e6,
+                         "starts from": r["training"].get("init", {}).get("from", "random weights"),
+                         "epsilon": r["training"].get("remedy_settings", {}).get("epsilon", float("nan")),
                          "note": r["training"].get("note", ""), "command": r["command"]})
     return pd.DataFrame(rows)
 
@@ -393,6 +396,10 @@ def four_run(settings: Settings, n: Optional[int] = None, cfg: RemedySettings = 
 # Tables (pure)
 # --------------------------------------------------------------------------------------------
 
+#: A measure's better direction as the claims' expected side of the null.
+_EXPECTED = {"lower": "below", "higher": "above"}
+
+
 def bootstrap_ratio(morf_a, lerf_a, morf_b, lerf_b, *, n_boot: int = 2000, seed: int = 0) -> Dict[str, float]:
     """The AOPC ratio (mean MoRF / mean LeRF, a ratio of means) of two conditions on the same images, and the
     ratio of the two ratios ``a / b`` with a 95 % percentile bootstrap interval over images (resampled in pairs).
@@ -460,13 +467,14 @@ def scaat_differences(runs: Dict[str, dict], n_boot: int = REMEDY_SETTINGS.boots
                                         n_boot=n_boot)
                     row = {"regular": b["ratio_b"], "scaat": b["ratio_a"], "difference": b["a_over_b"],
                            "ci_low": b["ci_low"], "ci_high": b["ci_high"], "n": b["n"], "test": "other", "null": 1.0,
-                           "supports": direction(b["ci_low"], b["ci_high"], better, at=1.0)}
+                           "supports": direction(b["ci_low"], b["ci_high"], _EXPECTED[better], at=1.0)}
                 else:
                     scale = 1000.0 if key == "aopc_lerf" else 1.0
                     d = paired_difference(np.asarray(sca[key]) * scale, np.asarray(reg[key]) * scale)
                     row = {"regular": float(np.mean(reg[key])) * scale, "scaat": float(np.mean(sca[key])) * scale,
                            "difference": d["mean_diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "n": d["n"],
-                           "test": "direction", "null": 0.0, "supports": direction(d["ci_low"], d["ci_high"], better)}
+                           "test": "direction", "null": 0.0,
+                           "supports": direction(d["ci_low"], d["ci_high"], _EXPECTED[better])}
                 rows.append({"data set": dataset, "method": method, "measure": key, "name": name, **row})
     return pd.DataFrame(rows)
 
@@ -579,7 +587,7 @@ def four_differences(run: dict, baseline: str = "raw"):
             rows.append({"condition": cond, "measure": name, "better": better, "difference": d["mean_diff"],
                          "ci_low": d["ci_low"], "ci_high": d["ci_high"], "n": d["n"],
                          "reading": {True: "better", False: "worse", None: "cannot tell"}[
-                             direction(d["ci_low"], d["ci_high"], "below" if better == "lower" else "above")]})
+                             direction(d["ci_low"], d["ci_high"], _EXPECTED[better])]})
     return pd.DataFrame(rows)
 
 
@@ -636,7 +644,8 @@ def claims(settings: Settings) -> List[Claim]:
             measure=(f"{'SCAAT / regular' if r['test'] == 'other' else 'SCAAT - regular'} {r['name']} ({unit}), "
                      f"{METHODS[r['method']]}, {r['data set']}, N={int(r['n'])}"),
             value=float(r["difference"]), ci_low=float(r["ci_low"]), ci_high=float(r["ci_high"]), n=int(r["n"]),
-            supports=r["supports"], test=r["test"], null=float(r["null"]),
+            supports=None if r["supports"] is None or r["supports"] != r["supports"] else bool(r["supports"]),
+            test=r["test"], null=float(r["null"]),
             note=(f"regular {r['regular']:.3g}, SCAAT {r['scaat']:.3g}; models trained for fewer epochs than the "
                   "regular one (see the records)." + (" Underpowered by design: the compute cap bound N."
                                                       if binds else ""))))
