@@ -107,6 +107,17 @@ def test_scaat_differences_read_the_poster_direction():
         1000 * m["aopc_lerf"].mean())
 
 
+def test_an_aopc_ratio_with_a_non_positive_lerf_is_not_read():
+    rng = np.random.default_rng(3)
+    run = _scaat_run(rng)
+    for m in METHODS:  # removing the "least relevant" pixels raises the probability on average
+        run["scaat"][m]["aopc_lerf"] = -0.01 + 0.001 * rng.standard_normal(run["n"])
+    d = R.scaat_differences({"digits": run}, n_boot=100)
+    ratio = d[d.measure == "aopc_rel"]
+    assert (~ratio.defined).all() and ratio.supports.isna().all()
+    assert d[d.measure != "aopc_rel"].defined.all()
+
+
 def test_bootstrap_ratio_checks_its_arrays():
     r = R.bootstrap_ratio([4.0, 6.0], [1.0, 1.0], [2.0, 2.0], [1.0, 1.0], n_boot=50)
     assert (r["ratio_a"], r["ratio_b"], r["a_over_b"]) == (5.0, 2.0, 2.5) and r["ci_low"] <= 2.5 <= r["ci_high"]
@@ -164,6 +175,7 @@ def test_claims_rows_are_valid_claims(monkeypatch):
     assert keys == {"scaat", "yeh"} and keys <= set(Cl.PAPER_CLAIMS) and keys <= set(Pw.DECLARATIONS)
     assert sum(r.paper_claim == "yeh" for r in rows) == 4
     assert sum(r.test == "equivalence" for r in rows) == len(R.DATASETS)
+    assert all(r.counts for r in rows)  # every AOPC_lerf mean of the synthetic runs is positive
     table = Cl.frame(rows)  # the claims page's own checks and readings
     assert set(table.reading) <= set(Cl.READINGS)
 

@@ -174,7 +174,8 @@ def remedy_model(dataset: str, training: str) -> nn.Module:
 
 def records():
     """One row per shipped model of the chapter: data set, training, epochs, held-out accuracy and N, training
-    seconds (as recorded, one thread), file size, the starting weights (``init``), the PGD radius of the remedy,
+    seconds (as recorded, one thread; ``total training seconds`` adds the regular model's for a model that
+    fine-tunes it), file size, the starting weights (``init``), the PGD radius of the remedy,
     and the record's note (a shorter run than the regular one)."""
     import pandas as pd
 
@@ -188,6 +189,8 @@ def records():
                          "held-out accuracy": r["heldout_accuracy"], "held-out N": r["heldout_n"],
                          "training seconds": r["training"]["seconds"], "MB": r["file_bytes"] / 1e6,
                          "starts from": r["training"].get("init", {}).get("from", "random weights"),
+                         "total training seconds": r["training"]["seconds"] + (
+                             zoo.record(name)["training"]["seconds"] if "init" in r["training"] else 0.0),
                          "epsilon": r["training"].get("remedy_settings", {}).get("epsilon", float("nan")),
                          "note": r["training"].get("note", ""), "command": r["command"]})
     return pd.DataFrame(rows)
@@ -421,11 +424,12 @@ def bootstrap_ratio(morf_a, lerf_a, morf_b, lerf_b, *, n_boot: int = 2000, seed:
     ra, rb = ratio(ma, la), ratio(mb, lb)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, ma.size, size=(n_boot, ma.size))
-    boot = (ma[idx].mean(1) / la[idx].mean(1)) / (mb[idx].mean(1) / lb[idx].mean(1))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a resample with a zero mean gives no ratio: dropped
+        boot = (ma[idx].mean(1) / la[idx].mean(1)) / (mb[idx].mean(1) / lb[idx].mean(1))
     boot = boot[np.isfinite(boot)]
     lo, hi = (np.percentile(boot, [2.5, 97.5]) if boot.size else (np.nan, np.nan))
     return {"ratio_a": ra, "ratio_b": rb, "a_over_b": ra / rb if rb else float("nan"), "ci_low": float(lo),
-            "ci_high": float(hi), "n": int(ma.size)}
+            "ci_high": float(hi), "n": int(ma.size), "defined": bool(la.mean() > 0 and lb.mean() > 0)}
 
 
 def scaat_table(runs: Dict[str, dict]):
@@ -454,7 +458,8 @@ def scaat_table(runs: Dict[str, dict]):
 def scaat_differences(runs: Dict[str, dict], n_boot: int = REMEDY_SETTINGS.bootstrap):
     """Paired SCAAT - regular differences per data set, method and measure, with 95 % intervals: t-intervals for
     entropy, size and AOPC_lerf (in the table's units), and for AOPC_rel the SCAAT / regular ratio of the ratios
-    with a bootstrap interval; ``supports`` reads the poster's direction (:func:`~dance_book.experiments.claims.direction`)."""
+    with a bootstrap interval; ``supports`` reads the poster's direction (:func:`~dance_book.experiments.claims.direction`).
+    ``defined`` is False for an AOPC ratio with a mean AOPC_lerf <= 0 in it (no reading then)."""
     import pandas as pd
 
     rows = []
@@ -465,15 +470,18 @@ def scaat_differences(runs: Dict[str, dict], n_boot: int = REMEDY_SETTINGS.boots
                 if key == "aopc_rel":
                     b = bootstrap_ratio(sca["aopc_morf"], sca["aopc_lerf"], reg["aopc_morf"], reg["aopc_lerf"],
                                         n_boot=n_boot)
+                    # a ratio with a mean AOPC_lerf <= 0 in it (removing the "least relevant" pixels does not lower
+                    # the probability on average) has no meaningful direction: no reading
                     row = {"regular": b["ratio_b"], "scaat": b["ratio_a"], "difference": b["a_over_b"],
                            "ci_low": b["ci_low"], "ci_high": b["ci_high"], "n": b["n"], "test": "other", "null": 1.0,
-                           "supports": direction(b["ci_low"], b["ci_high"], _EXPECTED[better], at=1.0)}
+                           "supports": direction(b["ci_low"], b["ci_high"], _EXPECTED[better], at=1.0)
+                           if b["defined"] else None, "defined": b["defined"]}
                 else:
                     scale = 1000.0 if key == "aopc_lerf" else 1.0
                     d = paired_difference(np.asarray(sca[key]) * scale, np.asarray(reg[key]) * scale)
                     row = {"regular": float(np.mean(reg[key])) * scale, "scaat": float(np.mean(sca[key])) * scale,
                            "difference": d["mean_diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "n": d["n"],
-                           "test": "direction", "null": 0.0,
+                           "test": "direction", "null": 0.0, "defined": True,
                            "supports": direction(d["ci_low"], d["ci_high"], _EXPECTED[better])}
                 rows.append({"data set": dataset, "method": method, "measure": key, "name": name, **row})
     return pd.DataFrame(rows)
@@ -645,10 +653,12 @@ def claims(settings: Settings) -> List[Claim]:
                      f"{METHODS[r['method']]}, {r['data set']}, N={int(r['n'])}"),
             value=float(r["difference"]), ci_low=float(r["ci_low"]), ci_high=float(r["ci_high"]), n=int(r["n"]),
             supports=None if r["supports"] is None or r["supports"] != r["supports"] else bool(r["supports"]),
-            test=r["test"], null=float(r["null"]),
+            test=r["test"], null=float(r["null"]), counts=bool(r["defined"]),
             note=(f"regular {r['regular']:.3g}, SCAAT {r['scaat']:.3g}; models trained for fewer epochs than the "
                   "regular one (see the records)." + (" Underpowered by design: the compute cap bound N."
-                                                      if binds else ""))))
+                                                      if binds else "")
+                  + ("" if r["defined"] else " Not counted: a mean AOPC_lerf <= 0 makes the ratio meaningless "
+                                             "(Digits' black background: removing it does not lower the probability)."))))
     for _, r in accuracy_table(accuracy_run(CI)).iterrows():
         if r["training"] != "scaat":
             continue
