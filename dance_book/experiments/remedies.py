@@ -645,11 +645,10 @@ def claims(settings: Settings) -> List[Claim]:
     runs = {d: scaat_run(CI, d) for d in DATASETS}
     for _, r in scaat_differences(runs).iterrows():
         binds = sizes[f"scaat-{r['data set']}"]["binds"]
-        unit = {"entropy": "bits", "size": "KB", "aopc_lerf": "1e-3", "aopc_rel": "ratio of ratios"}[r["measure"]]
         out.append(Claim(
             paper_claim="scaat", claim=f"SCAAT lowers {r['name']}" if r["test"] == "direction" else
             "SCAAT raises the AOPC ratio", chapter="remedies.md",
-            measure=(f"{'SCAAT / regular' if r['test'] == 'other' else 'SCAAT - regular'} {r['name']} ({unit}), "
+            measure=(f"{'SCAAT / regular' if r['test'] == 'other' else 'SCAAT - regular'} {r['name']}, "
                      f"{METHODS[r['method']]}, {r['data set']}, N={int(r['n'])}"),
             value=float(r["difference"]), ci_low=float(r["ci_low"]), ci_high=float(r["ci_high"]), n=int(r["n"]),
             supports=None if r["supports"] is None or r["supports"] != r["supports"] else bool(r["supports"]),
