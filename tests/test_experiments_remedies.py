@@ -185,3 +185,32 @@ def test_claims_rows_are_valid_claims(monkeypatch):
 def test_max_sensitivity_matches_captum_on_the_same_points():
     out = R.captum_crosscheck(n=2, n_samples=3)
     assert out["book"] > 0 and out["max_abs_difference"] <= 1e-5 * max(1.0, out["captum"])
+
+
+# ----------------------------------------------------------------------------- the runs, tiny (real models)
+
+@pytest.fixture
+def no_cache(monkeypatch):
+    monkeypatch.setenv("DANCE_CACHE", "off")
+
+
+def test_runs_on_a_few_images(no_cache):
+    from dataclasses import replace
+
+    from dance_book.experiments.settings import CI
+
+    cfg = replace(R.REMEDY_SETTINGS, yeh_samples=2, sens_samples=2, faith_subsets=10, dance_on_scaat=False)
+    scaat = R.scaat_run(CI, "digits", n=3)
+    assert scaat["n"] == 3 and set(scaat["regular"]) == set(METHODS)
+    for measure in ("entropy", "size", "aopc_lerf", "aopc_morf"):
+        assert scaat["scaat"]["gradient"][measure].shape == (3,)
+    assert (scaat["regular"]["gradient"]["entropy"] <= 8).all()  # bits of an 8-bit histogram
+    yeh = R.yeh_run(CI, n=2, cfg=cfg)
+    for training in ("regular", "adversarial"):
+        for method in R.YEH_METHODS:
+            r = yeh[training][method]
+            assert r["max"].shape == (2,) and (r["max"] >= r["mean"] - 1e-6).all() and (r["max"] <= 2 + 1e-6).all()
+    four = R.four_run(CI, n=1, cfg=cfg)
+    assert "dance_scaat" not in four and set(four) >= {"raw", "dance", "scaat", "adversarial", "yeh"}
+    assert np.isnan(four["dance"]["max_sens"]).all() and np.isfinite(four["raw"]["max_sens"]).all()
+    assert 0 <= four["dance"]["mass"][0] <= 1 and four["dance"]["example"].shape == four["image"].shape
