@@ -42,6 +42,11 @@ PAPER_CLAIMS: Dict[str, tuple] = {
                        "A11, Fig. A12"),
     "localization": ("Decoys improve object localization", "A12, Table A1"),
     "control": ("Both steps are needed: optimised decoys and range aggregation", "poster control study"),
+    # The seed papers' claims on the other remedies (the remedies chapter):
+    "scaat": ("SCAAT (Xu et al.) makes saliency maps sparser and more faithful, barely sacrificing accuracy",
+              "SCAAT poster, table"),
+    "yeh": ("Smoothing the explanation or adversarially training the model lowers max-sensitivity (Yeh et al.)",
+            "Yeh et al. 2019, Table 1"),
 }
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ ROW_KEYS = frozenset(Claim.__dataclass_fields__)
 
 #: The experiment modules that report claims.
 MODULES = ["fidelity", "layers", "architectures", "control", "attacks", "adaptive", "sanity", "localization",
-           "hyperparameters", "runtime", "representation"]
+           "hyperparameters", "runtime", "representation", "remedies"]
 
 #: The verdict scale, from the paper's side to the other, then the two that decide nothing either way.
 VERDICTS = ("reproduced", "partly reproduced", "contradicted", "no effect", "inconclusive (underpowered)")

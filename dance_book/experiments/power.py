@@ -127,6 +127,11 @@ DECLARATIONS: Dict[str, Declaration] = {
     "representation": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM),
     "localization": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM),
     "control": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM),
+    "scaat": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM + "; declared with the remedies chapter on 2026-11-28, "
+                                                            "before its runs (its accuracy row keeps the chapter's "
+                                                            "own margin, remedies.ACCURACY_MARGIN)"),
+    "yeh": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM + "; declared with the remedies chapter on 2026-11-28, "
+                                                          "before its runs"),
 }
 
 

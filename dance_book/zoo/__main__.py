@@ -29,6 +29,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_train.add_argument("--training", choices=TRAININGS, default="regular",
                          help="regular, adversarial (PGD, L-inf) or scaat (the book's reading of the SCAAT poster); "
                          "weights go to NAME.pt, NAME-adversarial.pt, NAME-scaat.pt")
+    p_train.add_argument("--epsilon", type=float, default=None,
+                         help="adversarial training only: the PGD radius (default 0.1, Yeh et al.'s MNIST value)")
+    p_train.add_argument("--init", choices=["regular"], default=None,
+                         help="remedies only: fine-tune the shipped regular weights instead of starting from random ones")
     p_eval = sub.add_parser("evaluate", help="held-out accuracy of shipped weights")
     p_eval.add_argument("names", nargs="+")
     p_eval.add_argument("--weights-dir", default=None)
@@ -53,6 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 seed=args.seed,
                 threads=args.threads,
                 training=args.training,
+                epsilon=args.epsilon,
+                init=args.init,
             )
             print(
                 f"saved {weights_stem(name, args.training)}: accuracy {rec['heldout_accuracy']:.4f}, {rec['file_bytes']} bytes, "

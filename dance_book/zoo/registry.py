@@ -117,9 +117,11 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def train_command(name: str, training: str = "regular") -> str:
-    """The command line that trains zoo model ``name`` with ``training``."""
-    return f"python -m dance_book.zoo train {name}" + ("" if training == "regular" else f" --training {training}")
+def train_command(name: str, training: str = "regular", **overrides) -> str:
+    """The command line that trains zoo model ``name`` with ``training``; ``overrides`` (``epochs=4``, ``n_train=...``,
+    ``n_heldout=...``, ``seed=...``; None values are left out) become their command-line flags (``--epochs 4``)."""
+    flags = "".join(f" --{key.replace('_', '-')} {value}" for key, value in overrides.items() if value is not None)
+    return f"python -m dance_book.zoo train {name}" + flags + ("" if training == "regular" else f" --training {training}")
 
 
 def record(name: str, *, weights_dir: Union[str, Path, None] = None, training: str = "regular") -> dict:
