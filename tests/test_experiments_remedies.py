@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -214,3 +215,14 @@ def test_runs_on_a_few_images(no_cache):
     assert "dance_scaat" not in four and set(four) >= {"raw", "dance", "scaat", "adversarial", "yeh"}
     assert np.isnan(four["dance"]["max_sens"]).all() and np.isfinite(four["raw"]["max_sens"]).all()
     assert 0 <= four["dance"]["mass"][0] <= 1 and four["dance"]["example"].shape == four["image"].shape
+
+
+def test_remedy_results_are_the_ci_stores_at_every_scale(monkeypatch):
+    """The remedies' models are zoo models: at paper scale their results are read (and keyed) as at CI scale."""
+    from dance_book.experiments import remedies as Rm
+    seen = []
+    monkeypatch.setenv("DANCE_SCALE", "paper")
+    monkeypatch.setattr(Rm, "cached", lambda name, config, compute: seen.append((name, os.environ["DANCE_SCALE"])))
+    Rm._cached_at_ci("remedies-scaat", {}, lambda: None)
+    assert seen == [("remedies-scaat", "ci")]
+    assert os.environ["DANCE_SCALE"] == "paper"  # restored afterwards

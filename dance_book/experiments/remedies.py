@@ -26,12 +26,16 @@ rule asks for (:func:`dance_book.experiments.power.n_needed` for the declared sm
 budget over the measured cost of one image (:data:`COST_PER_IMAGE`); where the cap binds the chapter says
 "underpowered".
 
-The remedies' models exist for the zoo only (``dance_book/weights``): the studies run at CI scale at every scale.
+The remedies' models exist for the zoo only (``dance_book/weights``): the studies run at CI scale at every scale,
+and their results are the CI store's (``results/ci``) whatever ``DANCE_SCALE`` says (:func:`_cached_at_ci`), so a
+paper-scale run shows the same CI-scale numbers instead of recomputing them on the CPU under another key.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Callable, Dict, List, Optional
@@ -54,6 +58,26 @@ from .inputs import load_images
 from .maps import METHODS, base_maps, enhanced_maps, optimised_quietly
 from .settings import CI, Settings
 from .stats import paired_difference
+
+@contextmanager
+def _ci_scale():
+    """Within: ``DANCE_SCALE=ci`` (the store's folder, the inputs' identity and the device are CI scale's)."""
+    old = os.environ.get("DANCE_SCALE")
+    os.environ["DANCE_SCALE"] = "ci"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("DANCE_SCALE", None)
+        else:
+            os.environ["DANCE_SCALE"] = old
+
+
+def _cached_at_ci(name: str, config, compute):
+    """:func:`cached` as at CI scale: the remedies are CI-scale studies at every scale."""
+    with _ci_scale():
+        return cached(name, config, compute)
+
 
 __all__ = ["DATASETS", "TRAININGS", "SCAAT_MEASURES", "POSTER", "YEH_METHODS", "YEH_TABLE1", "CONDITIONS",
            "RemedySettings", "REMEDY_SETTINGS", "COST_PER_IMAGE", "ACCURACY_MARGIN", "remedy_model", "records",
@@ -275,7 +299,7 @@ def scaat_run(settings: Settings, dataset: str, n: Optional[int] = None) -> dict
                 out["seconds"][training][method] = seconds
         return out
 
-    return cached("remedies-scaat", config, compute)
+    return _cached_at_ci("remedies-scaat", config, compute)
 
 
 def accuracy_run(settings: Settings = CI) -> dict:
@@ -298,7 +322,7 @@ def accuracy_run(settings: Settings = CI) -> dict:
                 out[dataset][training] = (pred == data.labels).numpy()
         return out
 
-    return cached("remedies-accuracy", config, compute)
+    return _cached_at_ci("remedies-accuracy", config, compute)
 
 
 def yeh_explainer(model: nn.Module, method: str, settings: Settings, cfg: RemedySettings = REMEDY_SETTINGS
@@ -349,7 +373,7 @@ def yeh_run(settings: Settings, n: Optional[int] = None, cfg: RemedySettings = R
                 out[training][method], out["seconds"][training][method] = _timed(measure)
         return out
 
-    return cached("remedies-yeh", config, compute)
+    return _cached_at_ci("remedies-yeh", config, compute)
 
 
 def four_run(settings: Settings, n: Optional[int] = None, cfg: RemedySettings = REMEDY_SETTINGS) -> dict:
@@ -392,7 +416,7 @@ def four_run(settings: Settings, n: Optional[int] = None, cfg: RemedySettings = 
             out[cond] = r
         return out
 
-    return cached("remedies-four", config, compute)
+    return _cached_at_ci("remedies-four", config, compute)
 
 
 # --------------------------------------------------------------------------------------------
