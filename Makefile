@@ -43,8 +43,15 @@ notebooks: setup
 
 ## make results: every heavy result of the book computed into the results store results/<scale>/ (committed;
 ## the chapters read it). Starts from nothing; a killed run resumes where it stopped. DANCE_SCALE=paper for paper scale.
+## make results RANKS=N: the same over N torchrun processes, each executing its share of the chapters (one
+## chapter at a time); rank 0 swaps the store in once every rank succeeded (tools/execute_book.py).
+RANKS ?= 1
 results: setup
+ifeq ($(RANKS),1)
 	$(PY) tools/execute_book.py --results --jobs $(JOBS)
+else
+	$(VENV)/bin/torchrun --standalone --nproc-per-node $(RANKS) tools/execute_book.py --results --jobs 1
+endif
 
 ## make paper-smoke: the chapters that read images and object masks (PAPER_SMOKE_CHAPTERS), at paper scale
 ## in miniature (DANCE_PAPER_SMOKE=1: random-init torchvision models, two 64x64 images per experiment), on
