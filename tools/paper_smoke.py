@@ -95,10 +95,13 @@ def run_chapter(shell, name: str, book: Path, log: list, verbose: bool = False) 
 #: execute the same code at either scale, and `make notebooks` executes them. The smoke run skips them
 #: (``--all`` runs them too); tests/test_paper_smoke.py checks that their code still ignores the scale.
 SCALE_FREE = ("quickstart", "measures", "performance")
-#: The smoke run's chapters, the costliest first (measured CPU seconds of a profile run, ``--profile``), so that
-#: the ``--jobs`` workers finish together; a chapter missing here runs after these.
-COSTLIEST_FIRST = ("layers", "attacks", "adaptive", "architectures", "fidelity", "hyperparameters", "control",
-                   "sanity", "benchmark", "localization", "representation", "claims", "theory", "yeh")
+#: The smoke run's chapters, the costliest first, so that the ``--jobs`` workers finish together: by the CPU
+#: seconds per folder measured with ``--profile`` on the 2-core machine (2026-11-28, busy: layers 280+ (not
+#: finished), attacks 74, fidelity 55, hyperparameters 52, architectures 29, control 22, benchmark 20,
+#: localization 12, sanity 3); adaptive, not measured, where the CI store's recorded cost puts it. A chapter
+#: missing here runs after these.
+COSTLIEST_FIRST = ("layers", "attacks", "adaptive", "fidelity", "hyperparameters", "architectures", "control",
+                   "benchmark", "localization", "sanity", "representation", "claims", "theory", "yeh")
 
 _SHELL = None
 _VARIANT = None
