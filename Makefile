@@ -4,8 +4,6 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NBDIR  := .nbtest
-# nbval (the paper-scale smoke run) gives each cell this long (seconds).
-CELL_TIMEOUT ?= 1200
 # pytest-xdist workers for the unit tests and the notebooks (the machines have 2 cores).
 JOBS ?= 2
 # Seconds of recorded compute that make notebooks spends recomputing a random sample of the results store.
@@ -43,24 +41,30 @@ notebooks: setup
 
 ## make results: every heavy result of the book computed into the results store results/<scale>/ (committed;
 ## the chapters read it). Starts from nothing; a killed run resumes where it stopped. DANCE_SCALE=paper for paper scale.
+## make results RANKS=N: the same over N torchrun processes, each executing its share of the chapters (one
+## chapter at a time); rank 0 swaps the store in once every rank succeeded (tools/execute_book.py).
+RANKS ?= 1
 results: setup
+ifeq ($(RANKS),1)
 	$(PY) tools/execute_book.py --results --jobs $(JOBS)
+else
+	$(VENV)/bin/torchrun --standalone --nproc-per-node $(RANKS) tools/execute_book.py --results --jobs 1
+endif
 
-## make paper-smoke: the chapters that read images and object masks (PAPER_SMOKE_CHAPTERS), at paper scale
-## in miniature (DANCE_PAPER_SMOKE=1: random-init torchvision models, two 64x64 images per experiment), on
-## a fake ImageNet folder without boxes. make paper-smoke-all: every chapter the same way (not part of
-## make test: the attacks chapter alone runs over ten minutes in miniature on 2 cores).
+## make paper-smoke: the chapters of PAPER_SMOKE_CHAPTERS at paper scale in miniature (DANCE_PAPER_SMOKE=1:
+## random-init torchvision models, two 64x64 images per experiment, a 2x2 patch grid, one SmoothGrad
+## sample / IG step, two Adam steps, one attack step) on a generated fake ImageNet folder without boxes,
+## and those that read object masks again with boxes; all chapters in $(JOBS) interpreters
+## (tools/paper_smoke.py), a cell that raises fails. make paper-smoke-all: every chapter that reads the
+## scale, the same way (not part of make test: several minutes on 2 cores, see README).
 PAPER_SMOKE_CHAPTERS ?= localization fidelity
-ALL_CHAPTERS = $(shell $(PY) -c "import re; print(' '.join(n for n in re.findall(r'file:\s*book/(\w+)\s', open('_toc.yml').read()) if '\nkernelspec:' in open(f'book/{n}.md').read()[:2000]))")
 paper-smoke: setup
-	rm -rf $(NBDIR)/paper && mkdir -p $(NBDIR)/paper && $(PY) tests/test_paper_scale.py $(NBDIR)/paper/data
-	for c in $(PAPER_SMOKE_CHAPTERS); do $(VENV)/bin/jupytext --quiet --to ipynb -o $(NBDIR)/paper/$$c.ipynb book/$$c.md || exit 1; done
-	cd $(NBDIR)/paper && DANCE_SCALE=paper DANCE_PAPER_SMOKE=1 DANCE_TEST_RANDOM_WEIGHTS=1 DANCE_CACHE_DIR=$$PWD/cache \
-	  DANCE_IMAGENET_DIR=$$PWD/data/plain ../../$(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider \
-	  --nbval-cell-timeout=$(CELL_TIMEOUT) -n $(JOBS) --dist loadfile --rootdir=. *.ipynb
+	rm -rf $(NBDIR)/paper
+	$(PY) tools/paper_smoke.py --data $(NBDIR)/paper --jobs $(JOBS) --chapters $(PAPER_SMOKE_CHAPTERS)
 
 paper-smoke-all: setup
-	$(MAKE) paper-smoke PAPER_SMOKE_CHAPTERS="$(ALL_CHAPTERS)"
+	rm -rf $(NBDIR)/paper
+	$(PY) tools/paper_smoke.py --data $(NBDIR)/paper --jobs $(JOBS)
 
 ## make book: execute the notebooks and build the HTML site into _build/html
 # The chapters run first on $(JOBS) processes into the jupyter-cache, the longest first, except those

@@ -15,6 +15,17 @@ of the sources) in both cases.
 Chapters run on ``--jobs`` worker processes, the longest first so that the workers finish together;
 a chapter's cells run in order in one kernel, in the chapter's folder (as myst-nb would run them).
 Exit status 1 if any chapter raises.
+
+``--results`` (`make results`) can be sharded over processes and machines with torchrun:
+
+    torchrun --standalone --nproc-per-node 2 tools/execute_book.py --results --jobs 1
+
+Each rank executes its share of the chapters (:func:`share`: the chapters that recorded the most
+compute in the committed store first, each to the least loaded rank), all writing into the same
+``results/<scale>.new/``; then the ranks meet (a ``torch.distributed`` barrier over gloo) and, only if
+every rank succeeded, rank 0 executes the chapters of ``RUN_LAST`` and swaps the new store in. A
+failing rank fails the whole run and leaves ``.new`` for a rerun to resume. Without torchrun's
+environment (``WORLD_SIZE``) it runs as one process, as before.
 """
 
 from __future__ import annotations
@@ -59,6 +70,93 @@ def chapters(root: Path = ROOT) -> list[Path]:
     notebooks += [f for f in sorted((root / "book").glob("*.md")) if f not in files and _is_notebook(f)]
     first = [f for n in LONGEST_FIRST for f in notebooks if f.stem == n]
     return first + [f for f in notebooks if f not in first]
+
+
+def recorded_costs(root: Path = ROOT, scale: str | None = None) -> dict[str, float]:
+    """Seconds of compute that the committed results store of ``scale`` (default: ``DANCE_SCALE``) recorded
+    for each chapter: the summed wall time of the entries that the chapter asked for itself (a nested
+    entry's time is inside its parent's). Empty when there is no store yet."""
+    import json
+    import os
+
+    scale = scale or os.environ.get("DANCE_SCALE", "ci").strip().lower() or "ci"
+    folder = Path(os.environ.get("DANCE_RESULTS_DIR") or root / "results") / scale
+    costs: dict[str, float] = {}
+    for meta in sorted(folder.glob("*/*.json")) if folder.is_dir() else []:
+        entry = json.loads(meta.read_text(encoding="utf8"))
+        if entry.get("top_level") and entry.get("chapter"):
+            costs[entry["chapter"]] = costs.get(entry["chapter"], 0.0) + float(entry.get("wall_seconds") or 0.0)
+    return costs
+
+
+def share(names: list[str], costs: dict[str, float], world: int) -> list[list[str]]:
+    """Deal the chapters ``names`` to ``world`` ranks; returns each rank's chapters, in execution order.
+
+    The rule (longest processing time first): the chapters in decreasing recorded cost (``costs``,
+    seconds; a chapter without one counts 0; ties keep the order of ``names``), each given to the rank
+    with the least recorded seconds so far, then the fewest chapters, then the lowest number. With no
+    recorded costs that is ``names`` dealt round-robin. Every rank computes the same shares from the same
+    committed store, so the ranks need not talk to agree on them.
+    """
+    if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+        raise ValueError(f"world must be a positive int (the number of ranks), got {world!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"names must not repeat a chapter, got {names}")
+    order = sorted(range(len(names)), key=lambda i: (-costs.get(names[i], 0.0), i))
+    shares: list[list[str]] = [[] for _ in range(world)]
+    load = [0.0] * world
+    for i in order:
+        rank = min(range(world), key=lambda r: (load[r], len(shares[r]), r))
+        shares[rank].append(names[i])
+        load[rank] += costs.get(names[i], 0.0)
+    return shares
+
+
+def distributed() -> tuple[int, int]:
+    """``(rank, world_size)``: joins torchrun's process group (gloo: the ranks only exchange a flag or two,
+    the chapters' own computations run in their kernels) when started by torchrun, else ``(0, 1)``.
+    On a node with several GPUs each rank's kernels see only the GPU of its ``LOCAL_RANK``."""
+    import os
+    from datetime import timedelta
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if "CUDA_VISIBLE_DEVICES" not in os.environ and torch.cuda.device_count() > 1:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(local % torch.cuda.device_count())
+    if not dist.is_initialized():
+        # a rank waits at the barrier for the slowest one: hours at paper scale
+        dist.init_process_group("gloo", timeout=timedelta(hours=48))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def sharded(names: list[str], last: list[str], execute, finish, rank: int, world: int,
+            costs: dict[str, float] | None = None, log=print) -> int:
+    """The distributed part of a sharded run: rank ``rank`` executes its :func:`share` of ``names``
+    (``execute(list_of_names) -> exit status``); every rank learns whether all succeeded; only then
+    rank 0 executes ``last`` and calls ``finish() -> exit status`` (the store swap). Returns the run's
+    status, the same on every rank: 0 only when every rank's share and rank 0's ending succeeded."""
+    import torch
+    import torch.distributed as dist
+
+    mine = share(names, costs or {}, world)[rank]
+    log(f"[rank {rank}/{world}] executing {len(mine)} chapter(s): {', '.join(mine) or '(none)'}")
+    status = execute(mine) if mine else 0
+    flag = torch.tensor([1 if status != 0 else 0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # also the barrier: every rank has finished its share
+    if flag.item():
+        log(f"[rank {rank}/{world}] a rank failed (this one: {'yes' if status else 'no'}); nothing swapped in")
+        return 1
+    if rank == 0:
+        status = execute(last) if last else 0
+        status = finish() if status == 0 else status
+    final = torch.tensor([status])
+    dist.broadcast(final, src=0)
+    return int(final.item() != 0)
 
 
 def still_current(cache, paths: list[Path], cache_dir: Path, root: Path = ROOT) -> set[Path]:
@@ -161,17 +259,36 @@ def make_results(args) -> int:
     print(f"make results: writing {new.relative_to(ROOT) if new.is_relative_to(ROOT) else new} "
           f"({'resuming, ' + str(kept) + ' entries kept' if kept else 'from nothing'})", flush=True)
     start = time.perf_counter()
-    status = main(["--jobs", str(args.jobs), "--timeout", str(args.timeout),
-                   "--cache", str(ROOT / "_build" / ".results-jupyter-cache")])
+
+    def execute(names: list[str] | None, cache: Path = ROOT / "_build" / ".results-jupyter-cache") -> int:
+        only = [] if names is None else ["--only", *names]
+        return main(["--jobs", str(args.jobs), "--timeout", str(args.timeout), "--cache", str(cache), *only])
+
+    def finish() -> int:
+        entries = store.index_of(new)
+        shutil.rmtree(final, ignore_errors=True)
+        new.rename(final)
+        shutil.rmtree(os.environ["DANCE_CACHE_DIR"], ignore_errors=True)
+        print(f"make results: {len(entries)} entries in {final} ({time.perf_counter() - start:.0f} s); commit them",
+              flush=True)
+        return 0
+
+    rank, world = distributed()
+    if world == 1:
+        status = execute(None)
+        status = finish() if status == 0 else status
+    else:
+        import torch.distributed as dist
+
+        names = [p.stem for p in chapters()]
+        # each rank its own jupyter-cache (a sqlite database): the results go to the shared store folder
+        status = sharded([n for n in names if n not in RUN_LAST], [n for n in names if n in RUN_LAST],
+                         lambda some: execute(some, ROOT / "_build" / f".results-jupyter-cache-rank{rank}"),
+                         finish, rank, world, recorded_costs(), log=lambda m: print(m, flush=True))
+        dist.destroy_process_group()
     if status != 0:
         print(f"make results: stopped; the finished entries stay in {new} and a rerun resumes there", flush=True)
-        return status
-    entries = store.index_of(new)
-    shutil.rmtree(final, ignore_errors=True)
-    new.rename(final)
-    shutil.rmtree(os.environ["DANCE_CACHE_DIR"], ignore_errors=True)
-    print(f"make results: {len(entries)} entries in {final} ({time.perf_counter() - start:.0f} s); commit them", flush=True)
-    return 0
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", action="store_true",
                         help="make results: execute every chapter computing every stored result into results/<scale>.new/, "
                              "which replaces results/<scale>/ once all chapters ran (a killed run resumes)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="execute only these chapters (book/NAME.md)")
     args = parser.parse_args(argv)
     if args.chapter:
         return run_chapter(args.chapter, args.timeout)
@@ -200,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     from jupyter_cache.base import CacheBundleIn
 
     paths = chapters()
+    if args.only:
+        unknown = sorted(set(args.only) - {p.stem for p in paths})
+        if unknown:
+            parser.error(f"--only names no chapter {', '.join(unknown)}; chapters: {', '.join(p.stem for p in paths)}")
+        paths = [p for p in paths if p.stem in args.only]
     current = set()
     if args.reuse and args.cache.is_dir():
         current = still_current(get_cache(args.cache), paths, args.cache)

@@ -132,12 +132,13 @@ PAPER = Settings(
 SMOKE_ENV = "DANCE_PAPER_SMOKE"
 
 #: Paper scale in miniature, for the smoke test only: the same models, layers and code path, with
-#: two images per experiment, 64 x 64 crops (the smallest AlexNet accepts; the others pool adaptively), tiled patches
-#: and two SmoothGrad samples / IG steps, a few Adam steps per decoy and two attack steps. Its numbers
-#: mean nothing; it checks that everything runs.
-PAPER_SMOKE = replace(PAPER, decoys=DecoySettings(stride=None), smoothgrad_samples=2, ig_steps=2,
+#: two images per experiment, 64 x 64 crops (the smallest AlexNet accepts; the others pool adaptively), tiled
+#: 32 x 32 patches (a 2 x 2 grid: at most four masks per image, where 3 x 3 patches give up to 21 x 21 = 441
+#: at AlexNet's deep decoy layer), one SmoothGrad sample and one IG step, two Adam steps per decoy and one attack
+#: step. Its numbers mean nothing; it checks that everything runs.
+PAPER_SMOKE = replace(PAPER, decoys=DecoySettings(stride=None, patch_size=32), smoothgrad_samples=1, ig_steps=1,
                       n_fidelity=2, n_attack=2, n_small=2,
-                      extra={"smoke": True, "resize": 72, "crop": 64, "adam_steps": 5, "attack_iterations": 2})
+                      extra={"smoke": True, "resize": 72, "crop": 64, "adam_steps": 2, "attack_iterations": 1})
 
 
 def smoke_enabled() -> bool:

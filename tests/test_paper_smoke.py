@@ -1,0 +1,94 @@
+"""tools/paper_smoke.py, the paper-scale smoke run of `make test`: which chapters it runs, and that a cell
+which raises -- the crash of issue #16 above all, ``.masks`` of an image folder without boxes -- fails it,
+naming the chapter and the cell."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytest.importorskip("jupytext")
+pytest.importorskip("IPython")
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    spec = importlib.util.spec_from_file_location("paper_smoke", ROOT / "tools" / "paper_smoke.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SCALE = re.compile(r"settings\(|current_scale|DANCE_SCALE")
+
+
+def test_every_chapter_that_reads_the_scale_is_smoke_tested(smoke):
+    names = smoke.chapter_names(ROOT)
+    for name in names:
+        code = "\n".join(smoke.code_cells(ROOT / "book" / f"{name}.md"))
+        if name in smoke.SCALE_FREE:  # skipped: the same code at both scales, executed by make notebooks
+            assert not SCALE.search(code), f"{name} reads the scale now: remove it from SCALE_FREE"
+        else:
+            assert name in smoke.COSTLIEST_FIRST, f"{name}: add it to COSTLIEST_FIRST (by its measured cost)"
+    assert set(smoke.BOX_CHAPTERS) <= set(names)
+
+
+CHAPTER = """---
+jupytext:
+  text_representation:
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+# {title}
+
+```{{code-cell}} ipython3
+import dance_book.experiments as E
+from myst_nb import glue
+glue("x", 1)
+display("shown")
+```
+
+```{{code-cell}} ipython3
+{code}
+```
+"""
+
+
+def _run(tmp_path, chapters: dict, *variants):
+    book = tmp_path / "book"
+    book.mkdir()
+    for name, code in chapters.items():
+        (book / f"{name}.md").write_text(CHAPTER.format(title=name, code=code))
+    cmd = [sys.executable, str(ROOT / "tools" / "paper_smoke.py"), "--book", str(book), "--data", str(tmp_path / "data"),
+           "--jobs", "1", "--chapters", *chapters, "--variants", *variants]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+def test_a_cell_that_raises_fails_the_run_naming_chapter_and_cell(tmp_path):
+    job = _run(tmp_path, {"good": "import os; assert os.path.basename(os.getcwd()) == 'book'",
+                          "bad": "raise RuntimeError('broken on purpose')"}, "plain")
+    assert job.returncode == 1, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "ok     good (plain)" in job.stdout
+    assert "FAILED bad (plain), code cell 2" in job.stdout and "broken on purpose" in job.stdout
+
+
+def test_the_masks_of_a_folder_without_boxes_crash_the_smoke_run(tmp_path):
+    """The crash of issue #16: code that reads ``.masks`` unconditionally runs on the folder with boxes and
+    fails on the one without (the smoke run's settings: paper scale, test-only switches)."""
+    code = "S = E.settings(); assert S.scale == 'paper'\nE.load_images(S, 2).masks.float()"
+    (tmp_path / "boxes").mkdir()
+    (tmp_path / "plain").mkdir()
+    boxes = _run(tmp_path / "boxes", {"localization": code}, "boxes")
+    assert boxes.returncode == 0, boxes.stdout[-3000:] + boxes.stderr[-3000:]
+    plain = _run(tmp_path / "plain", {"localization": code}, "plain")
+    assert plain.returncode == 1
+    assert "FAILED localization (plain), code cell 2" in plain.stdout and "NoneType" in plain.stdout
