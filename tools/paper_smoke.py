@@ -101,7 +101,8 @@ SCALE_FREE = ("quickstart", "measures", "performance")
 #: localization 12, sanity 3); adaptive, not measured, where the CI store's recorded cost puts it. A chapter
 #: missing here runs after these.
 COSTLIEST_FIRST = ("layers", "attacks", "adaptive", "fidelity", "hyperparameters", "architectures", "control",
-                   "benchmark", "localization", "sanity", "representation", "claims", "theory", "yeh")
+                   "benchmark", "localization", "sanity", "representation", "claims", "theory", "yeh",
+                   "remedies")  # remedies: CI-scale studies at every scale, read from the CI store
 
 _SHELL = None
 _VARIANT = None
