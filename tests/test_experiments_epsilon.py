@@ -100,6 +100,7 @@ def tiny(tmp_path, monkeypatch):
     monkeypatch.setattr(Ep, "PILOT_GRID", (0.05, 0.1))
     monkeypatch.setattr(Ep, "PILOT_IMAGES", {"tiny": 1})
     monkeypatch.setattr(Ep.pilot, "__defaults__", ((0.05, 0.1), None))
+    monkeypatch.setattr(Ep.sweep_epsilons, "__defaults__", ((0.1,),))
     return dataclasses.replace(E.CI, scale="tiny", n_fidelity=N, n_small=N, smoothgrad_samples=2, ig_steps=2)
 
 
