@@ -109,7 +109,7 @@ ROW_KEYS = frozenset(Claim.__dataclass_fields__)
 
 #: The experiment modules that report claims.
 MODULES = ["fidelity", "layers", "architectures", "control", "attacks", "adaptive", "sanity", "localization",
-           "hyperparameters", "runtime", "representation", "remedies"]
+           "hyperparameters", "runtime", "representation", "epsilon", "remedies"]
 
 #: The verdict scale, from the paper's side to the other, then the two that decide nothing either way.
 VERDICTS = ("reproduced", "partly reproduced", "contradicted", "no effect", "inconclusive (underpowered)")
