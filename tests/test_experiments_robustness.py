@@ -162,15 +162,39 @@ def test_localization_run(tiny):
                 assert np.all((run["area"][p][v][th] > 0) & (run["area"][p][v][th] <= 1))
     table = Lc.accuracy_table(run)
     assert list(table.index) == list(Lc.VARIANTS.values()) + ["Whole-image box"]
-    assert table.iloc[:, :3].isin([0.0, 0.5, 1.0]).all().all()  # accuracies of 2 images
+    assert table.iloc[:, 1:4].isin([0.0, 0.5, 1.0]).all().all()  # accuracies of 2 images
     cmp = Lc.comparisons(run, "unclipped")
-    assert set(cmp.comparison) == {"Gradient + decoys - Gradient", "Gradient + blurry decoys - Gradient"}
+    assert set(cmp.comparison) == {f"{Lc.VARIANTS[v]} - {Lc.VARIANTS[r]}" for v, r in Lc.COMPARISONS}
     with pytest.raises(ValueError, match="projection"):
         Lc.accuracy_table(run, "nope")
 
 
+def test_localization_counts_only_populations_of_equal_size(tiny):
+    """Issue 12: a range over 2M + 1 maps against one over M + 1 compares population size as well as the
+    fill. The counted comparisons are one decoy per mask against the blurry decoys' M + 1 maps."""
+    run = Lc.localization_run(tiny)
+    decoys = E.shared_decoys(tiny, tiny.main_model, tiny.n_fidelity)
+    assert np.array_equal(run["maps"]["decoys"], [1 + len(d) for d in decoys])  # the paper's 2M + 1
+    assert np.array_equal(run["maps"]["decoys_m"], run["maps"]["blur"])       # M + 1 each
+    assert np.all(run["maps"]["decoys_m"] < run["maps"]["decoys"])
+    assert np.all(run["maps"]["gradient"] == 1)
+    cmp = Lc.comparisons(run)
+    for row in cmp[cmp.counted].itertuples():
+        assert row.comparison in {f"{Lc.VARIANTS[v]} - Gradient" for v in ("decoys_m", "blur")}
+    sizes = {v: Lc.maps_label(run["maps"][v]) for v in Lc.COUNTED}
+    assert len(set(sizes.values())) == 1
+    rows = Lc.claims(tiny)
+    counted = [c for c in rows if c.counts]
+    assert len(counted) == 2 * len(Lc.THRESHOLDS)
+    assert not any("2M + 1" in c.claim for c in counted) and all("M + 1" in c.claim for c in counted)
+    assert [c for c in rows if not c.counts] and all("2M + 1" in c.claim for c in rows if not c.counts)
+    table = Lc.accuracy_table(run)
+    assert table.loc[Lc.VARIANTS["decoys_m"], "maps per image"] == f"M + 1 = {sizes['decoys_m']}"
+
+
 def test_claims_have_the_agreed_keys(tiny, monkeypatch):
     monkeypatch.setitem(Sa.SANITY_N, "ci", 2)
+    monkeypatch.setitem(Sa.FLOOR_N_CAP, "ci", 2)
     # localization: cached above; robustness: the tiny attack study for all methods and attacks
     for c in Lc.claims(tiny) + R.claims(tiny) + Sa.claims(tiny):
         assert isinstance(c, Cl.Claim) and c.paper_claim in Cl.PAPER_CLAIMS

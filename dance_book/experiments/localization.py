@@ -12,6 +12,14 @@ threshold are added: the share of saliency mass on the object
 
 The optimised decoys are the main model's shared decoys of the first ``settings.n_fidelity``
 images (:func:`dance_book.experiments.shared_decoys`), computed once for the whole book.
+
+Population size. DANCE's optimised decoys fill each of the ``M`` masks twice (one decoy per
+direction), so with the image ``2M + 1`` maps per image; the blurry decoys fill each mask once,
+``M + 1``. A pixelwise range grows with the population's size, so the counted comparisons use the
+equal-size subsample of the optimised decoys, one decoy per mask (a seeded coin per mask,
+:func:`dance_book.experiments.maps.equal_size_populations`, as the fidelity and control chapters):
+``M + 1`` maps like the blurry decoys. The paper-literal ``2M + 1`` decoys are shown as context,
+not counted; every table carries the maps per image (:data:`POPULATION`).
 """
 from __future__ import annotations
 
@@ -27,13 +35,20 @@ from dance.metrics.localization import METHODS as THRESHOLDS
 from dance.metrics.localization import box_iou, mass_in_mask, pointing_game, saliency_box
 from .cache import cached
 from .inputs import MASKS_MISSING, load_images, load_model, masks_unavailable, shared_decoys
-from .maps import base_maps, enhanced_maps, predicted, replacement_populations
+from .maps import base_maps, enhanced_maps, equal_size_populations, predicted, replacement_populations
 from .claims import Claim, direction
 from .settings import Settings
 from .stats import mean_sd, paired_difference
 
-#: The maps compared, with display names.
-VARIANTS = {"gradient": "Gradient", "decoys": "Gradient + decoys", "blur": "Gradient + blurry decoys"}
+#: The maps compared, with display names: the counted ones first, then the paper-literal decoys (context).
+VARIANTS = {"gradient": "Gradient", "decoys_m": "Gradient + decoys, one per mask", "blur": "Gradient + blurry decoys",
+            "decoys": "Gradient + decoys (2M + 1)"}
+#: The population each variant's maps are built from, as maps per image (the image's own map included).
+POPULATION = {"gradient": "1", "decoys_m": "M + 1", "blur": "M + 1", "decoys": "2M + 1"}
+#: The comparisons with the gradient that the claims count: populations of equal size (M + 1 maps).
+COUNTED = ("decoys_m", "blur")
+#: Shown for context, not counted: the paper's population of 2M + 1 maps.
+CONTEXT = ("decoys",)
 #: Threshold fraction of Table A1 (all three strategies).
 ALPHA = 0.25
 #: IoU a predicted box must exceed (Dabkowski & Gal; paper A12).
@@ -58,12 +73,13 @@ def localization_run(settings: Settings) -> dict:
         projection ``p`` of :data:`PROJECTIONS` and variant ``v`` of :data:`VARIANTS`:
         ``iou[p][v][t]`` ``[n]`` for each threshold ``t`` in value / energy / mean,
         ``area[p][v][t]`` (predicted box area / image area), ``mass[p][v]`` and
-        ``pointing[p][v]`` ``[n]``; ``examples``: images, ground-truth boxes and masks,
+        ``pointing[p][v]`` ``[n]``; ``maps[v]`` ``[n]``: maps per image of variant ``v`` (1 for the
+        gradient, 1 + its decoys otherwise); ``examples``: images, ground-truth boxes and masks,
         heatmaps and predicted boxes (paper projection) of the first :data:`N_EXAMPLES` images;
         ``unavailable``: None, or why the measures are NaN (images without ground-truth boxes).
     """
     n = settings.n_fidelity
-    config = dict(settings=repr(settings), n=n, alpha=ALPHA, projections=PROJECTIONS)
+    config = dict(settings=repr(settings), n=n, alpha=ALPHA, projections=PROJECTIONS, variants=list(VARIANTS))
 
     def compute():
         model = load_model(settings.main_model)
@@ -78,16 +94,16 @@ def localization_run(settings: Settings) -> dict:
         layer = settings.layer(settings.main_model)
         decoys = shared_decoys(settings, settings.main_model, settings.n_fidelity)
         print(f"localization: gradient maps of {n} images (raw, decoys, blurry decoys) ...", file=sys.stderr, flush=True)
-        blur = replacement_populations(model, x, layer, settings, "blur")
-        signed = {
-            "gradient": base_maps(model, x, t, "gradient", settings).cpu(),
-            "decoys": enhanced_maps(model, x, t, "gradient", settings, decoys).cpu(),
-            "blur": enhanced_maps(model, x, t, "gradient", settings, blur).cpu(),
-        }
+        populations = {"decoys_m": equal_size_populations(decoys, settings.seed),
+                       "blur": replacement_populations(model, x, layer, settings, "blur"), "decoys": decoys}
+        signed = {"gradient": base_maps(model, x, t, "gradient", settings).cpu()}
+        signed.update({v: enhanced_maps(model, x, t, "gradient", settings, populations[v]).cpu() for v in populations})
+        maps = {"gradient": np.ones(n, dtype=int)}
+        maps.update({v: np.array([1 + len(d) for d in pop]) for v, pop in populations.items()})
         boxes = data.boxes if isinstance(data.boxes, list) else data.boxes.cpu()
         masks = data.masks[:, 0].cpu()
         whole = torch.tensor([[0, 0, width, height]]).expand(n, 4)
-        out = {"n": n, "correct": (t.cpu() == data.labels.cpu()).numpy(),
+        out = {"n": n, "correct": (t.cpu() == data.labels.cpu()).numpy(), "maps": maps,
                "whole_image_iou": box_iou(whole, boxes).numpy(),
                "iou": {}, "area": {}, "mass": {}, "pointing": {},
                "examples": {"images": x[:N_EXAMPLES].cpu().clone(), "masks": masks[:N_EXAMPLES].clone(),
@@ -125,17 +141,27 @@ def _success(iou) -> np.ndarray:
     return np.where(np.isfinite(iou), (iou > IOU_THRESHOLD).astype(float), np.nan)
 
 
+def maps_label(sizes) -> str:
+    """Maps per image as a label: ``"33"`` when every image has the same number, else ``"31–33"``
+    (decoys dropped for exceeding epsilon)."""
+    sizes = np.asarray(sizes)
+    lo, hi = int(sizes.min()), int(sizes.max())
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
 def accuracy_table(run: dict, projection: str = "paper"):
     """Table A1 at this scale: localization accuracy (share of IoU > 0.5) per variant and threshold,
     the mean predicted box area (share of the image), and the two ground-truth measures; plus a
-    last row for the whole-image box. Returns a :class:`pandas.DataFrame` indexed by variant."""
+    last row for the whole-image box. The column ``maps per image`` gives each variant's population
+    (:data:`POPULATION`, with the count). Returns a :class:`pandas.DataFrame` indexed by variant."""
     import pandas as pd
 
     if projection not in PROJECTIONS:
         raise ValueError(f"projection must be one of {list(PROJECTIONS)}, got {projection!r}")
     rows = []
     for v, name in VARIANTS.items():
-        row = {"variant": name}
+        row = {"variant": name, "maps per image": f"{POPULATION[v]} = {maps_label(run['maps'][v])}"
+               if v != "gradient" else "1"}
         for th in THRESHOLDS:
             row[f"{th} ({ALPHA})"] = float(np.nanmean(_success(run["iou"][projection][v][th])))
         for th in THRESHOLDS:
@@ -143,7 +169,7 @@ def accuracy_table(run: dict, projection: str = "paper"):
         row["mass in mask"] = float(np.nanmean(run["mass"][projection][v]))
         row["pointing game"] = float(np.nanmean(run["pointing"][projection][v]))
         rows.append(row)
-    whole = {"variant": "Whole-image box"}
+    whole = {"variant": "Whole-image box", "maps per image": ""}
     for th in THRESHOLDS:
         whole[f"{th} ({ALPHA})"] = float(np.nanmean(_success(run["whole_image_iou"])))
         whole[f"box area, {th}"] = 1.0
@@ -151,8 +177,16 @@ def accuracy_table(run: dict, projection: str = "paper"):
     return pd.DataFrame(rows).set_index("variant")
 
 
+#: The paired comparisons of :func:`comparisons`: (variant, reference). The first two are counted
+#: (equal-size populations against the gradient); the direct equal-size comparison of the two fills
+#: and the paper-literal decoys are context.
+COMPARISONS = (("decoys_m", "gradient"), ("blur", "gradient"), ("decoys_m", "blur"), ("decoys", "gradient"))
+
+
 def comparisons(run: dict, projection: str = "paper"):
-    """Paired differences (decoys - gradient, blurry decoys - gradient) per measure, over images.
+    """Paired differences per measure, over images, for each pair of :data:`COMPARISONS` (variant -
+    reference), with the maps per image of both (``maps``, ``maps (reference)``) and whether the
+    claims count the comparison (``counted``).
 
     Localization success is 0/1 per image, so its mean difference is the difference of
     accuracies; the t-interval and Wilcoxon's p (here a sign test on the discordant images) come
@@ -163,17 +197,18 @@ def comparisons(run: dict, projection: str = "paper"):
     if projection not in PROJECTIONS:
         raise ValueError(f"projection must be one of {list(PROJECTIONS)}, got {projection!r}")
     iou, rows = run["iou"][projection], []
-    for v in ("decoys", "blur"):
-        measures = {f"success, {th}": (_success(iou[v][th]), _success(iou["gradient"][th])) for th in THRESHOLDS}
-        measures.update({f"IoU, {th}": (iou[v][th], iou["gradient"][th]) for th in THRESHOLDS})
-        measures["mass in mask"] = (run["mass"][projection][v], run["mass"][projection]["gradient"])
-        measures["pointing game"] = (run["pointing"][projection][v], run["pointing"][projection]["gradient"])
+    for v, ref in COMPARISONS:
+        measures = {f"success, {th}": (_success(iou[v][th]), _success(iou[ref][th])) for th in THRESHOLDS}
+        measures.update({f"IoU, {th}": (iou[v][th], iou[ref][th]) for th in THRESHOLDS})
+        measures["mass in mask"] = (run["mass"][projection][v], run["mass"][projection][ref])
+        measures["pointing game"] = (run["pointing"][projection][v], run["pointing"][projection][ref])
         for measure, (a, b) in measures.items():
             a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
             ok = np.isfinite(a) & np.isfinite(b)
             d = paired_difference(a[ok], b[ok])
-            rows.append({"projection": projection, "comparison": f"{VARIANTS[v]} - Gradient",
-                         "measure": measure, "n": d["n"],
+            rows.append({"projection": projection, "comparison": f"{VARIANTS[v]} - {VARIANTS[ref]}",
+                         "maps": maps_label(run["maps"][v]), "maps (reference)": maps_label(run["maps"][ref]),
+                         "counted": v in COUNTED and ref == "gradient", "measure": measure, "n": d["n"],
                          "with": float(a[ok].mean()), "without": float(b[ok].mean()),
                          "diff_mean": d["mean_diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
                          "p_wilcoxon": d["p_wilcoxon"], "frac_better": d["frac_positive"],
@@ -192,7 +227,9 @@ def claims(settings: Settings) -> List[Claim]:
     run = localization_run(settings)
     table = comparisons(run)
     out = []
-    for v, what in (("decoys", "optimised decoys"), ("blur", "blurry decoys (A12's text)")):
+    what = {"decoys_m": "optimised decoys, one per mask (M + 1 maps)", "blur": "blurry decoys (A12's text; M + 1 maps)",
+            "decoys": "optimised decoys, the paper's 2M + 1 maps"}
+    for v in COUNTED + CONTEXT:
         for th in THRESHOLDS:
             row = table[(table.comparison == f"{VARIANTS[v]} - Gradient") & (table.measure == f"success, {th}")].iloc[0]
             degenerate = is_degenerate(row)
@@ -200,18 +237,20 @@ def claims(settings: Settings) -> List[Claim]:
             supports = None if degenerate or missing else direction(row.ci_low, row.ci_high, "above")
             out.append(Claim(
                 paper_claim="localization",
-                claim=f"better localization accuracy with {what}, {th} thresholding at {ALPHA}",
+                claim=f"better localization accuracy with {what[v]}, {th} thresholding at {ALPHA}",
                 chapter="localization.md",
                 measure=f"difference of localization accuracy (IoU > {IOU_THRESHOLD}), {VARIANTS[v]} - Gradient, "
                            f"paired over N={int(row.n)} images",
                 value=float(row.diff_mean), ci_low=float(row.ci_low), ci_high=float(row.ci_high),
-                n=int(row.n), supports=supports,
-                note=(f"accuracy {row['without']:.2f} without vs {row['with']:.2f} with (better on "
+                n=int(row.n), supports=supports, counts=v in COUNTED,
+                note=(f"{row['maps']} maps per image against 1; accuracy {row['without']:.2f} without vs {row['with']:.2f} with (better on "
                          f"{100 * row.frac_better:.0f}%, worse on {100 * row.frac_worse:.0f}% of images; mean "
                          f"predicted box {100 * float(np.mean(run['area']['paper']['gradient'][th])):.0f}% / "
                          f"{100 * float(np.mean(run['area']['paper'][v][th])):.0f}% of the image"
                          + ("; degenerate: no verdict possible)." if degenerate else ").")
-                         + (f" Localization {missing}." if missing else "")),
+                         + (f" Localization {missing}." if missing else "")
+                         + ("" if v in COUNTED else " Context, not counted: a range over 2M + 1 maps compares "
+                            "population size as well as the fill.")),
             ))
     return out
 

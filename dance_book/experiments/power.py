@@ -72,6 +72,21 @@ RULE_CHANGES = (
                "alternatives is a selection after the fact, and that a range over 2M + 1 maps against one over "
                "M + 1 compares population size as well as the fill; all were changed after the CI-scale results "
                "of these chapters existed"},
+    {"date": "2026-11-28", "commit": None,
+     "change": "the sanity claim is judged against a null floor (the SSIM between the maps of two independently "
+               "randomised models with the same masks, decoy settings and images) by two non-inferiority rows per "
+               "base method, for all three methods: the excess SSIM of trained vs randomised over the floor, and "
+               "the decoy-enhanced map's excess minus the raw map's, each supporting when its 95 % interval lies "
+               "below SANITY_SSIM_MARGIN and contradicting when wholly above it; 'SSIM < 1' becomes context; the "
+               "sanity claim has no 'no effect' reading (a non-inferiority test has none); the localization claim "
+               "compares populations of equal size (one decoy per mask, M + 1 maps, like the blurry decoys; the "
+               "paper's 2M + 1 decoys are context)",
+     "reason": "the verdicts review (issue 12): trained and randomised models share the mask lattice, which inflates "
+               "the SSIM of decoy-enhanced maps, and 'SSIM < 1' is met by any map that changes at all; a range over "
+               "2M + 1 maps against one over M + 1 compares population size as well as the fill. Changed after the "
+               "CI-scale cascade (gradient only, N = 8: decoy-enhanced minus raw SSIM 0.036 [0.025, 0.047]) and "
+               "localization results existed, before any null-floor run; the margin (0.02 SSIM) was set below that "
+               "difference so that it cannot by itself turn the earlier contradiction into support"},
 )
 
 #: The family-wise error rate of each paper claim (two-sided), before Holm's adjustment.
@@ -96,6 +111,14 @@ LAYER_RATIO_THRESHOLD = 0.5
 #: effect on S_F at the main layer (S_F of the decoy-enhanced map minus that of the raw map), every
 #: 95 % interval of a per-layer paired difference inside that margin.
 LAYER_MARGIN_FRACTION = 0.5
+#: The sanity claim's non-inferiority margin since 2026-11-28 (see :data:`RULE_CHANGES`), in SSIM units:
+#: a map of the fully randomised model may keep at most this much more SSIM with the trained map than
+#: the null floor (two independently randomised models), and a decoy-enhanced map at most this much
+#: more than the raw map keeps over its own floor. Declared before any null-floor run but after the CI
+#: cascade had been seen (N = 8: the decoy-enhanced gradient kept 0.036 [0.025, 0.047] more SSIM with the
+#: trained map than the raw gradient), so it is set below that difference: the margin alone cannot turn
+#: that comparison into support; only the floor can.
+SANITY_SSIM_MARGIN = 0.02
 
 
 @dataclass(frozen=True)
@@ -119,7 +142,9 @@ DECLARATIONS: Dict[str, Declaration] = {
                                      "the decoys' effect at the main layer (the rows carry it); the N that would "
                                      "decide is that of each equivalence interval"),
     "architectures": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM),
-    "sanity": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM),
+    "sanity": Declaration(DEFAULT_DZ, None, _UNIFORM + "; the rows are non-inferiority tests against "
+                                                      "SANITY_SSIM_MARGIN (SSIM units), which have no no-effect "
+                                                      "reading: N is planned for a mean that distance from the margin"),
     "c": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM + "; the S_F rows keep the chapter's own margin "
                                                         "(EQUIVALENCE_D across-image SDs of S_F)"),
     "runtime": Declaration(None, None, "a timing ratio over a few rounds on one machine, not a sample of images; "
