@@ -7,7 +7,7 @@ NBDIR  := .nbtest
 # pytest-xdist workers for the unit tests and the notebooks (the machines have 2 cores).
 JOBS ?= 2
 # Seconds of recorded compute that make notebooks spends recomputing a random sample of the results store.
-STORE_CHECK_SECONDS ?= 200
+STORE_CHECK_SECONDS ?= 120
 
 .PHONY: setup test lint unit notebooks results paper-smoke paper-smoke-all book chapter site-test install-check clean
 
