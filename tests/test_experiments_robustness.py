@@ -6,8 +6,6 @@ goes to a fresh cache directory. Paper claims are not tested here; the chapters 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -19,19 +17,6 @@ from dance_book.experiments import localization as Lc
 from dance_book.experiments import attacks as R
 from dance_book.experiments import sanity as Sa
 from dance.metrics.sanity import randomize_, parameter_layers
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    old = os.environ.get("DANCE_CACHE_DIR")
-    os.environ["DANCE_CACHE_DIR"] = str(tmp_path_factory.mktemp("dance-cache"))
-    ci = E.settings("ci")
-    settings = dataclasses.replace(ci, n_attack=2, n_fidelity=2, decoys=dataclasses.replace(ci.decoys, patch_size=8))
-    yield settings
-    if old is None:
-        os.environ.pop("DANCE_CACHE_DIR", None)
-    else:
-        os.environ["DANCE_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +115,9 @@ def test_decoy_fingerprint_sees_exactly_the_layers_up_to_the_decoy_layer(tiny):
     assert Sa.check_decoy_memo(tiny) == 0.0
 
 
-def test_sanity_run_shapes_and_reuse(tiny):
+def test_sanity_run_shapes_and_reuse(tiny, monkeypatch):
+    # a fresh process memo: another module's sanity runs (same settings) would already hold the decoys
+    monkeypatch.setattr(Sa, "_SANITY_MEMOS", {})
     raw = Sa.sanity_run(tiny, "gradient", 2, enhanced=False)
     enh = Sa.sanity_run(tiny, "gradient", 2, enhanced=True)
     model = E.load_model(tiny.main_model)
