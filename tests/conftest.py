@@ -151,3 +151,21 @@ def cuda_only():
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     return torch.device("cuda")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The CI settings shrunk for the experiment tests: 2 images, 8x8 patches (few decoys), and a
+    private experiment cache for the module. (A module may define its own ``tiny``, which then wins.)"""
+    import dataclasses
+
+    import dance_book.experiments as E
+
+    old = os.environ.get("DANCE_CACHE_DIR")
+    os.environ["DANCE_CACHE_DIR"] = str(tmp_path_factory.mktemp("dance-cache"))
+    ci = E.settings("ci")
+    yield dataclasses.replace(ci, n_attack=2, n_fidelity=2, decoys=dataclasses.replace(ci.decoys, patch_size=8))
+    if old is None:
+        os.environ.pop("DANCE_CACHE_DIR", None)
+    else:
+        os.environ["DANCE_CACHE_DIR"] = old

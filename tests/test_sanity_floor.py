@@ -8,8 +8,6 @@ floor and the raw map with the declared margin, not against 1.
 """
 from __future__ import annotations
 
-import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -22,19 +20,6 @@ from dance.metrics.sanity import cascading_randomization, parameter_layers
 from dance_book.experiments import claims as Cl
 from dance_book.experiments import power as Pw
 from dance_book.experiments import sanity as Sa
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    old = os.environ.get("DANCE_CACHE_DIR")
-    os.environ["DANCE_CACHE_DIR"] = str(tmp_path_factory.mktemp("dance-cache"))
-    ci = E.settings("ci")
-    settings = dataclasses.replace(ci, n_attack=2, n_fidelity=2, decoys=dataclasses.replace(ci.decoys, patch_size=8))
-    yield settings
-    if old is None:
-        os.environ.pop("DANCE_CACHE_DIR", None)
-    else:
-        os.environ["DANCE_CACHE_DIR"] = old
 
 
 def _net():
