@@ -116,6 +116,34 @@ def test_pick_checks_budget_and_per_chapter_cap():
     assert len(picks) > 1
 
 
+def test_recheck_cost_counts_the_cached_inputs_it_reused(results, monkeypatch):
+    """An entry whose decoys came from the cache records what they cost, so that CI's recheck budget (which
+    starts from an empty cache) is not spent on an entry whose wall time only looked cheap."""
+    import time
+
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+
+    def spend(seconds, value=1):
+        now[0] += seconds
+        return value
+
+    def result(own_seconds):
+        return spend(own_seconds, cache.cached("decoys", {"d": 1}, lambda: spend(30.0)))
+
+    monkeypatch.setenv("DANCE_RESULTS", "write")
+    cache.cached("first", {}, lambda: result(70.0))  # computes the decoys: 30 s of its 100 s
+    cache.cached("second", {}, lambda: result(2.0))  # takes them from the cache
+    _publish(results)
+    entries = {e["name"]: e for e in store.index()}
+    assert entries["first"]["wall_seconds"] == 100.0 and entries["first"]["scratch_seconds"] == 100.0
+    assert entries["second"]["wall_seconds"] == 2.0 and entries["second"]["scratch_seconds"] == 32.0
+    assert store.recheck_seconds(entries["second"]) == 32.0
+    assert store.recheck_seconds({"wall_seconds": 5.0}) == 5.0  # made before the field existed
+    picked = store.pick_checks(list(entries.values()), budget_seconds=20)
+    assert picked == []  # "second" fits by wall time (2 s) but not by its recheck cost (32 s)
+
+
 def test_differences_tolerance_and_structure():
     assert store.differences({"a": [1.0, np.ones(3)]}, {"a": [1.0, np.ones(3) * (1 + 1e-7)]}) == []
     assert store.differences({"a": 1.0}, {"a": 1.1})

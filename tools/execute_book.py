@@ -229,7 +229,7 @@ def choose_checks(budget_seconds: float) -> None:
     CHECK_KEYS.write_text(json.dumps([e["key"] for e in picked]))
     os.environ["DANCE_RESULTS_CHECK"] = str(CHECK_KEYS)
     if budget_seconds > 0:
-        recorded = sum(e["wall_seconds"] for e in picked)
+        recorded = sum(store.recheck_seconds(e) for e in picked)
         print(f"results store: rechecking {len(picked)} entries (seed {seed}, {recorded:.0f} s recorded compute): "
               f"{', '.join(e['key'] for e in picked)}", flush=True)
 

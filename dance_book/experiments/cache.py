@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -135,19 +136,36 @@ def _disk_cached(name: str, config: Any, compute: Callable[[], Any]) -> Any:
     if path.exists():
         found, value = _load(path)
         if found:
+            _reused(path)
             return value
     with _exclusive(path.with_suffix(".lock")):
         if path.exists():  # another process computed it while this one waited
             found, value = _load(path)
             if found:
+                _reused(path)
                 return value
+        clock = time.perf_counter()
         value = compute()
+        seconds = time.perf_counter() - clock
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         torch.save(value, tmp)
         os.replace(tmp, path)
         # What the entry holds, readable without the code that keyed it (for comparing results
-        # across code versions, e.g. before and after a refactoring).
+        # across code versions, e.g. before and after a refactoring), and what it cost to compute.
         path.with_suffix(".json").write_text(json.dumps({"name": name, "config": config,
-                                                         "inputs": inputs_identity()}, sort_keys=True,
+                                                         "inputs": inputs_identity(),
+                                                         "seconds": round(seconds, 2)}, sort_keys=True,
                                                         default=repr))
     return value
+
+
+def _reused(path: Path) -> None:
+    """Count a cache hit's recorded compute for the stored result being computed around it: a
+    recheck in CI starts from an empty cache and pays it (:func:`store.note_reused`)."""
+    from . import store
+
+    try:
+        seconds = float(json.loads(path.with_suffix(".json").read_text()).get("seconds", 0.0))
+    except (OSError, ValueError):
+        seconds = 0.0
+    store.note_reused(seconds)
