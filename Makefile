@@ -14,8 +14,10 @@ STORE_CHECK_SECONDS ?= 120
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml dance_book/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	# --no-compile: Python compiles the modules it imports when it first imports them; compiling every
+	# module of every package at install time (torch's thousands) costs CI minutes of CPU for nothing.
+	$(PY) -m pip install --quiet --no-compile -r requirements.txt
+	$(PY) -m pip install --quiet --no-compile --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	# The book's code is its own distribution (dance-companion), never part of the library's wheel.
 	$(PY) -m pip install --quiet --no-deps -e ./dance_book
