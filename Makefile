@@ -4,7 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NBDIR  := .nbtest
-# pytest-xdist workers for the unit tests and the notebooks (the machines have 2 cores).
+# pytest-xdist workers for the unit tests and the notebooks (the machines have 2 cores); the unit tests use
+# work stealing, so that a worker left with the last long tests hands some to the idle one.
 JOBS ?= 2
 # Seconds of recorded compute that make notebooks spends recomputing a random sample of the results store.
 STORE_CHECK_SECONDS ?= 120
@@ -33,7 +34,7 @@ lint: setup
 	$(PY) -m ruff check dance dance_book tests benchmarks tools _ext
 
 unit: setup
-	$(PY) -m pytest tests dance dance_book -q -n $(JOBS) --ignore=tests/site
+	$(PY) -m pytest tests dance dance_book -q -n $(JOBS) --dist worksteal --ignore=tests/site
 
 notebooks: setup
 	# Every chapter (those of the toc, then any notebook missing from it), executed on $(JOBS)
