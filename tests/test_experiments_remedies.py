@@ -138,7 +138,7 @@ def test_yeh_differences_and_table():
         run["regular"]["gradient_sg"]["max"].mean() - run["regular"]["gradient"]["max"].mean())
     assert R.yeh_table(run).loc["IG-SG", ("Adversarial (PGD)", "faithfulness")] == pytest.approx(0.7)
     with pytest.raises(ValueError, match="measure must be"):
-        R.yeh_differences(run, "infidelity")
+        R.yeh_differences(run, "fidelity")
 
 
 def test_four_table_and_differences():
@@ -169,12 +169,21 @@ def test_claims_rows_are_valid_claims(monkeypatch):
         yeh[training] = {m: {"max": 0.5 + 0.05 * rng.standard_normal(n), "mean": np.zeros(n), "faithfulness": np.zeros(n)}
                          for m in R.YEH_METHODS}
     monkeypatch.setattr(R, "yeh_run", lambda settings, n=None: yeh)
+    infid = {t: {"n": n, **{m: {"infidelity": (0.5 if m.endswith("_sg") else 1.0) + 0.01 * rng.standard_normal(n)}
+                             for m in R.YEH_METHODS}} for t in ("regular", "adversarial")}
+    monkeypatch.setattr(R, "infidelity_run", lambda settings, training, n=None: infid[training])
     correct = {d: {t: rng.random(500) < 0.95 for t in R.TRAININGS} for d in R.DATASETS}
     monkeypatch.setattr(R, "accuracy_run", lambda settings=None: correct)
     rows = R.claims(None)
     keys = {r.paper_claim for r in rows}
-    assert keys == {"scaat", "yeh"} and keys <= set(Cl.PAPER_CLAIMS) and keys <= set(Pw.DECLARATIONS)
+    assert keys == {"scaat", "yeh", "yeh-infidelity"} and keys <= set(Cl.PAPER_CLAIMS) and keys <= set(Pw.DECLARATIONS)
     assert sum(r.paper_claim == "yeh" for r in rows) == 4
+    inf = {r.claim.split(" lowers")[0]: r for r in rows if r.paper_claim == "yeh-infidelity"}
+    assert len(inf) == 2 and sum(r.paper_claim == "yeh-infidelity" for r in rows) == 4
+    # smoothing halves the synthetic infidelity: the smoothing rows support the claim, adversarial training (the
+    # same synthetic numbers for both models) does not
+    smooth = [r for r in rows if r.paper_claim == "yeh-infidelity" and r.claim.startswith("smoothing")]
+    assert all(r.supports is True and r.value == pytest.approx(-0.5, abs=0.05) for r in smooth)
     assert sum(r.test == "equivalence" for r in rows) == len(R.DATASETS)
     assert all(r.counts for r in rows)  # every AOPC_lerf mean of the synthetic runs is positive
     table = Cl.frame(rows)  # the claims page's own checks and readings
@@ -226,3 +235,137 @@ def test_remedy_results_are_the_ci_stores_at_every_scale(monkeypatch):
     Rm._cached_at_ci("remedies-scaat", {}, lambda: None)
     assert seen == [("remedies-scaat", "ci")]
     assert os.environ["DANCE_SCALE"] == "paper"  # restored afterwards
+
+
+# ----------------------------------------------------------------------------- second round: infidelity, curve, attacks
+
+def test_round_two_sizes_follow_the_power_rule_and_the_budget():
+    sizes = R.round_two_sizes()
+    ext = R.ROUND_TWO
+    needed = Pw.n_needed(1.0, Pw.DECLARATIONS["yeh"].effect_dz, alpha=Pw.ALPHA / len(R.YEH_COMPARISONS))
+    assert sizes["infidelity"]["needed"] == needed
+    assert sizes["infidelity"]["n"] == max(R.REMEDY_SETTINGS.n_min, min(
+        needed, int(ext.budget_s["infidelity"] // R.ROUND_TWO_COST["infidelity"])))
+    # four remedies against the plain gradient, each on S_F and S_S under every attack: Holm over 16
+    fam = (len(R.ATTACK_CONDITIONS) - 1) * (1 + len(ext.attack_kinds))
+    assert fam == 16 and sizes["attack"]["needed"] == Pw.n_needed(1.0, Pw.DECLARATIONS["attacks"].effect_dz,
+                                                                  alpha=Pw.ALPHA / fam)
+    assert sizes["attack"]["binds"] == (sizes["attack"]["n"] < sizes["attack"]["needed"])
+    assert sizes["dance_sens"]["n"] == ext.dance_sens_n and sizes["dance_sens"]["binds"]
+    # the first round's settings, which key its stored results, are not touched by the second round
+    assert "infid" not in repr(R.REMEDY_SETTINGS)
+
+
+def test_noisy_baseline_is_the_papers_perturbation():
+    import torch
+
+    x = torch.rand(3, 1, 5, 5)
+    i, x0 = R.noisy_baseline(0.2, torch.Generator().manual_seed(0))(x)
+    assert torch.allclose(x - i, x0) and x0.min() >= 0 and x0.max() <= 1
+    # a black image plus clipped noise: about half the pixels are exactly black (negative noise clipped)
+    assert 0.3 < float((x0 == 0).float().mean()) < 0.7 and float(x0.max()) < 0.2 * 6
+    j, y0 = R.noisy_baseline(0.2, torch.Generator().manual_seed(0))((x,))  # Captum's tuple form, same draws
+    assert torch.equal(y0[0], x0) and torch.equal(j[0], i)
+    with pytest.raises(ValueError, match="sigma must be"):
+        R.noisy_baseline(0.0, torch.Generator())
+
+
+def test_infidelity_is_zero_for_a_linear_models_gradient():
+    """For a linear model the gradient predicts every perturbation's effect exactly: infidelity 0 (Captum's
+    implementation, through the chapter's wrapper); a map unrelated to the model is unfaithful."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x, t = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 0])
+    grad = model[1].weight.detach()[t].view(4, 1, 4, 4)
+    before = x.clone()
+    exact = R.infidelity_of(model, x, t, grad)
+    other = R.infidelity_of(model, x, t, torch.rand(4, 1, 4, 4))
+    assert torch.equal(x, before) and exact.shape == (4,)
+    assert float(exact.abs().max()) < 1e-6 and float(other.min()) > 1e-4
+    # normalised: rescaling the map does not change infidelity
+    assert torch.allclose(R.infidelity_of(model, x, t, 5.0 * grad), exact, atol=1e-6)
+    with pytest.raises(ValueError, match="maps must have the inputs' shape"):
+        R.infidelity_of(model, x, t, grad[:, 0])
+
+
+def test_infidelity_differences_pair_the_comparisons():
+    rng = np.random.default_rng(4)
+    n = 9
+    runs = {t: {m: {"infidelity": (0.2 if m.endswith("_sg") else 0.6) + 0.01 * rng.standard_normal(n)}
+                for m in R.YEH_METHODS} for t in ("regular", "adversarial")}
+    d = R.yeh_infidelity_differences(runs).set_index("comparison")
+    assert d.loc["smoothing, Gradient", "difference"] == pytest.approx(
+        float(np.mean(runs["regular"]["gradient_sg"]["infidelity"] - runs["regular"]["gradient"]["infidelity"])))
+    assert d.loc["smoothing, IG", "ci_high"] < 0 and d.loc["adversarial training, IG", "ci_low"] < 0 < d.loc[
+        "adversarial training, IG", "ci_high"]
+    yeh = {t: {m: {"max": np.ones(n), "mean": np.ones(n), "faithfulness": np.ones(n)} for m in R.YEH_METHODS}
+           for t in ("regular", "adversarial")}
+    table = R.yeh_table(yeh, runs)
+    assert table.loc["Gradient-SG", ("Regular", "infidelity")] == pytest.approx(
+        float(np.mean(runs["regular"]["gradient_sg"]["infidelity"])))
+    assert ("Regular", "infidelity") not in R.yeh_table(yeh).columns
+
+
+def test_curve_table_reads_the_paired_accuracy():
+    q = np.array([0.0, 0.5, 1.0])
+    reg = np.array([[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0]], bool)
+    sca = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [0, 0, 0, 0]], bool)
+    tab = R.curve_table({"q": q, "regular": {"correct": reg}, "scaat": {"correct": sca}, "n": 4}).set_index("q")
+    assert tab.loc[0.5, "regular %"] == 25.0 and tab.loc[0.5, "SCAAT %"] == 75.0
+    assert tab.loc[0.5, "difference"] == pytest.approx(50.0) and tab.loc[0.5, "n"] == 4
+    assert tab.loc[0.0, "difference"] == 0.0
+
+
+def test_remedy_attack_table_reads_each_remedy_against_the_plain_gradient():
+    n = 8
+    ramp = np.arange(n) * 0.01
+    study = {"sf": {"raw": 1.0 + ramp, "dance": 0.5 + ramp, "yeh": 1.5 + ramp},
+             "ss": {"topk": {"raw": 4.0 + ramp, "dance": 2.0 + ramp * 2, "yeh": 4.0 + ramp[::-1]}}}
+    t = R.remedy_attack_table(study).set_index(["condition", "measure"])
+    assert t.loc[("dance", "S_F"), "reading"] == "better" and t.loc[("yeh", "S_F"), "reading"] == "worse"
+    assert t.loc[("dance", "S_S, Top-k"), "difference"] == pytest.approx(float(np.mean(-2.0 + ramp)))
+    assert pd_isna(t.loc[("raw", "S_F"), "difference"]) and t.loc[("raw", "S_F"), "mean"] == pytest.approx(1.035)
+    with pytest.raises(ValueError, match="baseline must be"):
+        R.remedy_attack_table(study, baseline="scaat")
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
+def test_second_round_runs_on_a_few_images(no_cache):
+    from dataclasses import replace
+
+    import torch
+
+    from dance_book.experiments.settings import CI
+
+    ext = replace(R.ROUND_TWO, infid_samples=8, curve_q=(0.0, 1.0))
+    inf = R.infidelity_run(CI, "adversarial", n=2, ext=ext)
+    assert set(inf) >= set(R.YEH_METHODS) and all(inf[m]["infidelity"].shape == (2,) for m in R.YEH_METHODS)
+    assert all((inf[m]["infidelity"] >= 0).all() for m in R.YEH_METHODS)
+    with pytest.raises(ValueError, match="training must be 'regular' or 'adversarial'"):
+        R.infidelity_run(CI, "scaat", n=2, ext=ext)
+    curve = R.robustness_curve_run(CI, "digits", n=6, ext=ext)
+    data = R.remedy_images(CI, "digits", 6)
+    for training in ("regular", "scaat"):
+        model = R.remedy_model("digits", training)
+        with torch.no_grad():
+            clean = (model(data.images).argmax(1) == data.labels).numpy()
+        # q = 0 attacks no pixel: the clean accuracy; q = 1 is unrestricted PGD: never more correct than clean
+        assert curve[training]["correct"].shape == (2, 6) and (curve[training]["correct"][0] == clean).all()
+        assert curve[training]["correct"][1].sum() <= clean.sum()
+    att = R.remedy_attack_run(CI, "scaat", "topk", n=2, ext=ext)
+    assert att["scaat"]["ss"].shape == (2,) and (att["scaat"]["ss"] >= 0).all() and "raw" not in att
+    clean_run = R.clean_remedy_run(CI, "scaat", n=2, ext=ext)
+    assert clean_run["scaat"]["heat"].shape[0] == 2 and np.isfinite(clean_run["scaat"]["sf"]).all()
+    with pytest.raises(ValueError, match="kind must be one of"):
+        R.remedy_attack_run(CI, "scaat", "bogus", n=2, ext=ext)
+    cfg = replace(R.REMEDY_SETTINGS, sens_samples=2)
+    ds = R.dance_sensitivity_run(CI, n=1, cfg=cfg, ext=ext)
+    assert ds["max_sens"].shape == ds["raw_max_sens"].shape == (1,) and ds["seconds"] > 0
+    assert 0 < ds["max_sens"][0] <= 2 + 1e-6 and 0 < ds["raw_max_sens"][0] <= 2 + 1e-6

@@ -47,6 +47,8 @@ PAPER_CLAIMS: Dict[str, tuple] = {
               "SCAAT poster, table"),
     "yeh": ("Smoothing the explanation or adversarially training the model lowers max-sensitivity (Yeh et al.)",
             "Yeh et al. 2019, Table 1"),
+    "yeh-infidelity": ("Smoothing the explanation or adversarially training the model makes it more faithful: lower "
+                       "infidelity (Yeh et al.)", "Yeh et al. 2019, §4.1; infidelity: NeurIPS 2019 version, Table 1"),
 }
 
 @dataclass(frozen=True)

@@ -157,6 +157,8 @@ DECLARATIONS: Dict[str, Declaration] = {
                                                             "own margin, remedies.ACCURACY_MARGIN)"),
     "yeh": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM + "; declared with the remedies chapter on 2026-11-28, "
                                                           "before its runs"),
+    "yeh-infidelity": Declaration(DEFAULT_DZ, DEFAULT_DZ, _UNIFORM + "; declared with the remedies chapter's "
+                                                                     "infidelity study on 2026-11-28, before its runs"),
 }
 
 

@@ -16,6 +16,11 @@ Three studies, each on the same images for every model and method (paired), each
   model, next to the plain gradient of the regular model; the SCAAT measures, max-sensitivity (not for the
   DANCE maps at CI scale, see :class:`RemedySettings`), localization and the explanation's cost.
 
+A second round (:class:`RoundTwoSettings`), each unit a stored entry of its own: Yeh et al.'s infidelity next to the
+Table 1 measures (:func:`infidelity_run`, Captum's implementation), the SCAAT poster's low-saliency robustness curve
+(:func:`robustness_curve_run`), S_F and S_S under the Ghorbani attacks per remedy (:func:`clean_remedy_run`,
+:func:`remedy_attack_run`) and DANCE's max-sensitivity on a few images (:func:`dance_sensitivity_run`).
+
 **The explained class** is the image's true label for every model, so that the maps of two models answer the
 same question. **The images**: Shapes, the experiments' stream (:func:`~dance_book.experiments.inputs.load_images`);
 Digits, the test split, which no model was trained on.
@@ -84,7 +89,10 @@ __all__ = ["DATASETS", "TRAININGS", "SCAAT_MEASURES", "POSTER", "YEH_METHODS", "
            "remedy_images", "sample_sizes", "scaat_measures", "scaat_run", "accuracy_run", "yeh_explainer",
            "yeh_run", "four_run", "bootstrap_ratio", "scaat_table", "scaat_differences", "yeh_table",
            "yeh_differences", "four_table", "four_differences", "accuracy_table", "captum_crosscheck", "claims",
-           "study_config", "YEH_COMPARISONS", "FOUR_MEASURES"]
+           "study_config", "YEH_COMPARISONS", "FOUR_MEASURES", "RoundTwoSettings", "ROUND_TWO", "ROUND_TWO_COST",
+           "ATTACK_CONDITIONS", "round_two_sizes", "noisy_baseline", "infidelity_of", "infidelity_run",
+           "yeh_infidelity_differences", "robustness_curve_run", "curve_table", "clean_remedy_run", "remedy_attack_run",
+           "remedy_attack_study", "remedy_attack_table", "dance_sensitivity_run"]
 
 #: The data sets of the chapter and their zoo model.
 DATASETS = {"shapes": "vgg-shapes", "digits": "vgg-digits"}
@@ -529,8 +537,10 @@ def accuracy_table(acc: dict):
     return pd.DataFrame(rows)
 
 
-def yeh_table(run: dict):
-    """Table 1's shape: one row per method, (max-sensitivity, mean-sensitivity, faithfulness) per model (means)."""
+def yeh_table(run: dict, infidelity: Optional[Dict[str, dict]] = None):
+    """Table 1's shape: one row per method, (max-sensitivity, mean-sensitivity, faithfulness) per model (means);
+    with ``infidelity`` (training -> :func:`infidelity_run`), an infidelity column per model as well (mean over its
+    own images, which start with the Yeh run's)."""
     import pandas as pd
 
     rows = []
@@ -539,6 +549,8 @@ def yeh_table(run: dict):
         for training in ("regular", "adversarial"):
             for key, name in (("max", "max-sensitivity"), ("mean", "mean-sensitivity"), ("faithfulness", "faithfulness")):
                 row[(TRAININGS[training], name)] = float(np.nanmean(run[training][method][key]))
+            if infidelity is not None:
+                row[(TRAININGS[training], "infidelity")] = float(np.nanmean(infidelity[training][method]["infidelity"]))
         rows.append(row)
     table = pd.DataFrame(rows).set_index("method")
     table.columns = pd.MultiIndex.from_tuples(table.columns)
@@ -555,11 +567,12 @@ YEH_COMPARISONS = (
 
 
 def yeh_differences(run: dict, measure: str = "max"):
-    """Paired differences of ``measure`` (``"max"``, ``"mean"``, ``"faithfulness"``) for :data:`YEH_COMPARISONS`."""
+    """Paired differences of ``measure`` (``"max"``, ``"mean"``, ``"faithfulness"``, or ``"infidelity"`` for the
+    runs of :func:`infidelity_run`) for :data:`YEH_COMPARISONS`."""
     import pandas as pd
 
-    if measure not in ("max", "mean", "faithfulness"):
-        raise ValueError(f"measure must be 'max', 'mean' or 'faithfulness', got {measure!r}")
+    if measure not in ("max", "mean", "faithfulness", "infidelity"):
+        raise ValueError(f"measure must be 'max', 'mean', 'faithfulness' or 'infidelity', got {measure!r}")
     rows = []
     for name, (ta, ma), (tb, mb) in YEH_COMPARISONS:
         a, b = np.asarray(run[ta][ma][measure], float), np.asarray(run[tb][mb][measure], float)
@@ -662,7 +675,8 @@ def claims(settings: Settings) -> List[Claim]:
       AOPC_lerf (expected below 0), the SCAAT / regular ratio of AOPC ratios (bootstrap, expected above 1), and
       the held-out accuracy difference within :data:`ACCURACY_MARGIN` (equivalence; "barely sacrificing");
     * ``yeh``: on Digits, the paired difference of max-sensitivity, smoothed - plain (Gradient, IG) and
-      adversarially trained - regular model (Gradient, IG), expected below 0.
+      adversarially trained - regular model (Gradient, IG), expected below 0;
+    * ``yeh-infidelity``: the same four comparisons of infidelity (:func:`infidelity_run`), expected below 0.
     """
     sizes = sample_sizes(CI)
     out: List[Claim] = []
@@ -707,6 +721,19 @@ def claims(settings: Settings) -> List[Claim]:
             note=(f"{r['mean a']:.3f} vs {r['mean b']:.3f} (unit-norm maps, r = {REMEDY_SETTINGS.sens_radius}, "
                   f"{REMEDY_SETTINGS.sens_samples} samples)." + (" Underpowered by design: the compute cap bound N."
                                                                  if binds else ""))))
+    runs = {t: infidelity_run(CI, t) for t in ("regular", "adversarial")}
+    binds = round_two_sizes(CI)["infidelity"]["binds"]
+    for _, r in yeh_infidelity_differences(runs).iterrows():
+        out.append(Claim(
+            paper_claim="yeh-infidelity", claim=f"{r['comparison'].split(',')[0]} lowers the infidelity of the explanation",
+            chapter="remedies.md", measure=f"infidelity, {r['a']} - {r['b']}, Digits, N={int(r['n'])}",
+            value=float(r["difference"]), ci_low=float(r["ci_low"]), ci_high=float(r["ci_high"]), n=int(r["n"]),
+            supports=direction(r["ci_low"], r["ci_high"], "below"),
+            note=(f"{r['mean a']:.3g} vs {r['mean b']:.3g} (Captum's infidelity, normalised, noisy-baseline "
+                  f"perturbation sigma = {ROUND_TWO.infid_sigma}, {ROUND_TWO.infid_samples} draws). The seed text "
+                  "claims 'more faithful' (its faithfulness correlation); infidelity is the NeurIPS version's measure. "
+                  "Across models infidelity is in each model's squared logit units."
+                  + (" Underpowered by design: the compute cap bound N." if binds else ""))))
     return out
 
 
@@ -714,3 +741,380 @@ def study_config(cfg: RemedySettings = REMEDY_SETTINGS) -> dict:
     """The chapter's settings as a plain dict (for the page)."""
     return asdict(cfg)
 
+
+
+# --------------------------------------------------------------------------------------------
+# The second round (issue 14's remaining items): infidelity, the low-saliency robustness curve, S_F and S_S under
+# the Ghorbani attacks per remedy, DANCE's max-sensitivity
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RoundTwoSettings:
+    r"""The settings of the chapter's second round of studies, fixed before their runs (kept apart from
+    :class:`RemedySettings`, whose value keys the first round's stored results).
+
+    * **Infidelity** (Yeh et al.'s NeurIPS 2019 version, "On the (in)fidelity and sensitivity of explanations";
+      the seed text, the arXiv version, has none): Captum's :func:`captum.metrics.infidelity` with ``normalize=True``
+      (the explanation optimally rescaled first, as their official code does) on the class logit. The perturbation
+      is their "noisy baseline" (the ``"Gaussian"`` perturbation of their official code): the perturbed input is a
+      noisy black image ``x0 = clip(z, 0, 1)``, ``z ~ N(0, infid_sigma^2)`` per pixel (their 0.2), and
+      ``I = x - x0``. ``infid_samples`` perturbations per image (they use 10,000), the same draws for every method
+      and model (one generator seeded ``seed`` per call).
+    * **Robustness curve** (the poster's "low-saliency region robustness curve"; the poster's text gives only its
+      title, so this is the book's reading): for each fraction ``q`` of ``curve_q``, the share of images still
+      classified correctly after a PGD attack (:func:`dance_book.zoo.remedies.scaat_examples`, the SCAAT training's
+      own perturbation and PGD settings) restricted to the ``q`` fraction of the pixels with the lowest gradient
+      saliency under the attacked model. ``q = 0`` is the clean accuracy, ``q = 1`` unrestricted PGD.
+    * **S_F and S_S under attack**: the attacks chapter's CI settings
+      (:data:`dance_book.experiments.attacks.ATTACK_SETTINGS`) on the gradient of the model each remedy uses, for
+      the three attacks of Ghorbani et al. (``attack_kinds``). DANCE and Yeh's smoothing, explanation-side remedies,
+      are measured on the images attacked through the regular model's gradient (as the attacks chapter measures
+      DANCE): the attacked image gets its own decoys / smoothing offsets. S_F (:func:`dance.metrics.fidelity`) is
+      of the clean maps. The explained class is the true label, as everywhere in this chapter.
+    * **DANCE's max-sensitivity**: decoys optimised for every perturbed sample, on ``dance_sens_n`` images only
+      (labelled as such), with :class:`RemedySettings`' radius, samples and seed, the samples clipped to [0, 1]
+      (decoys need valid images), next to the plain gradient's on the same clipped samples.
+    * Sample sizes: the power rule of :func:`sample_sizes`, capped by ``budget_s`` per stored entry over
+      :data:`ROUND_TWO_COST`.
+    """
+
+    infid_sigma: float = 0.2
+    infid_samples: int = 64
+    curve_q: tuple = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    attack_kinds: tuple = ("topk", "targeted", "mass_center")
+    dance_sens_n: int = 4
+    seed: int = 0
+    budget_s: Dict[str, float] = field(default_factory=lambda: {"infidelity": 90.0, "curve": 90.0, "attack": 90.0})
+
+
+#: The second round's settings.
+ROUND_TWO = RoundTwoSettings()
+
+#: Measured wall seconds per image, one thread on the shared machine (2026-11-28, a few images, before the runs):
+#: ``infidelity``: one model, the four Table 1 methods, maps and infidelity (Digits); ``curve``: both models, every
+#: ``q`` (per data set); ``attack``: the costliest entry, the regular model's attack of one kind with DANCE's decoys
+#: of the attacked images; ``dance_sens``: DANCE's max-sensitivity (decoys for 1 + ``sens_samples`` inputs).
+ROUND_TWO_COST = {"infidelity": 1.0, "curve": {"shapes": 1.3, "digits": 0.8}, "attack": 3.6, "dance_sens": 26.0}
+
+#: The remedies of the attack study: key -> (display name, model training, explanation), a subset of :data:`CONDITIONS`.
+ATTACK_CONDITIONS = {k: CONDITIONS[k] for k in ("raw", "dance", "scaat", "adversarial", "yeh")}
+
+
+def round_two_sizes(settings: Settings = CI, ext: RoundTwoSettings = ROUND_TWO) -> Dict[str, dict]:
+    """:func:`~dance_book.experiments.adaptive.choose_n` of the second round: ``infidelity`` (the ``yeh``
+    declaration, Holm over the four infidelity comparisons), ``attack`` (the ``attacks`` declaration, Holm over the
+    four remedies times S_F and the attacks), ``curve-shapes`` / ``curve-digits`` (no claim: the budget alone,
+    ``needed`` = the Digits test split) and ``dance_sens`` (fixed: ``ext.dance_sens_n``)."""
+    out = {}
+    fam_inf = len(YEH_COMPARISONS)
+    fam_att = (len(ATTACK_CONDITIONS) - 1) * (1 + len(ext.attack_kinds))
+    for key, claim, fam, cost, budget in (
+            ("infidelity", "yeh", fam_inf, ROUND_TWO_COST["infidelity"], ext.budget_s["infidelity"]),
+            ("attack", "attacks", fam_att, ROUND_TWO_COST["attack"], ext.budget_s["attack"])):
+        needed = Pw.n_needed(1.0, Pw.DECLARATIONS[claim].effect_dz, alpha=Pw.ALPHA / fam)
+        out[key] = choose_n(int(needed), cost, budget, REMEDY_SETTINGS.n_min)
+    for dataset in DATASETS:
+        out[f"curve-{dataset}"] = choose_n(450, ROUND_TWO_COST["curve"][dataset], ext.budget_s["curve"],
+                                           REMEDY_SETTINGS.n_min)
+    out["dance_sens"] = {"n": ext.dance_sens_n, "needed": None, "affordable": ext.dance_sens_n, "binds": True}
+    return out
+
+
+def noisy_baseline(sigma: float, generator: torch.Generator) -> Callable:
+    """Yeh et al.'s noisy-baseline perturbation as a Captum ``perturb_func``: ``inputs -> (I, x0)`` with the
+    perturbed input ``x0 = clip(z, 0, 1)``, ``z ~ N(0, sigma^2)`` per feature, and ``I = inputs - x0``.
+
+    Example:
+        >>> import torch
+        >>> perturb = noisy_baseline(0.2, torch.Generator().manual_seed(0))
+        >>> x = torch.full((2, 1, 3, 3), 0.5)
+        >>> i, x0 = perturb(x)
+        >>> bool(torch.allclose(x - i, x0)) and bool(x0.min() >= 0) and bool(x0.max() <= 1)
+        True
+    """
+    if not sigma > 0:
+        raise ValueError(f"sigma must be a positive noise scale, got {sigma!r}")
+
+    def perturb(inputs):
+        single = not isinstance(inputs, tuple)
+        xs = (inputs,) if single else inputs
+        pairs = []
+        for x in xs:
+            x0 = (torch.randn(x.shape, generator=generator) * sigma).to(x.device, x.dtype).clamp(0.0, 1.0)
+            pairs.append((x - x0, x0))
+        if single:
+            return pairs[0]
+        return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+
+    return perturb
+
+
+def infidelity_of(model: nn.Module, x: torch.Tensor, target: torch.Tensor, maps: torch.Tensor,
+                  ext: RoundTwoSettings = ROUND_TWO) -> torch.Tensor:
+    """Per-image infidelity of ``maps`` (Captum's :func:`captum.metrics.infidelity`, normalised, class logit) under
+    :func:`noisy_baseline` with ``ext``'s sigma, samples and seed. Returns ``[B]``."""
+    from captum.metrics import infidelity
+
+    if maps.shape != x.shape:
+        raise ValueError(f"maps must have the inputs' shape {tuple(x.shape)}, got {tuple(maps.shape)}")
+    perturb = noisy_baseline(ext.infid_sigma, torch.Generator().manual_seed(ext.seed))
+    with eval_mode(model), torch.no_grad():
+        return infidelity(model, perturb, x, maps, target=target, n_perturb_samples=ext.infid_samples,
+                          max_examples_per_batch=16, normalize=True).detach().cpu()
+
+
+def infidelity_run(settings: Settings, training: str, n: Optional[int] = None, cfg: RemedySettings = REMEDY_SETTINGS,
+                   ext: RoundTwoSettings = ROUND_TWO) -> dict:
+    """Infidelity of every :data:`YEH_METHODS` map of the Digits model trained with ``training`` (``"regular"`` or
+    ``"adversarial"``) on the first ``n`` Digits test images (cached, one entry per model): ``{method:
+    {"infidelity": [n]}, "seconds": {method: s}, "n", "training"}``. The maps are those of :func:`yeh_run`
+    (:func:`yeh_explainer`, same settings), so the first images pair with its max-sensitivity."""
+    if training not in ("regular", "adversarial"):
+        raise ValueError(f"training must be 'regular' or 'adversarial' (Yeh et al.'s pair), got {training!r}")
+    n = round_two_sizes(settings, ext)["infidelity"]["n"] if n is None else n
+    config = dict(settings=repr(settings), training=training, n=n, remedies=repr(cfg), round_two=repr(ext))
+
+    def compute():
+        data = remedy_images(settings, "digits", n)
+        x, t = data.images, data.labels
+        model = remedy_model("digits", training)
+        out = {"n": n, "training": training, "seconds": {}}
+        for method in YEH_METHODS:
+            print(f"remedies chapter: infidelity, {training}, {method}, {n} images ...", file=sys.stderr, flush=True)
+            explain = yeh_explainer(model, method, settings, cfg)
+            r, out["seconds"][method] = _timed(lambda: infidelity_of(model, x, t, explain(x, t), ext).numpy())
+            out[method] = {"infidelity": r}
+        return out
+
+    return _cached_at_ci("remedies-infidelity", config, compute)
+
+
+def yeh_infidelity_differences(runs: Dict[str, dict]):
+    """Paired differences of infidelity for :data:`YEH_COMPARISONS` (``runs``: training -> :func:`infidelity_run`)."""
+    return yeh_differences({t: {m: {"infidelity": r[m]["infidelity"]} for m in YEH_METHODS} for t, r in runs.items()},
+                           measure="infidelity")
+
+
+def robustness_curve_run(settings: Settings, dataset: str, n: Optional[int] = None,
+                         ext: RoundTwoSettings = ROUND_TWO) -> dict:
+    """The low-saliency robustness curve of the regular and the SCAAT model of ``dataset`` on the first ``n``
+    images (cached, one entry per data set): ``{"q": [Q], training: {"correct": [Q, n] bool}, "seconds": {training:
+    s}, "n", "dataset"}``; ``correct[j, i]``: image ``i`` still classified as its label after the PGD attack on its
+    ``q_j`` least salient pixels (:func:`dance_book.zoo.remedies.scaat_examples`, the same random start for both
+    models)."""
+    from ..zoo.remedies import SCAAT, scaat_examples
+
+    _check_dataset(dataset)
+    n = round_two_sizes(settings, ext)[f"curve-{dataset}"]["n"] if n is None else n
+    config = dict(settings=repr(settings), dataset=dataset, n=n, round_two=repr(ext), scaat=repr(SCAAT))
+
+    def compute():
+        data = remedy_images(settings, dataset, n)
+        x, t = data.images, data.labels.to(data.images.device)
+        out = {"n": n, "dataset": dataset, "q": np.asarray(ext.curve_q, float), "seconds": {}}
+        for training in ("regular", "scaat"):
+            print(f"remedies chapter: robustness curve, {dataset}, {training}, {n} images ...", file=sys.stderr,
+                  flush=True)
+            model = remedy_model(dataset, training)
+
+            def curve():
+                rows = []
+                for q in ext.curve_q:
+                    adv = scaat_examples(model, x, t, torch.full((n,), float(q)),
+                                         generator=torch.Generator().manual_seed(ext.seed))
+                    with eval_mode(model), torch.no_grad():
+                        rows.append((model(adv).argmax(1) == t).cpu().numpy())
+                return np.stack(rows)
+
+            correct, out["seconds"][training] = _timed(curve)
+            out[training] = {"correct": correct}
+        return out
+
+    return _cached_at_ci("remedies-curve", config, compute)
+
+
+def curve_table(run: dict):
+    """One row per ``q``: the accuracy of each model under the restricted attack and the paired difference
+    SCAAT - regular (a 95 % t-interval over the images' correctness), in percentage points."""
+    import pandas as pd
+
+    rows = []
+    for j, q in enumerate(run["q"]):
+        reg, sca = run["regular"]["correct"][j].astype(float), run["scaat"]["correct"][j].astype(float)
+        d = paired_difference(sca, reg)
+        rows.append({"q": float(q), "regular %": 100 * float(reg.mean()), "SCAAT %": 100 * float(sca.mean()),
+                     "difference": 100 * d["mean_diff"], "ci_low": 100 * d["ci_low"], "ci_high": 100 * d["ci_high"],
+                     "n": int(d["n"])})
+    return pd.DataFrame(rows)
+
+
+def _group_of(cond: str) -> str:
+    # the model whose gradient is attacked for a condition: explanation-side remedies use the regular model's
+    return CONDITIONS[cond][1]
+
+
+def _attack_groups() -> Dict[str, List[str]]:
+    groups: Dict[str, List[str]] = {}
+    for cond in ATTACK_CONDITIONS:
+        groups.setdefault(_group_of(cond), []).append(cond)
+    return groups
+
+
+def _explainer_of(cond: str, model: nn.Module, settings: Settings, cfg: RemedySettings):
+    how = CONDITIONS[cond][2]
+    if how == "gradient":
+        return yeh_explainer(model, "gradient", settings, cfg)
+    if how == "yeh":
+        return yeh_explainer(model, "gradient_sg", settings, cfg)
+    layer = settings.layer(DATASETS["shapes"])
+
+    def explain(inputs, target):
+        populations = optimised_quietly(model, inputs, layer, settings)
+        return enhanced_maps(model, inputs, target, "gradient", settings, populations, seed=settings.seed)
+
+    return explain
+
+
+def clean_remedy_run(settings: Settings, training: str, n: Optional[int] = None, cfg: RemedySettings = REMEDY_SETTINGS,
+                     ext: RoundTwoSettings = ROUND_TWO) -> dict:
+    """The clean maps of the attack study's conditions that use the Shapes model trained with ``training``
+    (cached, one entry per model): per condition ``{"sf": [n] (S_F of the clean map), "heat": [n, H, W] heatmaps,
+    "seconds"}``, and ``"n"``."""
+    from dance.heatmap import to_heatmap
+    from dance.metrics import fidelity
+
+    conds = _attack_groups().get(_check_training(training))
+    if conds is None:
+        raise ValueError(f"training must be one of {list(_attack_groups())}, got {training!r}")
+    n = round_two_sizes(settings, ext)["attack"]["n"] if n is None else n
+    config = dict(settings=repr(settings), training=training, n=n, remedies=repr(cfg), round_two=repr(ext))
+
+    def compute():
+        data = remedy_images(settings, "shapes", n)
+        x, t = data.images, data.labels.to(data.images.device)
+        model = remedy_model("shapes", training)
+        out = {"n": n, "training": training}
+        for cond in conds:
+            print(f"remedies chapter: clean maps, {cond}, {n} images ...", file=sys.stderr, flush=True)
+            maps, seconds = _timed(lambda: _explainer_of(cond, model, settings, cfg)(x, t))
+            out[cond] = {"sf": fidelity(model, x, maps, t).cpu().numpy(), "heat": to_heatmap(maps).cpu(),
+                         "seconds": seconds}
+        return out
+
+    return _cached_at_ci("remedies-clean", config, compute)
+
+
+def remedy_attack_run(settings: Settings, training: str, kind: str, n: Optional[int] = None,
+                      cfg: RemedySettings = REMEDY_SETTINGS, ext: RoundTwoSettings = ROUND_TWO) -> dict:
+    """One Ghorbani attack (``kind``) on the gradient of the Shapes model trained with ``training``, at the attacks
+    chapter's CI settings, and S_S of every attack-study condition that uses that model (cached, one entry per model
+    and attack): per condition ``{"ss": [n]}``; ``"label_kept"``, ``"success"``, ``"linf"`` of the attack; ``"n"``,
+    ``"kind"``, ``"seconds"``."""
+    from dance import attacks as A
+    from dance.heatmap import to_heatmap
+    from dance.metrics.sensitivity import sensitivity
+
+    from .attacks import ATTACK_SETTINGS, ATTACKS
+
+    if kind not in ATTACKS:
+        raise ValueError(f"kind must be one of {list(ATTACKS)}, got {kind!r}")
+    conds = _attack_groups().get(_check_training(training))
+    if conds is None:
+        raise ValueError(f"training must be one of {list(_attack_groups())}, got {training!r}")
+    n = round_two_sizes(settings, ext)["attack"]["n"] if n is None else n
+    acfg = ATTACK_SETTINGS["ci"]
+    config = dict(settings=repr(settings), training=training, kind=kind, n=n, attack=asdict(acfg),
+                  remedies=repr(cfg), round_two=repr(ext))
+
+    def compute():
+        clean = clean_remedy_run(settings, training, n, cfg, ext)
+        start = time.perf_counter()
+        data = remedy_images(settings, "shapes", n)
+        x, t = data.images, data.labels.to(data.images.device)
+        model = remedy_model("shapes", training)
+        print(f"remedies chapter: attack {kind} on the {training} model's gradient, {n} images ...", file=sys.stderr,
+              flush=True)
+        r = A.attack(model, x, t, kind=kind, explain=A.explainer("gradient"), epsilon=acfg.epsilon,
+                     step_size=acfg.step_size, iterations=acfg.iterations, beta=acfg.beta, seed=acfg.seed)
+        xh = r.inputs.detach()
+        with eval_mode(model), torch.no_grad():
+            kept = (model(xh).argmax(1) == t).cpu().numpy()
+        out = {"n": n, "kind": kind, "training": training, "label_kept": kept, "success": r.success.cpu().numpy(),
+               "linf": r.linf.cpu().numpy()}
+        for cond in conds:
+            heat = to_heatmap(_explainer_of(cond, model, settings, cfg)(xh, t)).cpu()
+            out[cond] = {"ss": sensitivity(clean[cond]["heat"], heat, x.cpu(), xh.cpu()).numpy()}
+        out["seconds"] = time.perf_counter() - start
+        return out
+
+    return _cached_at_ci("remedies-attack", config, compute)
+
+
+def remedy_attack_study(settings: Settings = CI, n: Optional[int] = None, ext: RoundTwoSettings = ROUND_TWO) -> dict:
+    """Every stored unit of the attack study: ``{"sf": {cond: [n]}, "ss": {kind: {cond: [n]}}, "label_kept": {kind:
+    {training: [n]}}, "n"}``."""
+    out = {"sf": {}, "ss": {}, "label_kept": {}, "seconds": {}}
+    for training, conds in _attack_groups().items():
+        clean = clean_remedy_run(settings, training, n, ext=ext)
+        out["n"] = clean["n"]
+        for cond in conds:
+            out["sf"][cond] = clean[cond]["sf"]
+        for kind in ext.attack_kinds:
+            r = remedy_attack_run(settings, training, kind, n, ext=ext)
+            out["ss"].setdefault(kind, {}).update({c: r[c]["ss"] for c in conds})
+            out["label_kept"].setdefault(kind, {})[training] = r["label_kept"]
+    return out
+
+
+def remedy_attack_table(study: dict, baseline: str = "raw"):
+    """One row per condition and measure (S_F, S_S per attack): the mean and the paired difference to ``baseline``
+    with its 95 % t-interval (lower is better for both: S_F by the paper's definition, S_S more robust)."""
+    import pandas as pd
+
+    from .attacks import ATTACKS
+
+    measures = [("S_F", study["sf"])] + [(f"S_S, {ATTACKS[k]}", study["ss"][k]) for k in study["ss"]]
+    rows = []
+    for name, by in measures:
+        if baseline not in by:
+            raise ValueError(f"baseline must be a condition of the study, one of {list(by)}, got {baseline!r}")
+        b = np.asarray(by[baseline], float)
+        for cond, values in by.items():
+            a = np.asarray(values, float)
+            row = {"condition": cond, "measure": name, "mean": float(np.nanmean(a)), "n": int(a.size)}
+            if cond != baseline:
+                ok = np.isfinite(a) & np.isfinite(b)
+                d = paired_difference(a[ok], b[ok])
+                row.update({"difference": d["mean_diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
+                            "reading": {True: "better", False: "worse", None: "cannot tell"}[
+                                direction(d["ci_low"], d["ci_high"], "below")]})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def dance_sensitivity_run(settings: Settings, n: Optional[int] = None, cfg: RemedySettings = REMEDY_SETTINGS,
+                          ext: RoundTwoSettings = ROUND_TWO) -> dict:
+    """Max-sensitivity of DANCE-Gradient on the regular Shapes model, decoys optimised for every perturbed sample,
+    on the first ``n`` (default ``ext.dance_sens_n``) Shapes images (cached): ``{"max_sens": [n], "raw_max_sens":
+    [n], "seconds", "n"}``. The estimator, radius, samples and seed of :func:`four_run`, except that the perturbed
+    samples are clipped to [0, 1] (decoys are optimised for valid images only; :func:`four_run`, as Yeh et al. and
+    Captum, does not clip), so ``raw_max_sens`` repeats the plain gradient's on the same clipped samples, for a
+    paired comparison. ``seconds`` is DANCE's alone."""
+    n = ext.dance_sens_n if n is None else n
+    config = dict(settings=repr(settings), n=n, remedies=repr(cfg), round_two=repr(ext))
+
+    def compute():
+        data = remedy_images(settings, "shapes", n)
+        x, t = data.images, data.labels.to(data.images.device)
+        model = remedy_model("shapes", "regular")
+
+        def max_sens(cond):
+            return sampled_sensitivities(_explainer_of(cond, model, settings, cfg), x, t, radius=cfg.sens_radius,
+                                         n_samples=cfg.sens_samples, normalize="unit", seed=cfg.seed,
+                                         clamp=(0.0, 1.0)).amax(1).cpu().numpy()
+
+        print(f"remedies chapter: DANCE max-sensitivity, {n} images ...", file=sys.stderr, flush=True)
+        d, seconds = _timed(lambda: max_sens("dance"))
+        return {"n": n, "max_sens": d, "raw_max_sens": max_sens("raw"), "seconds": seconds}
+
+    return _cached_at_ci("remedies-dance-sens", config, compute)
