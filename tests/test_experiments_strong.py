@@ -94,9 +94,9 @@ def test_tables_are_the_paired_differences_of_the_runs(tiny, small):
     r = runs[("topk", "gradient")]
     for row in table.itertuples():
         _, a, b = next(c for c in R.STRONG_COMPARISONS if c[0] == row.comparison)
-        d = paired_difference(r[row.select][a]["ss"], r[row.select][b]["ss"])
+        d = paired_difference(r[row.selection][a]["ss"], r[row.selection][b]["ss"])
         assert row.diff_mean == pytest.approx(d["mean_diff"]) and row.diff_ci_low == pytest.approx(d["ci_low"])
-        assert row.dE_a == pytest.approx(float(np.mean(r[row.select][a]["map_change"])))
+        assert row.dE_a == pytest.approx(float(np.mean(r[row.selection][a]["map_change"])))
     controls = R.strong_controls(tiny, runs)
     assert list(controls["map"]) == ["raw", "dance"]
     corner = R.attack_run(tiny, "random", "gradient")

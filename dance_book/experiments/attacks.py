@@ -8,8 +8,14 @@ images attacked through the base method: the attacked image gets its own decoys,
 exactly as for a clean image (one batched call per attack and method), and :math:`S_S` compares the
 maps of the clean and the attacked image, raw and decoy-enhanced, on the paper's [0, 1] heatmaps.
 
+The strong study (issue 13, :func:`strong_run`) repeats the top-k and targeted attacks at the strength
+of Ghorbani et al. (:data:`STRONG_SETTINGS`: 100 steps of epsilon / 10, directions with the evaluated
+SmoothGrad / IG budgets), returns the iterate under both selection rules from one walk, and measures
+norm-matched controls and Yeh et al.'s smoothing on the same images; it has its own store entries
+(``attack-strong``), so the main run's stay as they are.
+
 Every expensive result goes through :func:`dance_book.experiments.cached`; the hyperparameters are
-frozen here, per scale (:data:`ATTACK_SETTINGS`).
+frozen here, per scale (:data:`ATTACK_SETTINGS`, :data:`STRONG_SETTINGS`).
 """
 from __future__ import annotations
 
@@ -632,7 +638,7 @@ def strong_table(runs: Dict[tuple, dict], measure: str = "ss"):
                 va, vb = np.asarray(r[a][measure], float), np.asarray(r[b][measure], float)
                 ok = np.isfinite(va) & np.isfinite(vb)
                 d = paired_difference(va[ok], vb[ok])
-                rows.append({"attack": kind, "method": method, "select": select, "comparison": name, "n": int(ok.sum()),
+                rows.append({"attack": kind, "method": method, "selection": select, "comparison": name, "n": int(ok.sum()),
                              "a": float(va[ok].mean()), "b": float(vb[ok].mean()), "diff_mean": d["mean_diff"],
                              "diff_ci_low": d["ci_low"], "diff_ci_high": d["ci_high"],
                              "dE_a": float(np.mean(r[a]["map_change"])), "dE_b": float(np.mean(r[b]["map_change"]))})
@@ -675,17 +681,17 @@ def strong_claims(settings: Settings) -> List[Claim]:
     for row in table.itertuples():
         if row.comparison == "decoys − Yeh":
             continue
-        counts = row.select == "label" and row.comparison == "decoys − raw"
+        counts = row.selection == "label" and row.comparison == "decoys − raw"
         subject = "decoys" if row.comparison == "decoys − raw" else "Yeh et al.'s smoothing"
         under = " (underpowered: the compute cap bound)" if sizes[row.method]["binds"] else ""
         out.append(Claim(
             paper_claim="attacks",
             claim=f"{subject} lower the sensitivity S_S under the strong {ATTACKS[row.attack].lower()} attack "
-                  f"({METHODS[row.method]}, iterate selected on the {row.select})",
+                  f"({METHODS[row.method]}, iterate selected on the {row.selection})",
             chapter="attacks.md",
             measure=f"mean paired difference of S_S, {row.comparison}, {METHODS[row.method]}, strong "
                     f"{ATTACKS[row.attack]} attack ({strong_settings(settings).iterations} steps), "
-                    f"{row.select} selection, N={row.n}",
+                    f"{row.selection} selection, N={row.n}",
             value=float(row.diff_mean), ci_low=float(row.diff_ci_low), ci_high=float(row.diff_ci_high),
             n=int(row.n), supports=direction(row.diff_ci_low, row.diff_ci_high, "below"), counts=counts,
             note=f"S_S {row.b:.2f} raw vs {row.a:.2f}; ||ΔE||_2 {row.dE_b:.2f} vs {row.dE_a:.2f}{under}."))
