@@ -67,7 +67,7 @@ import functools
 import inspect
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -81,7 +81,7 @@ from .metrics.sensitivity import sensitivity
 from .metrics.similarity import center_shift, spearman, topk_intersection
 
 __all__ = [
-    "attack", "topk_attack", "targeted_attack", "mass_center_attack", "random_sign_attack", "AttackResult",
+    "attack", "attack_selections", "topk_attack", "targeted_attack", "mass_center_attack", "random_sign_attack", "AttackResult",
     "adaptive_attack", "evaluate_enhanced", "norm_matched_control", "map_change",
     "gradient", "smoothgrad", "integrated_gradients", "explainer", "softplus_copy", "saliency_map", "target_region",
     "ATTACKS", "SELECTIONS", "CONTROLS", "ADAPTIVE_MODES", "EXPLAINERS", "IG_METHODS",
@@ -563,11 +563,47 @@ def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *,
         >>> bool((r.linf <= 0.05 + 1e-6).all()), r.topk_intersection.shape
         (True, torch.Size([2]))
     """
+    return _walk(model, inputs, target, kind, explain, epsilon, step_size, iterations, k, region, beta, seed,
+                 (select,))[select]
+
+
+def attack_selections(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *, kind: str = "topk",
+                      explain: Union[str, Callable] = "gradient", epsilon: float = 8 / 255,
+                      step_size: Optional[float] = None, iterations: int = 20, k: Optional[int] = None,
+                      region=None, beta: float = 10.0, seed: int = 0,
+                      selects: Sequence[str] = SELECTIONS) -> Dict[str, AttackResult]:
+    r""":func:`attack` once, returned under several selection rules: ``{rule: AttackResult}``.
+
+    The walk (directions, steps, projection, label checks) does not depend on ``select``; only
+    which valid iterate is returned does. So one walk serves every rule of ``selects`` (default
+    :data:`SELECTIONS`: the raw map's best objective, and the last iterate that keeps the label),
+    and ``attack_selections(...)[rule]`` equals ``attack(..., select=rule)`` at the cost of one
+    attack. The other arguments are :func:`attack`'s.
+
+    Example:
+        >>> import torch
+        >>> from dance.attacks import attack_selections
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 2))
+        >>> r = attack_selections(net, torch.rand(2, 1, 8, 8), epsilon=0.05, iterations=3)
+        >>> sorted(r), r["label"].extra["select"]
+        (['label', 'objective'], 'label')
+    """
+    if isinstance(selects, str) or not isinstance(selects, (list, tuple)) or not selects:
+        raise TypeError(f"selects must be a non-empty list or tuple of rules from {SELECTIONS}, got {selects!r}")
+    rules = tuple(dict.fromkeys(selects))
+    for rule in rules:
+        check_choice(rule, "selects", SELECTIONS)
+    return _walk(model, inputs, target, kind, explain, epsilon, step_size, iterations, k, region, beta, seed, rules)
+
+
+def _walk(model, inputs, target, kind, explain, epsilon, step_size, iterations, k, region, beta, seed, selects):
+    """The checks of :func:`attack`, then one walk (:func:`_attack`) for every rule of ``selects``."""
     check_model(model)
     x0 = check_images(inputs, model, batch_only=True)  # finite pixels in [0, 1], the model's device
     check_dtype(x0, model)
     check_choice(kind, "kind", ATTACKS)
-    epsilon, step, beta = _check_budget(select, epsilon, iterations, step_size, beta, seed)
+    epsilon, step, beta = _check_budget(selects[0], epsilon, iterations, step_size, beta, seed)
     fn = _resolve_explain(explain)
     b, _, height, width = x0.shape
     n_pix = height * width
@@ -580,7 +616,7 @@ def attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, *,
     with evaluating(model), gradients_on():
         region_mask = None if region_mask is None else ordinary(region_mask)
         return _attack(model, ordinary(x0), target, kind, fn, epsilon, step, iterations, k, region_mask, beta, seed,
-                       select)
+                       selects)
 
 
 def _objective(kind: str, top0, region_mask, c0) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -613,7 +649,9 @@ def _result(kind, x0, best, labels, t, iteration, epsilon, k, e0, e_hat, before,
 
 
 def _attack(model, x0, target, kind, fn, epsilon, step, iterations, k, region_mask, beta, seed,
-            select="objective") -> AttackResult:
+            selects: Tuple[str, ...]) -> Dict[str, AttackResult]:
+    """One walk; ``{rule: AttackResult}`` for every selection rule in ``selects`` (the walk does not
+    depend on the rule, only which of its iterates is returned)."""
     b = x0.shape[0]
     with torch.no_grad():
         logits = _logits(model, x0)
@@ -624,8 +662,8 @@ def _attack(model, x0, target, kind, fn, epsilon, step, iterations, k, region_ma
     p0 = _normalized(m0)
     objective = _objective(kind, _topk_set(m0, k), region_mask, _soft_center(p0))
 
-    best = x0.clone()
-    iteration = torch.zeros(b, dtype=torch.long, device=x0.device)
+    best = {rule: x0.clone() for rule in selects}
+    iteration = {rule: torch.zeros(b, dtype=torch.long, device=x0.device) for rule in selects}
     if kind == "random":
         g = seeded_generator(seed)
         found = torch.zeros(b, dtype=torch.bool, device=x0.device)
@@ -634,16 +672,18 @@ def _attack(model, x0, target, kind, fn, epsilon, step, iterations, k, region_ma
             cand = (x0 + epsilon * signs).clamp(0.0, 1.0)
             with torch.no_grad():
                 ok = (_logits(model, cand).argmax(dim=1) == labels) & ~found
-            best[ok] = cand[ok]
-            iteration[ok] = it
+            for rule in selects:  # one draw per image: every rule returns it
+                best[rule][ok] = cand[ok]
+                iteration[rule][ok] = it
             found |= ok
             if bool(found.all()):
                 break
-        before = after = torch.full((b,), float("nan"), device=x0.device)
+        before = torch.full((b,), float("nan"), device=x0.device)
+        after = {rule: before for rule in selects}
     else:
         direction_model = softplus_copy(model, beta)
-        best_obj = objective(p0).detach()
-        before = best_obj.clone()
+        before = objective(p0).detach()
+        best_obj = {rule: before.clone() for rule in selects}
         x = x0.clone()
         for it in range(1, iterations + 1):
             xg = x.detach().requires_grad_(True)
@@ -655,15 +695,20 @@ def _attack(model, x0, target, kind, fn, epsilon, step, iterations, k, region_ma
             with torch.no_grad():
                 ok = _logits(model, x).argmax(dim=1) == labels
             val = objective(_normalized(saliency_map(_call(fn, model, x, t, False).detach()))).detach()
-            better = ok & (val > best_obj) if select == "objective" else ok
-            best[better] = x[better]
-            best_obj = torch.where(better, val, best_obj)
-            iteration[better] = it
+            for rule in selects:
+                better = ok & (val > best_obj[rule]) if rule == "objective" else ok
+                best[rule][better] = x[better]
+                best_obj[rule] = torch.where(better, val, best_obj[rule])
+                iteration[rule][better] = it
         after = best_obj
 
-    e_hat = _call(fn, model, best, t, False).detach()
-    extra = {"select": select} if region_mask is None else {"select": select, "region": region_mask}
-    return _result(kind, x0, best, labels, t, iteration, epsilon, k, e0, e_hat, before, after, extra)
+    out = {}
+    for rule in selects:
+        e_hat = _call(fn, model, best[rule], t, False).detach()
+        extra = {"select": rule} if region_mask is None else {"select": rule, "region": region_mask}
+        out[rule] = _result(kind, x0, best[rule], labels, t, iteration[rule], epsilon, k, e0, e_hat, before,
+                            after[rule], extra)
+    return out
 
 
 def topk_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType = None, **options) -> AttackResult:

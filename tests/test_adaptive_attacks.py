@@ -174,6 +174,34 @@ def test_select_label_returns_the_last_iterate_that_keeps_the_label(trained, ima
     assert (by_objective.objective_after >= by_label.objective_after - 1e-7).all()
 
 
+@pytest.mark.parametrize("kind", ["topk", "targeted", "random"])
+def test_attack_selections_equals_one_attack_per_rule(trained, images, kind):
+    # A budget at which the label flips on some iterates, so the two rules return different images.
+    kw = dict(kind=kind, explain="gradient", epsilon=0.3, iterations=8, step_size=0.06, seed=1)
+    snap = snapshot(model=trained, inputs=images)
+    both = A.attack_selections(trained, images, **kw)
+    snap.assert_unchanged()
+    assert list(both) == list(A.SELECTIONS)
+    for rule in A.SELECTIONS:
+        alone = A.attack(trained, images, select=rule, **kw)
+        assert both[rule].extra["select"] == rule
+        assert torch.equal(both[rule].inputs, alone.inputs) and torch.equal(both[rule].iteration, alone.iteration)
+        assert torch.allclose(both[rule].sensitivity.nan_to_num(-1), alone.sensitivity.nan_to_num(-1))
+        assert torch.allclose(both[rule].objective_after.nan_to_num(-1), alone.objective_after.nan_to_num(-1))
+    if kind != "random":
+        assert not torch.equal(both["objective"].iteration, both["label"].iteration)
+    assert list(A.attack_selections(trained, images[:1], selects=["label"], **kw)) == ["label"]
+
+
+def test_attack_selections_bad_input(trained, images):
+    with pytest.raises(TypeError, match="selects"):
+        A.attack_selections(trained, images[:1], selects="label")
+    with pytest.raises(TypeError, match="selects"):
+        A.attack_selections(trained, images[:1], selects=[])
+    with pytest.raises(ValueError, match="selects"):
+        A.attack_selections(trained, images[:1], selects=["best"])
+
+
 def test_default_target_region_is_at_least_4x4():
     assert A.TARGET_MIN_SIDE == 4
     assert A.target_region(64, 64).sum() == 16  # 4/224 of 64 rounds to 1 pixel

@@ -144,3 +144,51 @@ def test_runs_without_eot_are_tabled_and_read_on_the_fixed_decoy_attack():
     s = D.survival(runs, {"gradient": {"binds": True}, "smoothgrad": {"binds": True}}).set_index("method")
     assert s.loc["smoothgrad", "strongest attack"] == "fixed_decoy"
     assert s.loc["gradient", "strongest attack"] == "eot"
+
+
+def test_kind_sample_sizes_follow_the_rule_under_the_kinds_budget():
+    from dance_book.experiments import settings
+
+    sizes = D.kind_sample_sizes(settings("ci"))
+    assert list(sizes) == list(D.KIND_METHODS)
+    for m, s in sizes.items():
+        assert s == D.choose_n(D.n_needed(1.0), D.COST_PER_IMAGE["ci"][m], D.KIND_BUDGET_S)
+
+
+def test_other_kinds_run_every_condition_with_their_own_attack(tiny, monkeypatch):
+    import dataclasses
+
+    monkeypatch.setitem(D.ADAPTIVE_SETTINGS, "ci", dataclasses.replace(D.ADAPTIVE_SETTINGS["ci"], iterations=1))
+    seen = []
+    real_attack, real_adaptive = D._attacks.attack, D._attacks.adaptive_attack
+
+    def attack(*args, **kwargs):
+        seen.append(("attack", kwargs["kind"]))
+        return real_attack(*args, **kwargs)
+
+    def adaptive(*args, **kwargs):
+        seen.append((kwargs["mode"], kwargs["kind"]))
+        return real_adaptive(*args, **kwargs)
+
+    monkeypatch.setattr(D._attacks, "attack", attack)
+    monkeypatch.setattr(D._attacks, "adaptive_attack", adaptive)
+    runs = D.kind_study(tiny, kinds=("targeted",))
+    assert list(runs) == ["targeted"]
+    assert seen == [("attack", "targeted"), ("fixed_decoy", "targeted"), ("eot", "targeted")]
+    run = runs["targeted"]
+    assert run["attack"]["kind"] == "targeted" and run["n"] == D.kind_sample_sizes(tiny)["gradient"]["n"]
+    for cond in ("raw", "transfer", "fixed_decoy", "eot", "sign", "permute_all"):
+        assert run[cond]["ss"].shape == (run["n"],) and np.all(run[cond]["label_kept"])
+    # the default kind keeps the top-k runs' configuration (and so their stored entries)
+    seen.clear()
+    D.adaptive_run(tiny, "gradient", 1, kind="topk")
+    assert seen[0] == ("attack", "topk")
+
+
+def test_other_kinds_bad_input(tiny):
+    with pytest.raises(ValueError, match="kind"):
+        D.adaptive_run(tiny, "gradient", 1, kind="random")
+    with pytest.raises(ValueError, match="kinds"):
+        D.kind_study(tiny, kinds=("nope",))
+    with pytest.raises(ValueError, match="method"):
+        D.kind_study(tiny, method="smoothgrad")

@@ -6,6 +6,7 @@ goes to a fresh cache directory. Paper claims are not tested here; the chapters 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -182,6 +183,9 @@ def test_localization_counts_only_populations_of_equal_size(tiny):
 def test_claims_have_the_agreed_keys(tiny, monkeypatch):
     monkeypatch.setitem(Sa.SANITY_N, "ci", 2)
     monkeypatch.setitem(Sa.FLOOR_N_CAP, "ci", 2)
+    # the strong-attack rows at a few steps (their declared strength is tested in test_experiments_strong.py)
+    monkeypatch.setitem(R.STRONG_SETTINGS, "ci", dataclasses.replace(R.STRONG_SETTINGS["ci"], iterations=2,
+                                                                     kinds=("topk",)))
     # localization: cached above; robustness: the tiny attack study for all methods and attacks
     for c in Lc.claims(tiny) + R.claims(tiny) + Sa.claims(tiny):
         assert isinstance(c, Cl.Claim) and c.paper_claim in Cl.PAPER_CLAIMS

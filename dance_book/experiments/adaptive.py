@@ -41,6 +41,7 @@ from .stats import mean_sd, paired_difference
 
 __all__ = ["CONDITIONS", "CONTROLS", "MEASURES", "AdaptiveSettings", "ADAPTIVE_SETTINGS", "COST_PER_IMAGE",
            "adaptive_settings", "n_needed", "choose_n", "sample_sizes", "adaptive_run", "adaptive_study",
+           "KINDS", "OTHER_KINDS", "KIND_METHODS", "KIND_BUDGET_S", "kind_sample_sizes", "kind_study",
            "condition_table", "difference_table", "reading", "verdict", "claims"]
 
 #: What is measured, per image, in the order the chapter shows it: (condition, map) -> display name.
@@ -210,11 +211,12 @@ def _decoy_options(settings: Settings) -> dict:
             "batch_size": config.batch_size}
 
 
-def adaptive_run(settings: Settings, method: str, n: Optional[int] = None) -> dict:
+def adaptive_run(settings: Settings, method: str, n: Optional[int] = None, kind: Optional[str] = None) -> dict:
     """Every condition of :data:`CONDITIONS` for one base method on the first ``n`` images (cached).
 
     ``n`` defaults to the chapter's rule (:func:`sample_sizes`); ``"eot"`` only for the settings'
-    ``eot_methods``. Returns a dict with, per condition computed,
+    ``eot_methods``. ``kind`` (default None: the settings' ``kind``, the top-k attack) runs every
+    condition with another attack of :data:`KINDS` instead. Returns a dict with, per condition computed,
     per-image numpy arrays of :data:`MEASURES` (and ``objective``: the top-k attack's objective on
     the clean DANCE map's top-k set, ``label_kept``, ``linf``, ``l2``), ``seconds`` per condition
     (wall time of the computation), ``examples`` (the first image's Ghorbani maps, clean and under
@@ -224,6 +226,11 @@ def adaptive_run(settings: Settings, method: str, n: Optional[int] = None) -> di
     cfg = adaptive_settings(settings)
     n = sample_sizes(settings, [method])[method]["n"] if n is None else n
     config = dict(settings=repr(settings), method=method, n=n, attack=repr(cfg))
+    if kind is not None and kind != cfg.kind:  # only then part of the key: the top-k runs keep their entries
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        config["kind"] = kind
+        cfg = replace(cfg, kind=kind)
 
     def compute():
         model = load_model(settings.main_model)
@@ -275,6 +282,37 @@ def adaptive_run(settings: Settings, method: str, n: Optional[int] = None) -> di
 def adaptive_study(settings: Settings, methods: Sequence[str] = tuple(METHODS), n: Optional[int] = None) -> dict:
     """:func:`adaptive_run` for every method: ``{method: run}``."""
     return {m: adaptive_run(settings, m, n) for m in check_methods(methods)}
+
+
+#: The attack kinds the adaptive attacks can aim (the random control is not an attack).
+KINDS = ("topk", "targeted", "mass_center")
+#: The other attack kinds of the chapter (issue 13), declared before their runs: on :data:`KIND_METHODS`
+#: only at CI scale (the cheapest method), each capped at :data:`KIND_BUDGET_S` seconds (one store entry).
+OTHER_KINDS = ("targeted", "mass_center")
+KIND_METHODS = ("gradient",)
+KIND_BUDGET_S = 120.0
+
+
+def kind_sample_sizes(settings: Settings) -> Dict[str, dict]:
+    """:func:`choose_n` per method of :data:`KIND_METHODS` for one run of another attack kind (the chapter's
+    rule, capped by :data:`KIND_BUDGET_S` over :data:`COST_PER_IMAGE`; paper scale: its ``n_max``)."""
+    cfg = adaptive_settings(settings)
+    needed = n_needed(cfg.smallest_effect, cfg.power, cfg.alpha)
+    costs = COST_PER_IMAGE.get(settings.scale if not settings.extra.get("smoke") else "ci")
+    return {m: (choose_n(needed, 1.0, float(cfg.n_max or needed), cfg.n_min) if costs is None else
+                choose_n(needed, costs[m], KIND_BUDGET_S, cfg.n_min, cfg.n_max)) for m in KIND_METHODS}
+
+
+def kind_study(settings: Settings, kinds: Sequence[str] = OTHER_KINDS, method: str = "gradient") -> dict:
+    """:func:`adaptive_run` of ``method`` for every attack kind of ``kinds``: ``{kind: run}`` (N by
+    :func:`kind_sample_sizes`)."""
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"kinds must be drawn from {KINDS}, got {list(kinds)!r}")
+    if method not in KIND_METHODS:
+        raise ValueError(f"method must be one of {KIND_METHODS} (the declared methods of the other kinds), got {method!r}")
+    n = kind_sample_sizes(settings)[method]["n"]
+    return {k: adaptive_run(settings, method, n, kind=k) for k in kinds}
 
 
 # --------------------------------------------------------------------------------------------
