@@ -252,7 +252,7 @@ def summary(result: Dict[str, object]) -> pd.DataFrame:
     for eps in result["epsilons"]:
         for method in METHODS:
             g = t[(t.epsilon == eps) & (t.method == method)].sort_values("image")
-            d = paired_difference(g.sf_decoys.to_numpy(), g.sf_none.to_numpy())
+            d = paired_difference(g.sf_decoys.to_numpy(), g.sf_none.to_numpy(), robust=True)
             supports = lower_sf(d)
             rows.append(dict(epsilon=eps, method=method, **d, supports=supports, reading=READING[supports],
                              drift=float(dr[dr.epsilon == eps].drift.median()),
@@ -282,7 +282,7 @@ def claims(settings: Settings) -> List[Claim]:
         under = " Underpowered: the budget caps N below the power rule's." if result["size"]["binds"] else ""
         row = sf_claim("fidelity", f"{name}: fidelity better with decoys, at {label} (context: epsilon sweep)",
                        "hyperparameters.md",
-                       f"mean paired difference of S_F, decoys - none, {name}, relative {label}, N={int(r.n)}",
+                       f"Hodges-Lehmann paired difference of S_F, decoys - none, {name}, relative {label}, N={int(r.n)}",
                        r, None if r.supports is None or r.supports != r.supports else bool(r.supports),
                        f"{SF_NOTE} Context, not counted: the verdict is the one at the book's epsilon = "
                        f"{result['reference']:g}; median drift at the first pool {r.drift:.3g} "

@@ -65,9 +65,9 @@ def claims(settings: Settings) -> List[Claim]:
     for method, name in METHODS.items():
         d = compare(df[df.method == method], {"population": "decoys"}, {"population": "none"}).iloc[0]
         out.append(sf_claim("fidelity", f"{name}: fidelity better with decoys (Fig. 3)", "fidelity.md",
-                          f"mean paired difference of S_F, decoys - none, {name}, N={n}", d, lower_sf(d),
+                          f"Hodges-Lehmann paired difference of S_F, decoys - none, {name}, N={n}", d, lower_sf(d),
                           f"{SF_NOTE} Higher-is-better reading: "
-                          f"{'supported' if d['ci_low'] > 0 else 'not supported'}."))
+                          f"{'supported' if d['hl_low'] > 0 else 'not supported'}."))
         for other in REPLACEMENTS:
             what = "blurring" if other == "blur" else "inpainting"
             inpaint = " Inpainting is scikit-image's biharmonic method, not Yu et al.'s model." if other == "inpaint" else ""
@@ -75,16 +75,16 @@ def claims(settings: Settings) -> List[Claim]:
             d = compare(sub, {"population": EQUAL_SIZE_DECOYS}, {"population": other}).iloc[0]
             wide = compare(sub, {"population": "decoys"}, {"population": other}).iloc[0]
             out.append(sf_claim("replacement", f"{name}: optimised decoys beat {what} (Fig. 3)", "fidelity.md",
-                                f"mean paired difference of S_F, decoys (one per mask, M+1 maps) - {other} (M+1 maps), "
+                                f"Hodges-Lehmann paired difference of S_F, decoys (one per mask, M+1 maps) - {other} (M+1 maps), "
                                 f"{name}, N={n}", d, lower_sf(d),
                                 f"{SF_NOTE} Higher-is-better reading: "
-                                f"{'supported' if d['ci_low'] > 0 else 'not supported'}. Equal population size; "
-                                f"with the paper's 2M+1 decoys the difference is {wide['mean_diff']:+.3f} "
-                                f"[{wide['ci_low']:+.3f}, {wide['ci_high']:+.3f}] (context row).{inpaint}"))
+                                f"{'supported' if d['hl_low'] > 0 else 'not supported'}. Equal population size; "
+                                f"with the paper's 2M+1 decoys the difference is {wide['hl']:+.3f} "
+                                f"[{wide['hl_low']:+.3f}, {wide['hl_high']:+.3f}] (context row).{inpaint}"))
             out.append(dataclasses.replace(
                 sf_claim("replacement", f"{name}: optimised decoys beat {what}, paper's 2M+1 decoys (context: "
                          f"unequal population size)", "fidelity.md",
-                         f"mean paired difference of S_F, decoys (2M+1 maps) - {other} (M+1 maps), {name}, N={n}",
+                         f"Hodges-Lehmann paired difference of S_F, decoys (2M+1 maps) - {other} (M+1 maps), {name}, N={n}",
                          wide, lower_sf(wide),
                          f"{SF_NOTE} Context, not counted: the decoy population has twice the members of the "
                          f"{other} population, and a range grows with the population's size.{inpaint}"),
