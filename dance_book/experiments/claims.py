@@ -488,7 +488,51 @@ def _bold(text: str) -> str:
     return f"**{text}**"
 
 
-def answer(table: pd.DataFrame, chapter: str, label=_bold) -> str:
+#: An answer box lists a claim's measures one by one up to this many; above, it gives their counts per
+#: reading (:func:`answer`) and the chapter shows the full list folded away.
+MAX_LISTED = 12
+#: What a reading means for an equivalence row (a claim of insensitivity).
+EQUIVALENCE_WORDS = {"supports": "equivalent", "contradicts": "different", "inconclusive": "inconclusive",
+                     "no effect": "no effect"}
+
+
+def reading_counts(group: pd.DataFrame, label=_bold) -> str:
+    """The counts of the readings of ``group``'s counted measures, in the order of :data:`READINGS`, as
+    Markdown (``"3 supports, 24 inconclusive"``); for equivalence rows the reading is named by what it
+    means (:data:`EQUIVALENCE_WORDS`: ``"3 equivalent (supports)"``). Readings that no measure has are
+    left out; '' when no measure is counted."""
+    counted = group[group.counts.astype(bool)]
+    equivalence = len(counted) > 0 and bool((counted.test == "equivalence").all())
+    parts = []
+    for r in READINGS:
+        k = int((counted.reading == r).sum())
+        if k:
+            word = f"{EQUIVALENCE_WORDS[r]} ({label(r)})" if equivalence and EQUIVALENCE_WORDS[r] != r else label(r)
+            parts.append(f"{k} {word}")
+    return ", ".join(parts)
+
+
+def _summarised(own: pd.DataFrame, label) -> str:
+    """The lines of :func:`answer` for a claim with many measures in one chapter: counts, not the list."""
+    counted = own[own.counts.astype(bool)]
+    context = len(own) - len(counted)
+    items = [f"* {len(counted)} counted measure{'s' * (len(counted) != 1)} here, read after Holm's correction: "
+             f"{reading_counts(counted, label) or 'none'}"]
+    subs = list(dict.fromkeys(counted.claim))
+    if 1 < len(subs) <= 6:
+        for sub in subs:
+            items.append(f"  * {_escape(sub)}: {reading_counts(counted[counted.claim == sub], label)}")
+    if "reading_95" in counted:
+        lost = int(((counted.reading == "inconclusive") & counted.reading_95.isin(["supports", "contradicts"])).sum())
+        if lost:
+            items.append(f"* {lost} of them decided at the 95 % level but not after Holm's correction")
+    if context:
+        items.append(f"* {context} context row{'s' * (context != 1)}, not counted")
+    items.append("* every measure with its effect, interval and N: in the folded list \"Every measure of this answer\" further down")
+    return "\n".join(items)
+
+
+def answer(table: pd.DataFrame, chapter: str, label=_bold, max_listed: Optional[int] = MAX_LISTED) -> str:
     """The answer box of one chapter, as Markdown: for each paper claim that ``chapter`` measures (in
     the paper's order), the claim, its verdict on the scale of :data:`VERDICTS` and, when the verdict is
     *inconclusive (underpowered)* or *partly reproduced* with undecided measures, the N that would
@@ -496,6 +540,12 @@ def answer(table: pd.DataFrame, chapter: str, label=_bold) -> str:
     effect with its 95 % interval (:func:`rounded`), N, the reading after Holm's correction (and the
     reading at the 95 % level where the correction took it away) and, for an inconclusive measure, the
     N that would decide it.
+
+    A claim with more than ``max_listed`` measures in ``chapter`` is summarised instead: the counts of
+    its counted measures' readings after Holm's correction (:func:`reading_counts`), per sub-claim when
+    there are few sub-claims, how many were decided at the 95 % level but not after the correction, and
+    the number of context rows; the chapter shows the full list folded away (``max_listed=None``
+    lists every measure).
 
     ``table`` is an assessed table (:func:`collect`, :func:`frame`) that holds *every* measure of the
     claims the chapter bears on, from whichever chapter (Holm's correction and the verdict run over
@@ -508,6 +558,9 @@ def answer(table: pd.DataFrame, chapter: str, label=_bold) -> str:
     """
     if not isinstance(chapter, str) or not chapter:
         raise TypeError(f"chapter must be a chapter's file name such as 'fidelity.md'; got {chapter!r}")
+    if max_listed is not None and (isinstance(max_listed, bool) or not isinstance(max_listed, (int, np.integer))
+                                   or max_listed < 1):
+        raise ValueError(f"max_listed must be a positive number of measures or None (list them all); got {max_listed!r}")
     name = chapter if chapter.endswith(".md") else f"{chapter}.md"
     mine = table[table.chapter == name]
     if mine.empty:
@@ -530,6 +583,10 @@ def answer(table: pd.DataFrame, chapter: str, label=_bold) -> str:
         n = n_decide(group)
         text += f"; N = {n} would decide its undecided measures." if n is not None else "."
         lines = [text, ""]
+        if max_listed is not None and len(own) > max_listed:
+            lines.append(_summarised(own, label))
+            blocks.append("\n".join(lines))
+            continue
         shared = own.claim.nunique() == 1 and len(own) > 1  # one sub-claim measured several ways: said once
         if shared:
             lines[0] += f" Measured here: {_escape(own.claim.iloc[0])}."
