@@ -200,6 +200,10 @@ def test_decoy_family_sensitivity_has_one_patch_masks_and_equal_populations(S):
     rows = F.family_claims(S)
     assert len(rows) == len(F.FAMILIES) * len(E.METHODS) and not any(r.counts for r in rows)
     assert all(r.interval == "hodges-lehmann" and "line search" in r.claim for r in rows)
+    kind = F.family_scores(S, "gradient", "lattice", layer=F.PAPER_KIND_LAYER[S.main_model])   # post-ReLU, pre-pool
+    assert kind["n_masks"] == lattice["n_masks"] and kind["mask_pixels"] == lattice["mask_pixels"]   # the same masks
+    assert (kind["n_decoys"] + kind["dropped"] == 2 * kind["n_masks"]).all()
+    np.testing.assert_allclose(kind["sf_none"], lattice["sf_none"], rtol=1e-5)
     with pytest.raises(ValueError, match="family"):
         F.family_scores(S, "gradient", "two patches")
     with pytest.raises(ValueError, match="method"):

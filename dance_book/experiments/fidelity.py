@@ -26,8 +26,8 @@ from dance.metrics import fidelity as fidelity_metric
 from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import METHODS, mask_family, predicted
-from .scores import (N_SHOW, SF_NOTE, compare, decoy_summary, example_heatmaps, frame, lower_sf, population,
-                     population_maps, sf_claim, summary)
+from .scores import (N_SHOW, SF_NOTE, compare, decoy_summary, example_heatmaps, frame, lower_sf, mask_spacing,
+                     population, population_maps, sf_claim, summary)
 from .claims import Claim
 from .settings import Settings
 from .stats import paired_difference
@@ -111,7 +111,13 @@ FAMILIES = {"one patch": dict(spacing=None), "lattice": dict()}
 FAMILY_SOLVER = "linesearch"
 
 
-def family_scores(settings: Settings, method: str, family: str, n: Optional[int] = None) -> dict:
+#: The decoy layer of the paper's kind on the main model (Table A2's VGG16 layer is the post-ReLU output before
+#: the first pool; the book's main layer is a pre-ReLU conv after it): the layer-kind sensitivity row.
+PAPER_KIND_LAYER = {"vgg-shapes": "features.relu1_1"}
+
+
+def family_scores(settings: Settings, method: str, family: str, n: Optional[int] = None,
+                  layer: Optional[str] = None) -> dict:
     """S_F of the raw and the decoy-enhanced (range) maps of the first ``n`` images with one decoy family
     (cached, one entry per base method and family; ``n`` defaults to ``settings.n_fidelity``).
 
@@ -120,6 +126,10 @@ def family_scores(settings: Settings, method: str, family: str, n: Optional[int]
     has at the main layer (``n_masks``, a seeded random subset), so that both populations have ``2M + 1`` maps
     per image; ``"lattice"`` is the book's own family (patches a lattice apart share a mask). Both use the
     :data:`FAMILY_SOLVER`, so that their difference is the family's alone.
+
+    ``layer`` (default: the main layer) constrains the decoys at another layer of the main model, with the
+    main layer's masks (the lattice spacing of :func:`~dance_book.experiments.scores.mask_spacing`, the
+    number of masks of the main layer's family): the layer-kind sensitivity row (:data:`PAPER_KIND_LAYER`).
 
     Returns:
         dict with ``sf_none``, ``sf_decoys`` (numpy ``[n]``), ``n_decoys``, ``dropped`` (per image),
@@ -133,12 +143,15 @@ def family_scores(settings: Settings, method: str, family: str, n: Optional[int]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     model_name = settings.main_model
-    layer = settings.layer(model_name)
+    main = settings.layer(model_name)
+    layer = main if layer is None else layer
     model = load_model(model_name)
-    n_masks = int(mask_family(model, load_images(settings, 1).images, layer, settings).shape[0])
+    n_masks = int(mask_family(model, load_images(settings, 1).images, main, settings).shape[0])
     options = dict(FAMILIES[family], solver=FAMILY_SOLVER)
     if family == "one patch":
         options["n_masks"] = n_masks
+    elif layer != main:  # the main layer's lattice, not the one measured at this layer
+        options["spacing"] = mask_spacing(settings)
     config = dict(settings=repr(settings), model=model_name, layer=layer, method=method, family=family, n=n,
                   options=sorted(options.items()))
 
@@ -161,16 +174,19 @@ def family_scores(settings: Settings, method: str, family: str, n: Optional[int]
     return cached("fidelity-family", config, compute)
 
 
-def family_table(settings: Settings, n: Optional[int] = None, methods: Sequence[str] = tuple(METHODS)) -> pd.DataFrame:
-    """One row per base method and family of :data:`FAMILIES`: the paired difference S_F(decoys) - S_F(raw)
-    (mean with t-interval, Hodges-Lehmann estimate ``hl`` with its distribution-free interval, the reading of S_F
-    measures), its reading (:func:`lower_sf`), the maps per image, pixels per mask and decoys dropped."""
+def family_table(settings: Settings, n: Optional[int] = None, methods: Sequence[str] = tuple(METHODS),
+                 layer: Optional[str] = None, families: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """One row per base method and family of :data:`FAMILIES` (or ``families``) at ``layer`` (default the main
+    layer): the paired difference S_F(decoys) - S_F(raw) (mean with t-interval, Hodges-Lehmann estimate ``hl``
+    with its distribution-free interval, the reading of S_F measures), its reading (:func:`lower_sf`), the maps
+    per image, pixels per mask and decoys dropped."""
     rows = []
     for method in methods:
-        for family in FAMILIES:
-            r = family_scores(settings, method, family, n)
+        for family in (tuple(FAMILIES) if families is None else families):
+            r = family_scores(settings, method, family, n, layer=layer)
             d = paired_difference(r["sf_decoys"], r["sf_none"], robust=True)
-            rows.append(dict(method=method, family=family, solver=r["solver"], **d, supports=lower_sf(d),
+            rows.append(dict(method=method, family=family, layer=layer or settings.layer(settings.main_model),
+                             solver=r["solver"], **d, supports=lower_sf(d),
                              maps=f"{int(r['n_decoys'].min()) + 1}" if r["n_decoys"].min() == r["n_decoys"].max()
                              else f"{int(r['n_decoys'].min()) + 1}–{int(r['n_decoys'].max()) + 1}",
                              mask_pixels=r["mask_pixels"], dropped=int(r["dropped"].sum())))
