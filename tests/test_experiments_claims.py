@@ -221,3 +221,31 @@ def test_answer_rejects_a_chapter_without_measures(fake_module):
     with pytest.raises(TypeError, match="chapter"):
         Cl.answer(table, None)
     pd.testing.assert_frame_equal(table, before)  # the caller's table is not changed
+
+
+def test_answer_summarises_a_claim_with_many_measures_and_lists_them_all_on_request(fake_module):
+    """The layers chapter has 27 equivalence rows and 3 context rows: the box counts readings per
+    sub-claim; the folded list (max_listed=None) has every row."""
+    rows = []
+    for method in ("Gradient", "SmoothGrad"):
+        for i in range(8):   # 3 equivalent, 1 different, 4 undecided per method
+            ci = (-0.1, 0.1) if i < 3 else (2.0, 3.0) if i == 3 else (-0.1, 2.0)
+            rows.append(row("layer", {0: True, 1: True, 2: True, 3: False}.get(i), value=sum(ci) / 2, ci=ci,
+                            claim=f"{method}: not sensitive", test="equivalence", margin=0.5))
+        rows.append(row("layer", None, value=0.8, ci=(0.4, 2.4), test="other", counts=False,
+                        claim=f"{method}: not sensitive"))
+    fake_module.rows = rows
+    table = Cl.collect(None, modules=["_fake"])
+    before = table.copy()
+    box = Cl.answer(table, "x.md")
+    assert "* 16 counted measures here, read after Holm's correction: 6 equivalent (**supports**), " \
+           "2 different (**contradicts**), 8 **inconclusive**" in box
+    assert "  * Gradient: not sensitive: 3 equivalent (**supports**), 1 different (**contradicts**), 4 **inconclusive**" in box
+    assert "* 2 context rows, not counted" in box and "folded list" in box
+    assert "N = 10 (m" not in box                      # no measure is listed one by one
+    full = Cl.answer(table, "x.md", max_listed=None)
+    assert full.count("\n* ") == 18 and "folded list" not in full
+    assert Cl.answer(table, "x.md", max_listed=18) == full
+    pd.testing.assert_frame_equal(table, before)
+    with pytest.raises(ValueError, match="max_listed"):
+        Cl.answer(table, "x.md", max_listed=0)

@@ -70,6 +70,20 @@ def test_sweep_epsilons_hold_the_declared_ones_the_books_and_the_matched_one():
     assert Ep.sweep_epsilons(E.CI, 0.01) == (0.01, 0.03, 0.1)   # a matched value of the sweep is not repeated
 
 
+def test_the_sweep_and_the_pilot_read_the_module_constants_when_called(monkeypatch):
+    """SWEEP and PILOT_GRID are read at call time, not bound as default arguments at import."""
+    assert Ep.pilot.__defaults__ == (None, None) and Ep.sweep_epsilons.__defaults__ == (None,)
+    monkeypatch.setattr(Ep, "SWEEP", (0.2,))
+    assert Ep.sweep_epsilons(E.CI, 0.003) == (0.003, 0.1, 0.2)
+    assert Ep.sweep_epsilons(E.CI, 0.003, sweep=(0.05,)) == (0.003, 0.05, 0.1)   # an explicit sweep still wins
+    seen = {}
+    monkeypatch.setattr(Ep, "cached", lambda name, config, compute: seen.setdefault(name, config))
+    monkeypatch.setattr(Ep, "PILOT_GRID", (0.02, 0.2))
+    assert Ep.pilot(E.CI)["grid"] == (0.02, 0.2)
+    seen.clear()
+    assert Ep.pilot(E.CI, grid=[0.5])["grid"] == (0.5,)
+
+
 def test_sample_size_is_the_power_rule_capped_by_the_budget():
     size = Ep.sample_size(E.CI)
     assert size["needed"] > size["n"] and size["binds"]      # the CI budget binds: underpowered
@@ -99,8 +113,6 @@ def tiny(tmp_path, monkeypatch):
     monkeypatch.setattr(Ep, "SWEEP", (0.1,))
     monkeypatch.setattr(Ep, "PILOT_GRID", (0.05, 0.1))
     monkeypatch.setattr(Ep, "PILOT_IMAGES", {"tiny": 1})
-    monkeypatch.setattr(Ep.pilot, "__defaults__", ((0.05, 0.1), None))
-    monkeypatch.setattr(Ep.sweep_epsilons, "__defaults__", ((0.1,),))
     return dataclasses.replace(E.CI, scale="tiny", n_fidelity=N, n_small=N, smoothgrad_samples=2, ig_steps=2)
 
 

@@ -183,3 +183,28 @@ def test_decoy_summary_is_what_the_chapters_computed_from_the_decoys(S, fid):
         inside = (d.images - d.original).abs().sum(dim=(1, 2, 3)) / (d.masks.sum(dim=(1, 2, 3)) * d.images.shape[1])
         assert move == pytest.approx(float(inside.mean()), rel=1e-6)
         assert move > 0
+
+
+def test_decoy_family_sensitivity_has_one_patch_masks_and_equal_populations(S):
+    one = F.family_scores(S, "gradient", "one patch")
+    lattice = F.family_scores(S, "gradient", "lattice")
+    patch = S.decoys.patch_size
+    assert one["mask_pixels"] == patch * patch and lattice["mask_pixels"] > patch * patch   # one patch per mask
+    assert one["n_masks"] == lattice["n_masks"] > 1                                         # subsampled to match
+    for r in (one, lattice):
+        assert r["solver"] == F.FAMILY_SOLVER and r["sf_none"].shape == r["sf_decoys"].shape == (S.n_fidelity,)
+        assert (r["n_decoys"] + r["dropped"] == 2 * r["n_masks"]).all()                   # 2M decoys per image
+    np.testing.assert_allclose(one["sf_none"], lattice["sf_none"], rtol=1e-5)             # the same raw maps
+    table = F.family_table(S, methods=("gradient",))
+    assert list(table.family) == list(F.FAMILIES) and {"hl", "hl_low", "hl_high", "maps"} <= set(table.columns)
+    rows = F.family_claims(S)
+    assert len(rows) == len(F.FAMILIES) * len(E.METHODS) and not any(r.counts for r in rows)
+    assert all(r.interval == "hodges-lehmann" and "line search" in r.claim for r in rows)
+    kind = F.family_scores(S, "gradient", "lattice", layer=F.PAPER_KIND_LAYER[S.main_model])   # post-ReLU, pre-pool
+    assert kind["n_masks"] == lattice["n_masks"] and kind["mask_pixels"] == lattice["mask_pixels"]   # the same masks
+    assert (kind["n_decoys"] + kind["dropped"] == 2 * kind["n_masks"]).all()
+    np.testing.assert_allclose(kind["sf_none"], lattice["sf_none"], rtol=1e-5)
+    with pytest.raises(ValueError, match="family"):
+        F.family_scores(S, "gradient", "two patches")
+    with pytest.raises(ValueError, match="method"):
+        F.family_scores(S, "saliency", "lattice")

@@ -260,7 +260,13 @@ def test_every_rule_change_is_recorded_with_date_and_reason():
     # a change after the declaration names the claims it changed
     for c in Pw.RULE_CHANGES:
         if c["date"] > Pw.DECLARED_ON:
-            assert any(word in c["change"] for word in ("layer", "c claim", "sanity", "localization"))
+            assert any(word in c["change"] for word in ("layer", "c claim", "sanity", "localization", "S_F"))
+
+
+def test_the_robust_rule_is_declared_and_recorded():
+    assert "S_F" in Pw.ROBUST_MEASURES
+    change = [c for c in Pw.RULE_CHANGES if "Hodges-Lehmann" in c["change"]]
+    assert len(change) == 1 and change[0]["date"] == "2026-11-28" and "heavy-tailed" in change[0]["reason"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,10 +285,11 @@ def test_equivalence_reading_by_hand():
 def test_layer_equivalence_compares_every_layer_with_the_main_layer_against_the_decoy_effect():
     import pandas as pd
     from dance_book.experiments import layers as La
-    raw = [0.0, 0.0, 0.0, 0.0]
-    main = [-1.0, -1.2, -0.8, -1.0]                               # decoy effect -1.0: margin 0.5
-    near = [-1.1, -1.25, -0.9, -1.05]                             # within 0.1 of main, tight
-    far = [-3.0, -3.3, -2.8, -2.9]                                # about 2 lower: beyond the margin
+    # eight images: the distribution-free (Hodges-Lehmann) interval of S_F measures needs at least six at 95 %
+    raw = [0.0] * 8
+    main = [-1.0, -1.2, -0.8, -1.0, -1.1, -0.9, -1.0, -1.0]       # decoy effect -1.0: margin 0.5
+    near = [m - dx for m, dx in zip(main, [0.1, 0.05, 0.1, 0.05, 0.08, 0.12, 0.1, 0.1])]   # within 0.1 of main
+    far = [m - dx for m, dx in zip(main, [2.0, 2.1, 2.0, 1.9, 2.2, 1.8, 2.0, 2.05])]      # about 2 lower
     rows = [dict(method="gradient", population="none", layer="L2", image=i, sf=v) for i, v in enumerate(raw)]
     for layer, vals in (("L2", main), ("L1", near), ("L3", far)):
         rows += [dict(method="gradient", population="decoys", layer=layer, image=i, sf=v) for i, v in enumerate(vals)]

@@ -39,8 +39,8 @@ def claims(settings: Settings) -> List[Claim]:
             g = adf[(adf.model == model_name) & (adf.method == method)]
             d = compare(g, {"population": "decoys"}, {"population": "none"}).iloc[0]
             out.append(sf_claim("architectures", f"{name}: fidelity better with decoys on {model_name} (Fig. 6)", "architectures.md",
-                              f"mean paired difference of S_F, decoys - none, {name}, {model_name} at "
+                              f"Hodges-Lehmann paired difference of S_F, decoys - none, {name}, {model_name} at "
                               f"{settings.layer(model_name)}, N={int(d['n'])}", d, lower_sf(d),
                               f"{SF_NOTE} Higher-is-better reading: "
-                              f"{'supported' if d['ci_low'] > 0 else 'not supported'}."))
+                              f"{'supported' if d['hl_low'] > 0 else 'not supported'}."))
     return out

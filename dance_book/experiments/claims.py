@@ -61,10 +61,13 @@ class Claim:
 
     ``test`` says how ``supports`` was read, and so what :func:`assess` may do with the row:
 
-    * ``"direction"`` (the default): the 95 % interval is a symmetric t-interval (paired, or one-sample)
-      and ``supports`` says whether it excludes ``null`` in the paper's direction (True) or the other
-      way (False). Its p-value follows from the interval and n, enters Holm's correction, and the row
-      may read *no effect* against the declared margin;
+    * ``"direction"`` (the default): the 95 % interval is a symmetric t-interval (paired, or one-sample),
+      or for a robust measure (``interval="hodges-lehmann"``) the distribution-free interval of the
+      Hodges-Lehmann estimate (:func:`~dance_book.experiments.stats.hodges_lehmann`), and ``supports``
+      says whether it excludes ``null`` in the paper's direction (True) or the other way (False). The
+      p-value of a t-interval follows from the interval and n; a robust row carries its signed-rank
+      ``p_value`` and its paired ``sd_diff``. The p-value enters Holm's correction, and the row may read
+      *no effect* against the declared margin;
     * ``"equivalence"``: a claim of insensitivity; ``supports`` is True when the t-interval lies inside
       the chapter's own ``margin`` (in the measure's units). Kept as the chapter read it;
     * ``"other"``: the interval is not a t-interval (a bootstrap interval of a ratio, a range over
@@ -87,24 +90,60 @@ class Claim:
     test: str = "direction"     #: how ``supports`` was read: one of :data:`TESTS`
     null: float = 0.0           #: the no-effect value of the measure
     margin: Optional[float] = None  #: the chapter's own equivalence margin, in the measure's units
+    interval: str = "t"         #: the kind of the 95 % interval: one of :data:`INTERVALS`
+    p_value: Optional[float] = None  #: the test's two-sided p (a robust row's signed-rank p); else from the interval
+    sd_diff: Optional[float] = None  #: the per-image SD of the paired differences (a robust row's); else from the interval
 
     def __post_init__(self):
         if self.test not in TESTS:
             raise ValueError(f"test must be one of {TESTS}, got {self.test!r}")
+        if self.interval not in INTERVALS:
+            raise ValueError(f"interval must be one of {INTERVALS}, got {self.interval!r}")
+        if self.interval == "hodges-lehmann" and self.test == "direction" and self.p_value is None:
+            raise ValueError("a Hodges-Lehmann direction row needs its signed-rank p_value (the interval is not "
+                             "symmetric, so no p can be recovered from it); pass p_value=d['p_signed_rank']")
         if self.test == "equivalence" and (self.margin is None or not self.margin > 0):
             raise ValueError(f"an equivalence measure needs its positive margin; got margin={self.margin!r}")
 
     @classmethod
     def from_difference(cls, paper_claim: str, claim: str, chapter: str, measure: str, d, supports: Optional[bool],
                         note: str) -> "Claim":
-        """A measure that is a paired difference (a :func:`~dance_book.experiments.stats.paired_difference` row)."""
+        """A measure that is a paired difference (a :func:`~dance_book.experiments.stats.paired_difference` row).
+
+        A row computed with ``robust=True`` (it holds ``hl``) gives the Hodges-Lehmann estimate with its
+        distribution-free interval, its signed-rank p and its paired SD (``interval="hodges-lehmann"``);
+        ``supports`` must then be read from that interval (:func:`difference_interval`)."""
+        value, low, high = difference_interval(d)
+        if robust_row(d):
+            return cls(paper_claim=paper_claim, claim=claim, chapter=chapter, measure=measure, value=value,
+                       ci_low=low, ci_high=high, n=int(d["n"]), supports=supports, note=note,
+                       interval="hodges-lehmann", p_value=float(d["p_signed_rank"]), sd_diff=float(d["sd_diff"]))
         return cls(paper_claim=paper_claim, claim=claim, chapter=chapter, measure=measure,
-                   value=float(d["mean_diff"]), ci_low=float(d["ci_low"]), ci_high=float(d["ci_high"]),
-                   n=int(d["n"]), supports=supports, note=note)
+                   value=value, ci_low=low, ci_high=high, n=int(d["n"]), supports=supports, note=note)
 
 
 #: How a measure's ``supports`` was read (see :class:`Claim`).
 TESTS = ("direction", "equivalence", "other")
+#: The kinds of a measure's interval: a t-interval, or the Hodges-Lehmann estimate's distribution-free one.
+INTERVALS = ("t", "hodges-lehmann")
+
+
+def robust_row(d) -> bool:
+    """Whether a paired-difference row holds the Hodges-Lehmann reading (computed with ``robust=True``)."""
+    try:
+        return "hl" in d and not pd.isna(d["hl"])
+    except TypeError:
+        return False
+
+
+def difference_interval(d) -> tuple:
+    """``(estimate, low, high)`` of a paired-difference row, the reading the verdicts use: the
+    Hodges-Lehmann estimate and its distribution-free interval for a robust row (:func:`robust_row`;
+    every S_F measure, :data:`~dance_book.experiments.power.ROBUST_MEASURES`), else the mean and its
+    t-interval."""
+    if robust_row(d):
+        return float(d["hl"]), float(d["hl_low"]), float(d["hl_high"])
+    return float(d["mean_diff"]), float(d["ci_low"]), float(d["ci_high"])
 
 #: The fields of a measure row.
 ROW_KEYS = frozenset(Claim.__dataclass_fields__)
@@ -229,16 +268,21 @@ def assess(table: pd.DataFrame) -> pd.DataFrame:
     :class:`Claim` fields) with the columns
 
     * ``reading_95``: the chapter's own reading at the 95 % level (:func:`reading` of ``supports``);
-    * ``sd``: the per-image SD recovered from the 95 % t-interval and n
-      (:func:`~dance_book.experiments.power.sd_from_interval`; ``direction`` and ``equivalence`` rows);
-    * ``p``: the two-sided t-test p-value of ``value == null``, recovered from the same interval
-      (exact for a symmetric t-interval; ``direction`` rows only);
+    * ``sd``: the row's ``sd_diff`` when it carries one (a robust row), else the per-image SD
+      recovered from the 95 % t-interval and n (:func:`~dance_book.experiments.power.sd_from_interval`;
+      ``direction`` and ``equivalence`` rows);
+    * ``p``: the row's ``p_value`` when it carries one (a robust row's signed-rank p), else the two-sided
+      t-test p-value of ``value == null``, recovered from the same interval (exact for a symmetric
+      t-interval; ``direction`` rows only);
     * ``p_holm``: Holm's adjusted p over the counted ``direction`` rows of the same paper claim;
     * ``margin_used``: the *no effect* margin, the row's own ``margin`` or the declared ``margin_dz``
       times ``sd``;
     * ``n_needed``: the N for 80 % power: for a ``direction`` row, of the two-sided paired t-test at
       alpha / m (m = the claim's counted ``direction`` rows: the level Holm asks of the smallest p, so
-      the plan holds whatever the order) to detect the declared ``effect_dz`` times ``sd``; for an
+      the plan holds whatever the order) to detect the declared ``effect_dz`` times ``sd`` (for a robust
+      row too: the signed-rank test is at least 86 % as efficient as the t-test for any symmetric
+      distribution and more efficient for heavy tails, so the plan is off by at most about 16 % of N for a
+      symmetric distribution and conservative for heavy tails); for an
       ``equivalence`` row, for its 95 % interval to land inside its margin when there is no effect;
     * ``reading``: the reading the verdict uses. A counted ``direction`` row keeps *supports* or
       *contradicts* only when ``p_holm`` < alpha; otherwise it reads *no effect* when its 95 % interval
@@ -251,10 +295,15 @@ def assess(table: pd.DataFrame) -> pd.DataFrame:
     direction_rows = (out["test"] == "direction").to_numpy()
     t_rows = out["test"].isin(["direction", "equivalence"]).to_numpy()
     out["reading_95"] = [reading(v) for v in out["supports"]]
-    out["sd"] = [Pw.sd_from_interval(lo, hi, int(n)) if t and not (pd.isna(lo) or pd.isna(hi)) else np.nan
-                 for lo, hi, n, t in zip(out.ci_low, out.ci_high, out.n, t_rows)]
-    out["p"] = [Pw.p_from_interval(v, lo, hi, int(n), null) if d and not (pd.isna(lo) or pd.isna(hi)) else np.nan
-                for v, lo, hi, n, null, d in zip(out.value, out.ci_low, out.ci_high, out.n, out.null, direction_rows)]
+    given_sd = out["sd_diff"] if "sd_diff" in out else pd.Series(np.nan, index=out.index)
+    given_p = out["p_value"] if "p_value" in out else pd.Series(np.nan, index=out.index)
+    out["sd"] = [float(s) if t and not pd.isna(s) else
+                 Pw.sd_from_interval(lo, hi, int(n)) if t and not (pd.isna(lo) or pd.isna(hi)) else np.nan
+                 for lo, hi, n, t, s in zip(out.ci_low, out.ci_high, out.n, t_rows, given_sd)]
+    out["p"] = [float(g) if d and not pd.isna(g) else
+                Pw.p_from_interval(v, lo, hi, int(n), null) if d and not (pd.isna(lo) or pd.isna(hi)) else np.nan
+                for v, lo, hi, n, null, d, g in zip(out.value, out.ci_low, out.ci_high, out.n, out.null, direction_rows,
+                                                    given_p)]
     out["p_holm"] = np.nan
     family = counts & direction_rows & out["p"].notna()
     m_family = {}
@@ -441,7 +490,51 @@ def _bold(text: str) -> str:
     return f"**{text}**"
 
 
-def answer(table: pd.DataFrame, chapter: str, label=_bold) -> str:
+#: An answer box lists a claim's measures one by one up to this many; above, it gives their counts per
+#: reading (:func:`answer`) and the chapter shows the full list folded away.
+MAX_LISTED = 12
+#: What a reading means for an equivalence row (a claim of insensitivity).
+EQUIVALENCE_WORDS = {"supports": "equivalent", "contradicts": "different", "inconclusive": "inconclusive",
+                     "no effect": "no effect"}
+
+
+def reading_counts(group: pd.DataFrame, label=_bold) -> str:
+    """The counts of the readings of ``group``'s counted measures, in the order of :data:`READINGS`, as
+    Markdown (``"3 supports, 24 inconclusive"``); for equivalence rows the reading is named by what it
+    means (:data:`EQUIVALENCE_WORDS`: ``"3 equivalent (supports)"``). Readings that no measure has are
+    left out; '' when no measure is counted."""
+    counted = group[group.counts.astype(bool)]
+    equivalence = len(counted) > 0 and bool((counted.test == "equivalence").all())
+    parts = []
+    for r in READINGS:
+        k = int((counted.reading == r).sum())
+        if k:
+            word = f"{EQUIVALENCE_WORDS[r]} ({label(r)})" if equivalence and EQUIVALENCE_WORDS[r] != r else label(r)
+            parts.append(f"{k} {word}")
+    return ", ".join(parts)
+
+
+def _summarised(own: pd.DataFrame, label) -> str:
+    """The lines of :func:`answer` for a claim with many measures in one chapter: counts, not the list."""
+    counted = own[own.counts.astype(bool)]
+    context = len(own) - len(counted)
+    items = [f"* {len(counted)} counted measure{'s' * (len(counted) != 1)} here, read after Holm's correction: "
+             f"{reading_counts(counted, label) or 'none'}"]
+    subs = list(dict.fromkeys(counted.claim))
+    if 1 < len(subs) <= 6:
+        for sub in subs:
+            items.append(f"  * {_escape(sub)}: {reading_counts(counted[counted.claim == sub], label)}")
+    if "reading_95" in counted:
+        lost = int(((counted.reading == "inconclusive") & counted.reading_95.isin(["supports", "contradicts"])).sum())
+        if lost:
+            items.append(f"* {lost} of them decided at the 95 % level but not after Holm's correction")
+    if context:
+        items.append(f"* {context} context row{'s' * (context != 1)}, not counted")
+    items.append("* every measure with its effect, interval and N: in the folded list \"Every measure of this answer\" further down")
+    return "\n".join(items)
+
+
+def answer(table: pd.DataFrame, chapter: str, label=_bold, max_listed: Optional[int] = MAX_LISTED) -> str:
     """The answer box of one chapter, as Markdown: for each paper claim that ``chapter`` measures (in
     the paper's order), the claim, its verdict on the scale of :data:`VERDICTS` and, when the verdict is
     *inconclusive (underpowered)* or *partly reproduced* with undecided measures, the N that would
@@ -449,6 +542,12 @@ def answer(table: pd.DataFrame, chapter: str, label=_bold) -> str:
     effect with its 95 % interval (:func:`rounded`), N, the reading after Holm's correction (and the
     reading at the 95 % level where the correction took it away) and, for an inconclusive measure, the
     N that would decide it.
+
+    A claim with more than ``max_listed`` measures in ``chapter`` is summarised instead: the counts of
+    its counted measures' readings after Holm's correction (:func:`reading_counts`), per sub-claim when
+    there are few sub-claims, how many were decided at the 95 % level but not after the correction, and
+    the number of context rows; the chapter shows the full list folded away (``max_listed=None``
+    lists every measure).
 
     ``table`` is an assessed table (:func:`collect`, :func:`frame`) that holds *every* measure of the
     claims the chapter bears on, from whichever chapter (Holm's correction and the verdict run over
@@ -461,6 +560,9 @@ def answer(table: pd.DataFrame, chapter: str, label=_bold) -> str:
     """
     if not isinstance(chapter, str) or not chapter:
         raise TypeError(f"chapter must be a chapter's file name such as 'fidelity.md'; got {chapter!r}")
+    if max_listed is not None and (isinstance(max_listed, bool) or not isinstance(max_listed, (int, np.integer))
+                                   or max_listed < 1):
+        raise ValueError(f"max_listed must be a positive number of measures or None (list them all); got {max_listed!r}")
     name = chapter if chapter.endswith(".md") else f"{chapter}.md"
     mine = table[table.chapter == name]
     if mine.empty:
@@ -483,6 +585,10 @@ def answer(table: pd.DataFrame, chapter: str, label=_bold) -> str:
         n = n_decide(group)
         text += f"; N = {n} would decide its undecided measures." if n is not None else "."
         lines = [text, ""]
+        if max_listed is not None and len(own) > max_listed:
+            lines.append(_summarised(own, label))
+            blocks.append("\n".join(lines))
+            continue
         shared = own.claim.nunique() == 1 and len(own) > 1  # one sub-claim measured several ways: said once
         if shared:
             lines[0] += f" Measured here: {_escape(own.claim.iloc[0])}."

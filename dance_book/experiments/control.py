@@ -29,7 +29,7 @@ import pandas as pd
 
 from .scores import AGGREGATES, compare, frame, population_sizes
 from .maps import METHODS
-from .claims import Claim, direction
+from .claims import Claim, difference_interval, direction
 from .settings import Settings
 
 #: Populations of the control study, DANCE's first: at equal size (one decoy per mask), then the paper's
@@ -98,8 +98,9 @@ def claims(settings: Settings) -> List[Claim]:
             m = mass[(mass.method == method) & (mass.population == kind) & (mass["aggregate"] == agg)].iloc[0]
             combo = f"{kind} + {agg} ({d['maps']} maps)"
             ref = f"{REFERENCE['population']} + {REFERENCE['aggregate']} ({d['reference maps']} maps)"
-            measure = f"paired difference of S_F, {combo} - {ref}, {name}, N={int(d['n'])}"
-            reading = direction(d["ci_low"], d["ci_high"], "above")
+            measure = f"Hodges-Lehmann paired difference of S_F, {combo} - {ref}, {name}, N={int(d['n'])}"
+            _, low, high = difference_interval(d)  # the Hodges-Lehmann interval (power.ROBUST_MEASURES)
+            reading = direction(low, high, "above")
             mass_note = (f"mass on the object, alternative - reference: {m['mean_diff']:+.3f} "
                          f"[{m['ci_low']:+.3f}, {m['ci_high']:+.3f}] (higher = more on the object).")
             if kind in CONTEXT_KINDS:
@@ -114,5 +115,5 @@ def claims(settings: Settings) -> List[Claim]:
                 "control", f"{name}: both steps needed: {kind} + {agg} is less faithful than optimised decoys "
                            f"+ range (poster control study)", "control.md", measure, d, reading,
                 f"Equal population size. Lower = more faithful as printed; under the paper's higher-is-better "
-                f"reading the alternative {'beats' if d['ci_high'] < 0 else 'does not beat'} DANCE. {mass_note}"))
+                f"reading the alternative {'beats' if high < 0 else 'does not beat'} DANCE. {mass_note}"))
     return out

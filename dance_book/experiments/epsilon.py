@@ -145,8 +145,11 @@ def _drift(model, x, decoys, layer: str) -> List[float]:
     return out
 
 
-def pilot(settings: Settings, grid: Sequence[float] = PILOT_GRID, model_name: Optional[str] = None) -> Dict[str, object]:
+def pilot(settings: Settings, grid: Optional[Sequence[float]] = None, model_name: Optional[str] = None) -> Dict[str, object]:
     """The pilot that fixes the paper-matched epsilon (cached): drift at the first pool per grid epsilon.
+
+    ``grid`` defaults to :data:`PILOT_GRID`, read when the function is called (so a change of the module's
+    constant reaches every call).
 
     Returns:
         dict with ``model``, ``layer`` (the first pool), ``offset`` (index of the first pilot image),
@@ -156,7 +159,7 @@ def pilot(settings: Settings, grid: Sequence[float] = PILOT_GRID, model_name: Op
     """
     model_name = model_name or settings.main_model
     n = PILOT_IMAGES.get(settings.scale, 3) if not settings.extra.get("smoke") else 1
-    grid = tuple(float(e) for e in grid)
+    grid = tuple(float(e) for e in (PILOT_GRID if grid is None else grid))
     offset = settings.n_fidelity  # disjoint from every image of the fidelity experiments
     config = dict(settings=repr(settings), model=model_name, n=n, grid=grid, offset=offset, target=PAPER_DRIFT)
 
@@ -179,8 +182,10 @@ def pilot(settings: Settings, grid: Sequence[float] = PILOT_GRID, model_name: Op
     return cached("epsilon-pilot", config, compute)
 
 
-def sweep_epsilons(settings: Settings, matched: float, sweep: Sequence[float] = SWEEP) -> tuple:
-    """The epsilons of the sweep, ascending: :data:`SWEEP`, the book's and the paper-matched one."""
+def sweep_epsilons(settings: Settings, matched: float, sweep: Optional[Sequence[float]] = None) -> tuple:
+    """The epsilons of the sweep, ascending: ``sweep`` (default :data:`SWEEP`, read when the function is
+    called), the book's and the paper-matched one."""
+    sweep = SWEEP if sweep is None else sweep
     return tuple(sorted({float(e) for e in sweep} | {float(settings.decoys.epsilon), float(matched)}))
 
 
@@ -252,7 +257,7 @@ def summary(result: Dict[str, object]) -> pd.DataFrame:
     for eps in result["epsilons"]:
         for method in METHODS:
             g = t[(t.epsilon == eps) & (t.method == method)].sort_values("image")
-            d = paired_difference(g.sf_decoys.to_numpy(), g.sf_none.to_numpy())
+            d = paired_difference(g.sf_decoys.to_numpy(), g.sf_none.to_numpy(), robust=True)
             supports = lower_sf(d)
             rows.append(dict(epsilon=eps, method=method, **d, supports=supports, reading=READING[supports],
                              drift=float(dr[dr.epsilon == eps].drift.median()),
@@ -282,7 +287,7 @@ def claims(settings: Settings) -> List[Claim]:
         under = " Underpowered: the budget caps N below the power rule's." if result["size"]["binds"] else ""
         row = sf_claim("fidelity", f"{name}: fidelity better with decoys, at {label} (context: epsilon sweep)",
                        "hyperparameters.md",
-                       f"mean paired difference of S_F, decoys - none, {name}, relative {label}, N={int(r.n)}",
+                       f"Hodges-Lehmann paired difference of S_F, decoys - none, {name}, relative {label}, N={int(r.n)}",
                        r, None if r.supports is None or r.supports != r.supports else bool(r.supports),
                        f"{SF_NOTE} Context, not counted: the verdict is the one at the book's epsilon = "
                        f"{result['reference']:g}; median drift at the first pool {r.drift:.3g} "

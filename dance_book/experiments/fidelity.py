@@ -12,18 +12,29 @@ chapter uses are re-exported here.
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from typing import List, Optional, Sequence
 
+import numpy as np
 import pandas as pd
+import torch
 
-from .maps import METHODS
-from .scores import (N_SHOW, SF_NOTE, compare, decoy_summary, example_heatmaps, frame, lower_sf, population,
-                     sf_claim, summary)
+from dance.enhanced import aggregate_maps
+from dance.metrics import fidelity as fidelity_metric
+
+from .cache import cached
+from .inputs import load_images, load_model, shared_decoys
+from .maps import METHODS, mask_family, predicted
+from .scores import (N_SHOW, SF_NOTE, compare, decoy_summary, example_heatmaps, frame, lower_sf, mask_spacing,
+                     population, population_maps, sf_claim, summary)
 from .claims import Claim
 from .settings import Settings
+from .stats import paired_difference
 
-__all__ = ["FIDELITY_KINDS", "EQUAL_SIZE_DECOYS", "REPLACEMENTS",
-           "fidelity_scores", "claims", "N_SHOW", "compare", "decoy_summary", "example_heatmaps",
+__all__ = ["FIDELITY_KINDS", "EQUAL_SIZE_DECOYS", "REPLACEMENTS", "FAMILIES", "FAMILY_SOLVER",
+           "fidelity_scores", "family_scores", "family_table", "family_claims", "claims", "N_SHOW", "compare",
+           "decoy_summary", "example_heatmaps",
            "population", "summary"]
 
 #: Fidelity chapter: populations compared (paper Fig. 3), and the equal-size decoys.
@@ -65,9 +76,9 @@ def claims(settings: Settings) -> List[Claim]:
     for method, name in METHODS.items():
         d = compare(df[df.method == method], {"population": "decoys"}, {"population": "none"}).iloc[0]
         out.append(sf_claim("fidelity", f"{name}: fidelity better with decoys (Fig. 3)", "fidelity.md",
-                          f"mean paired difference of S_F, decoys - none, {name}, N={n}", d, lower_sf(d),
+                          f"Hodges-Lehmann paired difference of S_F, decoys - none, {name}, N={n}", d, lower_sf(d),
                           f"{SF_NOTE} Higher-is-better reading: "
-                          f"{'supported' if d['ci_low'] > 0 else 'not supported'}."))
+                          f"{'supported' if d['hl_low'] > 0 else 'not supported'}."))
         for other in REPLACEMENTS:
             what = "blurring" if other == "blur" else "inpainting"
             inpaint = " Inpainting is scikit-image's biharmonic method, not Yu et al.'s model." if other == "inpaint" else ""
@@ -75,18 +86,125 @@ def claims(settings: Settings) -> List[Claim]:
             d = compare(sub, {"population": EQUAL_SIZE_DECOYS}, {"population": other}).iloc[0]
             wide = compare(sub, {"population": "decoys"}, {"population": other}).iloc[0]
             out.append(sf_claim("replacement", f"{name}: optimised decoys beat {what} (Fig. 3)", "fidelity.md",
-                                f"mean paired difference of S_F, decoys (one per mask, M+1 maps) - {other} (M+1 maps), "
+                                f"Hodges-Lehmann paired difference of S_F, decoys (one per mask, M+1 maps) - {other} (M+1 maps), "
                                 f"{name}, N={n}", d, lower_sf(d),
                                 f"{SF_NOTE} Higher-is-better reading: "
-                                f"{'supported' if d['ci_low'] > 0 else 'not supported'}. Equal population size; "
-                                f"with the paper's 2M+1 decoys the difference is {wide['mean_diff']:+.3f} "
-                                f"[{wide['ci_low']:+.3f}, {wide['ci_high']:+.3f}] (context row).{inpaint}"))
+                                f"{'supported' if d['hl_low'] > 0 else 'not supported'}. Equal population size; "
+                                f"with the paper's 2M+1 decoys the difference is {wide['hl']:+.3f} "
+                                f"[{wide['hl_low']:+.3f}, {wide['hl_high']:+.3f}] (context row).{inpaint}"))
             out.append(dataclasses.replace(
                 sf_claim("replacement", f"{name}: optimised decoys beat {what}, paper's 2M+1 decoys (context: "
                          f"unequal population size)", "fidelity.md",
-                         f"mean paired difference of S_F, decoys (2M+1 maps) - {other} (M+1 maps), {name}, N={n}",
+                         f"Hodges-Lehmann paired difference of S_F, decoys (2M+1 maps) - {other} (M+1 maps), {name}, N={n}",
                          wide, lower_sf(wide),
                          f"{SF_NOTE} Context, not counted: the decoy population has twice the members of the "
                          f"{other} population, and a range grows with the population's size.{inpaint}"),
                 counts=False))
+    return out + family_claims(settings)
+
+
+#: The sensitivity run of the decoy family (issue 12, section 1): the paper's one-patch masks against the
+#: book's lattice masks, both solved by the library's line search (the paper's solver is Adam; the line search
+#: keeps each stored entry within CI's recheck budget). Family name -> the decoy options that make it.
+FAMILIES = {"one patch": dict(spacing=None), "lattice": dict()}
+#: The solver of the sensitivity run (a label of every row it gives).
+FAMILY_SOLVER = "linesearch"
+
+
+#: The decoy layer of the paper's kind on the main model (Table A2's VGG16 layer is the post-ReLU output before
+#: the first pool; the book's main layer is a pre-ReLU conv after it): the layer-kind sensitivity row.
+PAPER_KIND_LAYER = {"vgg-shapes": "features.relu1_1"}
+
+
+def family_scores(settings: Settings, method: str, family: str, n: Optional[int] = None,
+                  layer: Optional[str] = None) -> dict:
+    """S_F of the raw and the decoy-enhanced (range) maps of the first ``n`` images with one decoy family
+    (cached, one entry per base method and family; ``n`` defaults to ``settings.n_fidelity``).
+
+    ``family`` is a key of :data:`FAMILIES`: ``"one patch"`` optimises decoys of one 3x3 patch per mask
+    (``spacing=None``, the paper's family), subsampled to as many masks per image as the book's lattice family
+    has at the main layer (``n_masks``, a seeded random subset), so that both populations have ``2M + 1`` maps
+    per image; ``"lattice"`` is the book's own family (patches a lattice apart share a mask). Both use the
+    :data:`FAMILY_SOLVER`, so that their difference is the family's alone.
+
+    ``layer`` (default: the main layer) constrains the decoys at another layer of the main model, with the
+    main layer's masks (the lattice spacing of :func:`~dance_book.experiments.scores.mask_spacing`, the
+    number of masks of the main layer's family): the layer-kind sensitivity row (:data:`PAPER_KIND_LAYER`).
+
+    Returns:
+        dict with ``sf_none``, ``sf_decoys`` (numpy ``[n]``), ``n_decoys``, ``dropped`` (per image),
+        ``n_masks``, ``mask_pixels`` (mean pixels per mask), ``family``, ``solver`` and ``seconds``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {list(FAMILIES)}, got {family!r}")
+    n = settings.n_fidelity if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    model_name = settings.main_model
+    main = settings.layer(model_name)
+    layer = main if layer is None else layer
+    model = load_model(model_name)
+    n_masks = int(mask_family(model, load_images(settings, 1).images, main, settings).shape[0])
+    options = dict(FAMILIES[family], solver=FAMILY_SOLVER)
+    if family == "one patch":
+        options["n_masks"] = n_masks
+    elif layer != main:  # the main layer's lattice, not the one measured at this layer
+        options["spacing"] = mask_spacing(settings)
+    config = dict(settings=repr(settings), model=model_name, layer=layer, method=method, family=family, n=n,
+                  options=sorted(options.items()))
+
+    def compute():
+        start = time.perf_counter()
+        pops = shared_decoys(settings, model_name, n, layer=layer, **options)
+        print(f"S_F: {family} decoys ({FAMILY_SOLVER}), {METHODS[method]}, {n} images ...", file=sys.stderr, flush=True)
+        x = load_images(settings, n).images
+        target = predicted(model, x)
+        maps = population_maps(model, x, target, method, settings, pops, seed=settings.seed)
+        raw = torch.stack([g[0] for g in maps])
+        dance = torch.stack([aggregate_maps(g, "range") for g in maps])
+        return dict(sf_none=fidelity_metric(model, x, raw, target).cpu().numpy(),
+                    sf_decoys=fidelity_metric(model, x, dance, target).cpu().numpy(),
+                    n_decoys=np.array([len(p) for p in pops]), dropped=np.array([int(p.dropped) for p in pops]),
+                    n_masks=n_masks, mask_pixels=float(np.mean([float(p.masks.sum(dim=(1, 2, 3)).float().mean())
+                                                                for p in pops])),
+                    family=family, solver=FAMILY_SOLVER, seconds=time.perf_counter() - start)
+
+    return cached("fidelity-family", config, compute)
+
+
+def family_table(settings: Settings, n: Optional[int] = None, methods: Sequence[str] = tuple(METHODS),
+                 layer: Optional[str] = None, families: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """One row per base method and family of :data:`FAMILIES` (or ``families``) at ``layer`` (default the main
+    layer): the paired difference S_F(decoys) - S_F(raw) (mean with t-interval, Hodges-Lehmann estimate ``hl``
+    with its distribution-free interval, the reading of S_F measures), its reading (:func:`lower_sf`), the maps
+    per image, pixels per mask and decoys dropped."""
+    rows = []
+    for method in methods:
+        for family in (tuple(FAMILIES) if families is None else families):
+            r = family_scores(settings, method, family, n, layer=layer)
+            d = paired_difference(r["sf_decoys"], r["sf_none"], robust=True)
+            rows.append(dict(method=method, family=family, layer=layer or settings.layer(settings.main_model),
+                             solver=r["solver"], **d, supports=lower_sf(d),
+                             maps=f"{int(r['n_decoys'].min()) + 1}" if r["n_decoys"].min() == r["n_decoys"].max()
+                             else f"{int(r['n_decoys'].min()) + 1}–{int(r['n_decoys'].max()) + 1}",
+                             mask_pixels=r["mask_pixels"], dropped=int(r["dropped"].sum())))
+    return pd.DataFrame(rows)
+
+
+def family_claims(settings: Settings) -> List[Claim]:
+    """Context rows (``counts=False``) of the fidelity claim from the decoy-family sensitivity run
+    (:func:`family_table`): per base method and family, S_F(decoys) - S_F(raw), labelled with the solver."""
+    out = []
+    for _, r in family_table(settings).iterrows():
+        name = METHODS[r.method]
+        out.append(dataclasses.replace(sf_claim(
+            "fidelity", f"{name}: fidelity better with decoys, {r.family} masks, line search (context: decoy family)",
+            "fidelity.md", f"Hodges-Lehmann paired difference of S_F, decoys ({r.family} masks, {r.maps} maps, "
+                           f"{FAMILY_SOLVER} solver) - none, {name}, N={int(r.n)}",
+            r, lower_sf(r),
+            f"{SF_NOTE} Context, not counted: a sensitivity run of the decoy family with the line-search solver "
+            f"(not the paper's Adam); one-patch masks subsampled to the lattice family's number of masks."),
+            counts=False))
     return out

@@ -127,10 +127,13 @@ def layer_equivalence(df: pd.DataFrame, method: str, main: str, value: str = "sf
                       fraction: float = LAYER_MARGIN_FRACTION) -> pd.DataFrame:
     """Per decoy layer other than ``main``: is S_F there equivalent to S_F at the main layer?
 
-    One row per layer: the paired difference ``S_F(layer) - S_F(main)`` over the images with its
-    95 % t-interval (:func:`~dance_book.experiments.stats.paired_difference`), the margin
-    ``fraction * |decoy effect|`` (the decoy effect: mean paired ``S_F(decoys at main) - S_F(raw map)``,
-    what the layer's choice is to be small against), and ``equivalent`` (:func:`equivalence_reading`).
+    One row per layer: the paired difference ``S_F(layer) - S_F(main)`` over the images, its mean with
+    the 95 % t-interval and its Hodges-Lehmann estimate ``hl`` with the distribution-free 95 % interval
+    ``hl_low``, ``hl_high`` (:func:`~dance_book.experiments.stats.paired_difference`, ``robust=True``), the
+    margin ``fraction * |decoy effect|`` (the decoy effect: the Hodges-Lehmann estimate of the paired
+    ``S_F(decoys at main) - S_F(raw map)``, what the layer's choice is to be small against), and
+    ``equivalent`` (:func:`equivalence_reading` of the Hodges-Lehmann interval, the reading of every S_F
+    measure, :data:`~dance_book.experiments.power.ROBUST_MEASURES`).
     """
     d = df[df.method == method]
     raw = d[d.population == "none"].set_index("image")[value]
@@ -138,17 +141,18 @@ def layer_equivalence(df: pd.DataFrame, method: str, main: str, value: str = "sf
     at_main = dec[dec.layer == main].set_index("image")[value]
     if at_main.empty:
         raise ValueError(f"main={main!r} has no decoy rows for method {method!r}; pass the main layer of the sweep")
-    effect = paired_difference(*[s.to_numpy() for s in at_main.align(raw, join="inner")])["mean_diff"]
+    effect = paired_difference(*[s.to_numpy() for s in at_main.align(raw, join="inner")], robust=True)["hl"]
     margin = fraction * abs(effect)
     rows = []
     for layer in dec.layer.unique():
         if layer == main:
             continue
         a, b = dec[dec.layer == layer].set_index("image")[value].align(at_main, join="inner")
-        diff = paired_difference(a.to_numpy(), b.to_numpy())
+        diff = paired_difference(a.to_numpy(), b.to_numpy(), robust=True)
         rows.append({"method": method, "layer": layer, "n": diff["n"], "mean_diff": diff["mean_diff"],
-                     "ci_low": diff["ci_low"], "ci_high": diff["ci_high"], "decoy_effect": effect, "margin": margin,
-                     "equivalent": equivalence_reading(diff["ci_low"], diff["ci_high"], margin)})
+                     "ci_low": diff["ci_low"], "ci_high": diff["ci_high"], "hl": diff["hl"], "hl_low": diff["hl_low"],
+                     "hl_high": diff["hl_high"], "sd_diff": diff["sd_diff"], "decoy_effect": effect, "margin": margin,
+                     "equivalent": equivalence_reading(diff["hl_low"], diff["hl_high"], margin)})
     return pd.DataFrame(rows)
 
 
@@ -166,8 +170,9 @@ def claims(settings: Settings) -> List[Claim]:
             out.append(Claim(
                 paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5)", chapter="layers.md",
                 measure=f"S_F with decoys at {r.layer} minus at the main layer {main}, {name}, N={r.n}",
-                value=float(r.mean_diff), ci_low=float(r.ci_low), ci_high=float(r.ci_high), n=int(r.n),
+                value=float(r.hl), ci_low=float(r.hl_low), ci_high=float(r.hl_high), n=int(r.n),
                 supports=supports, test="equivalence", margin=float(r.margin) if r.margin > 0 else 1e-12,
+                interval="hodges-lehmann", sd_diff=float(r.sd_diff),
                 note=(f"margin +-{r.margin:.3g} = {LAYER_MARGIN_FRACTION:g} x the decoys' effect on S_F at the main layer "
                       f"({r.decoy_effect:+.3g}): {word}")))
         s = layer_spread(ldf, method)

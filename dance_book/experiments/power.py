@@ -87,7 +87,28 @@ RULE_CHANGES = (
                "CI-scale cascade (gradient only, N = 8: decoy-enhanced minus raw SSIM 0.036 [0.025, 0.047]) and "
                "localization results existed, before any null-floor run; the margin (0.02 SSIM) was set below that "
                "difference so that it cannot by itself turn the earlier contradiction into support"},
+    {"date": "2026-11-28", "commit": None,
+     "change": "every paired difference of S_F (ROBUST_MEASURES: fidelity, replacement, architectures, control, "
+               "the layer and c equivalence rows, the epsilon context rows) is read by its Hodges-Lehmann estimate "
+               "with the distribution-free 95 % interval of Wilcoxon's signed-rank test instead of the mean with "
+               "its t-interval; the signed-rank p enters Holm's correction; the layer margin is 0.5 x the "
+               "Hodges-Lehmann estimate of the decoys' effect at the main layer; the N planned stays that of the "
+               "paired t-test at the paired SD",
+     "reason": "the verdicts review (issue 12, section 3): the per-image paired differences of S_F are heavy-tailed "
+               "(a few images with large |S_F| dominate the mean and widen the t-interval, whose coverage is then "
+               "not what it says at N = 16 to 50); the rank interval keeps the paired design and needs only a "
+               "symmetric distribution of the differences. Changed after the CI-scale results existed, for all "
+               "S_F measures at once (no per-measure choice)"},
 )
+
+#: Which measures are read with a robust interval since 2026-11-28 (see :data:`RULE_CHANGES`): every paired
+#: difference of S_F (decoys against the raw map, against blur, inpainting or the control alternatives, across
+#: layers, architectures, c and epsilon). Their value is the Hodges-Lehmann estimate (the median of the Walsh
+#: averages of the per-image differences) and their 95 % interval its distribution-free one, the inversion of
+#: Wilcoxon's signed-rank test (:func:`~dance_book.experiments.stats.hodges_lehmann`); the signed-rank p enters
+#: Holm's correction. Declared for all S_F measures at once, not chosen per measure by a look at its tails.
+#: Every other measure keeps the mean and its t-interval.
+ROBUST_MEASURES = "every paired difference of S_F"
 
 #: The family-wise error rate of each paper claim (two-sided), before Holm's adjustment.
 ALPHA = 0.05

@@ -59,7 +59,7 @@ from dance.masks import interaction_spacing
 from dance.metrics import fidelity, mass_in_mask
 
 from .cache import cached
-from .claims import Claim, direction
+from .claims import Claim, difference_interval, direction
 from .inputs import load_images, load_model, masks_unavailable, shared_decoys
 from .maps import METHODS, base_method, enhanced_explainer, equal_size_populations, predicted, replacement_populations
 from .settings import Settings
@@ -303,7 +303,10 @@ def summary(df: pd.DataFrame, by: Sequence[str], value: str = "sf") -> pd.DataFr
 
 
 def compare(df: pd.DataFrame, a: dict, b: dict, by: Sequence[str] = ("method",), value: str = "sf") -> pd.DataFrame:
-    """Paired differences ``a - b`` of ``value`` per group, images matched by index.
+    """Paired differences ``a - b`` of ``value`` per group, images matched by index: the mean with its
+    t-interval and the Hodges-Lehmann estimate with its distribution-free interval
+    (:func:`~dance_book.experiments.stats.paired_difference` with ``robust=True``; the verdicts read the
+    latter for S_F, :data:`~dance_book.experiments.power.ROBUST_MEASURES`).
 
     ``a`` and ``b`` select rows by column values, e.g. ``{"population": "decoys"}``.
     """
@@ -315,7 +318,7 @@ def compare(df: pd.DataFrame, a: dict, b: dict, by: Sequence[str] = ("method",),
         if len(sel[0]) == 0 or len(sel[1]) == 0:
             continue
         va, vb = sel[0].align(sel[1], join="inner")
-        rows.append({**dict(zip(by, key)), **paired_difference(va.to_numpy(), vb.to_numpy())})
+        rows.append({**dict(zip(by, key)), **paired_difference(va.to_numpy(), vb.to_numpy(), robust=True)})
     return pd.DataFrame(rows)
 
 
@@ -323,11 +326,16 @@ SF_NOTE = "S_F as printed (lower = more faithful); the paper's results section r
 
 
 def sf_claim(paper_claim, claim, chapter, measure, d: dict, supports, note) -> Claim:
-    """A claims row for a paired difference of S_F (see :class:`~dance_book.experiments.claims.Claim`)."""
+    """A claims row for a paired difference of S_F (see :class:`~dance_book.experiments.claims.Claim`):
+    the Hodges-Lehmann reading when ``d`` holds it (a :func:`compare` row), as every S_F measure should
+    (:data:`~dance_book.experiments.power.ROBUST_MEASURES`)."""
     return Claim.from_difference(paper_claim, claim, chapter, measure, d, supports, note)
 
 
 def lower_sf(d: dict) -> Optional[bool]:
     """A paired difference (setting - reference) of S_F: lower with the CI below 0 (True), higher
-    with the CI above 0 (False), or no demonstrable difference (None)."""
-    return direction(d["ci_low"], d["ci_high"], "below")
+    with the CI above 0 (False), or no demonstrable difference (None). The interval is the one the
+    verdicts use (:func:`~dance_book.experiments.claims.difference_interval`): the Hodges-Lehmann
+    interval of a robust row (a :func:`compare` row), else the t-interval."""
+    _, low, high = difference_interval(d)
+    return direction(low, high, "below")
