@@ -130,6 +130,35 @@ def test_the_layer_sweep_holds_the_main_layer(paper):
     assert Ly.sweep_layers(E.CI) == zoo.layers(E.CI.main_model)
 
 
+def test_the_representation_study_measures_at_the_decoy_layer():
+    """Found the same way: the representation chapter reads its rows at the decoy layer, which VGG16's list of
+    conv/pool and linear layers left out (KeyError ('model.features.3', 'decoy'))."""
+    import torchvision
+
+    from dance_book.experiments import representation as Rp
+
+    with torch.device("meta"):
+        model = torchvision.models.vgg16()
+    assert "features.3" not in Rp.measured_layers(model)
+    layers = Rp.measured_layers(model, include=["features.3"])
+    assert layers[:4] == ["features.0", "features.2", "features.3", "features.4"]
+    assert layers == sorted(layers, key=[n for n, _ in model.named_modules()].index)
+    assert Rp.measured_layers(model, include=["features.2"]) == Rp.measured_layers(model)
+
+
+def test_toy_chapters_take_ci_sizes_in_the_smoke_run(monkeypatch):
+    """The theory and Yeh chapters' sizes (dance_book.scale.per_scale): their code is the same at both scales."""
+    from dance_book.scale import per_scale
+
+    monkeypatch.setenv("DANCE_SCALE", "paper")
+    monkeypatch.delenv("DANCE_PAPER_SMOKE", raising=False)
+    assert per_scale(ci=12, paper=60) == 60
+    monkeypatch.setenv("DANCE_PAPER_SMOKE", "1")
+    assert per_scale(ci=12, paper=60) == 12
+    monkeypatch.setenv("DANCE_SCALE", "ci")
+    assert per_scale(ci=12, paper=60) == 12
+
+
 def test_the_smoke_run_shortens_every_sweep_to_its_ends(monkeypatch):
     """Settings.sweep, the one place where the smoke run shortens a sweep: paper and CI scale keep every value."""
     from dance_book.experiments import attacks as R
