@@ -21,6 +21,16 @@ def current_scale() -> str:
     return value
 
 
+def per_scale(ci, paper):
+    """The size of a toy experiment whose code is the same at both scales: ``ci`` at CI scale and in the
+    paper-scale smoke run (the test-only ``DANCE_PAPER_SMOKE=1``, which checks that the code runs), else ``paper``."""
+    if current_scale() == "ci":
+        return ci
+    from .experiments.settings import smoke_enabled
+
+    return ci if smoke_enabled() else paper
+
+
 def default_device() -> torch.device:
     """CUDA when available at paper scale, else the CPU (CI scale is always CPU, for determinism)."""
     if current_scale() == "paper" and torch.cuda.is_available():

@@ -18,6 +18,7 @@ from dance_book import imagenet
 from dance_book.experiments import cache, inputs
 from dance_book.experiments import localization as Lc
 from dance_book.experiments.scores import scores
+from dance_book.experiments.settings import PAPER_SMOKE
 
 N_FAKE = 4  # the chapters' figures show up to four images
 
@@ -96,7 +97,6 @@ def test_chapter_sizes_fit_the_smoke_folder():
     more images (8, 24) than the smoke folder holds."""
     from dance_book.experiments import hyperparameters as H
     from dance_book.experiments import sanity as Sa
-    from dance_book.experiments.settings import PAPER_SMOKE
 
     assert Sa.sanity_n(PAPER_SMOKE) <= N_FAKE and H.sweep_size(PAPER_SMOKE) <= N_FAKE
     assert (Sa.sanity_n(E.PAPER), H.sweep_size(E.PAPER)) == (Sa.SANITY_N["paper"], H.SWEEP_IMAGES["paper"])
@@ -113,6 +113,65 @@ def test_key_layers_after_a_relu_decoy_layer(paper, folders):
     assert "model.features.3" not in layers
     keys = Rp.key_layers({"layers": layers, "model": "vgg16", "layer": "model.features.3"})
     assert keys == {"first_pool": "model.features.4", "last": layers[-1]}
+
+
+def test_the_layer_sweep_holds_the_main_layer(paper):
+    """Found the same way: the layers chapter compares every layer with the main one, which VGG16's list of
+    conv/pool layers leaves out (``layer_equivalence`` raised); the sweep puts it in forward order. CI scale's
+    sweep is its conv/pool layers, unchanged; the smoke run keeps the first, the main and the last layer."""
+    from dance_book import zoo
+    from dance_book.experiments import layers as Ly
+
+    paper("plain")
+    convpool, main = zoo.layers("vgg16"), E.PAPER.layer("vgg16")
+    full = Ly.sweep_layers(E.PAPER)
+    assert full == convpool[:2] + [main] + convpool[2:]  # features.0, features.2, then the ReLU features.3
+    assert Ly.sweep_layers(PAPER_SMOKE) == [convpool[0], main, convpool[-1]]
+    assert Ly.sweep_layers(E.CI) == zoo.layers(E.CI.main_model)
+
+
+def test_the_representation_study_measures_at_the_decoy_layer():
+    """Found the same way: the representation chapter reads its rows at the decoy layer, which VGG16's list of
+    conv/pool and linear layers left out (KeyError ('model.features.3', 'decoy'))."""
+    import torchvision
+
+    from dance_book.experiments import representation as Rp
+
+    with torch.device("meta"):
+        model = torchvision.models.vgg16()
+    assert "features.3" not in Rp.measured_layers(model)
+    layers = Rp.measured_layers(model, include=["features.3"])
+    assert layers[:4] == ["features.0", "features.2", "features.3", "features.4"]
+    assert layers == sorted(layers, key=[n for n, _ in model.named_modules()].index)
+    assert Rp.measured_layers(model, include=["features.2"]) == Rp.measured_layers(model)
+
+
+def test_toy_chapters_take_ci_sizes_in_the_smoke_run(monkeypatch):
+    """The theory and Yeh chapters' sizes (dance_book.scale.per_scale): their code is the same at both scales."""
+    from dance_book.scale import per_scale
+
+    monkeypatch.setenv("DANCE_SCALE", "paper")
+    monkeypatch.delenv("DANCE_PAPER_SMOKE", raising=False)
+    assert per_scale(ci=12, paper=60) == 60
+    monkeypatch.setenv("DANCE_PAPER_SMOKE", "1")
+    assert per_scale(ci=12, paper=60) == 12
+    monkeypatch.setenv("DANCE_SCALE", "ci")
+    assert per_scale(ci=12, paper=60) == 12
+
+
+def test_the_smoke_run_shortens_every_sweep_to_its_ends(monkeypatch):
+    """Settings.sweep, the one place where the smoke run shortens a sweep: paper and CI scale keep every value."""
+    from dance_book.experiments import attacks as R
+    from dance_book.experiments import hyperparameters as H
+
+    values = [3, 1, 4, 1.5, 9]
+    for s in (E.CI, E.PAPER):
+        assert s.sweep(values, keep=[4]) == values and s.sweep(values) is not values
+    assert PAPER_SMOKE.sweep(values, keep=[4]) == [3, 4, 9] and values == [3, 1, 4, 1.5, 9]
+    assert PAPER_SMOKE.sweep([7]) == [7]
+    assert H.sweep_c_values(E.CI) == H.sweep_c_values(E.PAPER) == H.C_VALUES
+    assert H.sweep_c_values(PAPER_SMOKE) == (H.C_VALUES[0], PAPER_SMOKE.decoys.c, H.C_VALUES[-1])
+    assert PAPER_SMOKE.sweep(R.K_SHARES, keep=[R.K_SHARES[-1]]) == [R.K_SHARES[0], R.K_SHARES[-1]]
 
 
 def test_scores_without_boxes_report_mass_as_not_available(paper):

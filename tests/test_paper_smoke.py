@@ -39,6 +39,20 @@ def test_every_chapter_that_reads_the_scale_is_smoke_tested(smoke):
     assert set(smoke.BOX_CHAPTERS) <= set(names)
 
 
+def test_make_test_smoke_runs_every_chapter_that_reads_the_scale_but_those_over_budget(smoke):
+    """``make test`` runs ``make paper-smoke``, whose chapters (the Makefile's ``PAPER_SMOKE_CHAPTERS``) are every
+    chapter whose code reads the scale, except the documented :data:`OVER_BUDGET` ones (run by paper-smoke-all)."""
+    make = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test:.*\bpaper-smoke\b", make, re.M), "make test no longer runs the paper smoke"
+    chosen = re.search(r"^PAPER_SMOKE_CHAPTERS \?=(.*)$", make, re.M).group(1).split()
+    reading = [n for n in smoke.chapter_names(ROOT) if SCALE.search("\n".join(smoke.code_cells(ROOT / "book" / f"{n}.md")))]
+    assert set(smoke.BOX_CHAPTERS) <= set(chosen) <= set(reading)
+    missing = sorted(set(reading) - set(chosen) - set(smoke.OVER_BUDGET))
+    assert not missing, f"make paper-smoke leaves out {missing}, which read the scale: add them to PAPER_SMOKE_CHAPTERS"
+    assert not set(chosen) & set(smoke.OVER_BUDGET)
+    assert set(smoke.OVER_BUDGET) <= set(smoke.chapter_names(ROOT)) - set(smoke.SCALE_FREE)
+
+
 CHAPTER = """---
 jupytext:
   text_representation:

@@ -115,10 +115,10 @@ COST_PER_IMAGE = {"ci": {"gradient": 39.0, "smoothgrad": 44.0, "integrated_gradi
 
 def adaptive_settings(settings: Settings) -> AdaptiveSettings:
     """The frozen :class:`AdaptiveSettings` of ``settings.scale`` (a smoke run of paper scale gets CI's,
-    shrunk to the smoke run's attack steps and two images: it checks that the code runs)."""
+    shrunk to the smoke run's attack steps, SmoothGrad samples, IG steps and two images: it checks that the code runs)."""
     if settings.scale == "paper" and settings.extra.get("smoke"):
         return replace(ADAPTIVE_SETTINGS["ci"], iterations=int(settings.extra.get("attack_iterations", 2)), n_max=2,
-                       eot_samples=2)
+                       eot_samples=2, smoothgrad_samples=settings.smoothgrad_samples, ig_steps=settings.ig_steps)
     return ADAPTIVE_SETTINGS[settings.scale]
 
 

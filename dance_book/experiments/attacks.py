@@ -42,7 +42,7 @@ from .settings import Settings
 from .stats import mean_sd, paired_difference
 
 __all__ = ["ATTACKS", "N_EXAMPLES", "AttackSettings", "ATTACK_SETTINGS", "attack_settings", "clean_maps",
-           "attack_run", "attack_study", "excess_table", "K_SHARES", "K_SWEEP_METHODS",
+           "attack_run", "study_pairs", "attack_study", "excess_table", "K_SHARES", "K_SWEEP_METHODS",
            "k_sweep", "SAME_ORDER", "AttackSummary", "summarize",
            "attack_claims", "claims", "STRONG_MAPS", "STRONG_MEASURES", "StrongSettings", "STRONG_SETTINGS",
            "STRONG_COST_PER_IMAGE", "strong_settings", "strong_sample_sizes", "strong_run", "strong_study",
@@ -221,9 +221,22 @@ def attack_run(settings: Settings, kind: str, method: str, n: Optional[int] = No
     return cached("attack-run", config, compute)
 
 
+def study_pairs(settings: Settings, methods: Sequence[str], kinds: Sequence[str]) -> list:
+    """The ``(kind, method)`` runs of :func:`attack_study`: every attack on every method. The paper-scale smoke
+    run (``settings.extra["smoke"]``) runs each aimed attack on one method, in turn (``topk`` on the first), and
+    the random-sign control on every method (the summary, the excess table and the claims compare each attack
+    with the control on its method): every attack and every method still runs, in half the runs."""
+    pairs = [(kind, method) for method in methods for kind in kinds]
+    if not settings.extra.get("smoke"):
+        return pairs
+    aimed = [kind for kind in kinds if kind != "random"]
+    keep = {(kind, methods[i % len(methods)]) for i, kind in enumerate(aimed)} | {("random", m) for m in methods}
+    return [p for p in pairs if p in keep]
+
+
 def attack_study(settings: Settings, methods: Sequence[str] = tuple(METHODS), kinds: Sequence[str] = tuple(ATTACKS),
                  n: Optional[int] = None):
-    """Every attack on every method (cached runs); returns ``(runs, table)``.
+    """Every attack on every method (cached runs; :func:`study_pairs`); returns ``(runs, table)``.
 
     ``runs[(kind, method)]`` is :func:`attack_run`'s dict; ``table`` is a :class:`pandas.DataFrame`
     with one row per attack and method: mean ± sd of :math:`S_S` raw and decoy-enhanced, the
@@ -237,24 +250,23 @@ def attack_study(settings: Settings, methods: Sequence[str] = tuple(METHODS), ki
     if bad:
         raise ValueError(f"kinds must be drawn from {list(ATTACKS)}, got {list(kinds)!r}")
     runs, rows = {}, []
-    for method in methods:
-        for kind in kinds:
-            r = attack_run(settings, kind, method, n)
-            runs[(kind, method)] = r
-            ok = np.isfinite(r["ss_raw"]) & np.isfinite(r["ss_dance"])  # x_hat == x gives NaN
-            d = paired_difference(r["ss_dance"][ok], r["ss_raw"][ok])
-            raw, dec = mean_sd(r["ss_raw"][ok]), mean_sd(r["ss_dance"][ok])
-            rows.append({
-                "attack": kind, "method": method, "n": int(ok.sum()),
-                "success": float(np.mean(r["success"])),
-                "ss_raw_mean": raw["mean"], "ss_raw_sd": raw["sd"],
-                "ss_dance_mean": dec["mean"], "ss_dance_sd": dec["sd"],
-                "diff_mean": d["mean_diff"], "diff_ci_low": d["ci_low"], "diff_ci_high": d["ci_high"],
-                "p_wilcoxon": d["p_wilcoxon"], "frac_dance_higher": d["frac_positive"],
-                "ratio_mean": float(np.mean(r["ss_dance"][ok] / r["ss_raw"][ok])),
-                "topk_raw": float(np.mean(r["topk_raw"])), "topk_dance": float(np.mean(r["topk_dance"])),
-                "dropped": int(np.sum(r["dropped"])),
-            })
+    for kind, method in study_pairs(settings, methods, kinds):
+        r = attack_run(settings, kind, method, n)
+        runs[(kind, method)] = r
+        ok = np.isfinite(r["ss_raw"]) & np.isfinite(r["ss_dance"])  # x_hat == x gives NaN
+        d = paired_difference(r["ss_dance"][ok], r["ss_raw"][ok])
+        raw, dec = mean_sd(r["ss_raw"][ok]), mean_sd(r["ss_dance"][ok])
+        rows.append({
+            "attack": kind, "method": method, "n": int(ok.sum()),
+            "success": float(np.mean(r["success"])),
+            "ss_raw_mean": raw["mean"], "ss_raw_sd": raw["sd"],
+            "ss_dance_mean": dec["mean"], "ss_dance_sd": dec["sd"],
+            "diff_mean": d["mean_diff"], "diff_ci_low": d["ci_low"], "diff_ci_high": d["ci_high"],
+            "p_wilcoxon": d["p_wilcoxon"], "frac_dance_higher": d["frac_positive"],
+            "ratio_mean": float(np.mean(r["ss_dance"][ok] / r["ss_raw"][ok])),
+            "topk_raw": float(np.mean(r["topk_raw"])), "topk_dance": float(np.mean(r["topk_dance"])),
+            "dropped": int(np.sum(r["dropped"])),
+        })
     return runs, pd.DataFrame(rows)
 
 
@@ -271,7 +283,7 @@ def k_sweep(settings: Settings, methods: Sequence[str] = K_SWEEP_METHODS, shares
     methods = check_methods(methods)
     rows = []
     for method in methods:
-        for share in shares:
+        for share in settings.sweep(shares, keep=[_attacks.TOPK_FRACTION]):  # the smoke run: the ends
             paper = abs(share - _attacks.TOPK_FRACTION) < 1e-12
             r = attack_run(settings, "topk", method, n, k_share=None if paper else share)
             ok = np.isfinite(r["ss_raw"]) & np.isfinite(r["ss_dance"])

@@ -159,7 +159,7 @@ def pilot(settings: Settings, grid: Optional[Sequence[float]] = None, model_name
     """
     model_name = model_name or settings.main_model
     n = PILOT_IMAGES.get(settings.scale, 3) if not settings.extra.get("smoke") else 1
-    grid = tuple(float(e) for e in (PILOT_GRID if grid is None else grid))
+    grid = tuple(float(e) for e in settings.sweep(PILOT_GRID if grid is None else grid))  # smoke run: the ends
     offset = settings.n_fidelity  # disjoint from every image of the fidelity experiments
     config = dict(settings=repr(settings), model=model_name, n=n, grid=grid, offset=offset, target=PAPER_DRIFT)
 
@@ -206,7 +206,8 @@ def epsilon_sweep(settings: Settings, n: Optional[int] = None, model_name: Optio
     size = sample_size(settings)
     n = size["n"] if n is None else int(n)
     found = pilot(settings, model_name=model_name)
-    epsilons = sweep_epsilons(settings, found["matched"])
+    reference = float(settings.decoys.epsilon)  # the smoke run: the sweep's ends, the book's and the matched one
+    epsilons = tuple(settings.sweep(sweep_epsilons(settings, found["matched"]), keep=[reference, found["matched"]]))
     reference = float(settings.decoys.epsilon)
     config = dict(settings=repr(settings), model=model_name, n=n, epsilons=epsilons, matched=found["matched"])
 

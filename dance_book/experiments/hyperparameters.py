@@ -53,6 +53,12 @@ EQUIVALENCE_D = Pw.EQUIVALENCE_D
 N_SHOW = 3
 
 
+def sweep_c_values(settings: Settings) -> tuple:
+    """The initial c of the sweep: :data:`C_VALUES` (the paper-scale smoke run: its ends and the reference c,
+    :meth:`~dance_book.experiments.settings.Settings.sweep`)."""
+    return tuple(float(c) for c in settings.sweep(C_VALUES, keep=[float(settings.decoys.c)]))
+
+
 def sweep_size(settings: Settings) -> int:
     """Number of images the c sweep uses at this scale (:data:`SWEEP_IMAGES`; no more than
     ``settings.n_small`` under the paper-scale smoke test, whose folder holds a few images)."""
@@ -77,7 +83,7 @@ def c_sweep(settings: Settings, n: Optional[int] = None, c_values: Optional[Sequ
     Args:
         settings: the frozen experiment settings (:func:`dance_book.experiments.settings`).
         n: number of images (default :func:`sweep_size`).
-        c_values: initial penalty weights (default :data:`C_VALUES`); must contain
+        c_values: initial penalty weights (default :func:`sweep_c_values`); must contain
             ``settings.decoys.c`` (the reference).
         model_name: default ``settings.main_model``.
 
@@ -93,7 +99,7 @@ def c_sweep(settings: Settings, n: Optional[int] = None, c_values: Optional[Sequ
     """
     model_name = model_name or settings.main_model
     n = sweep_size(settings) if n is None else int(n)
-    c_values = tuple(float(c) for c in (C_VALUES if c_values is None else c_values))
+    c_values = sweep_c_values(settings) if c_values is None else tuple(float(c) for c in c_values)
     ref_c = float(settings.decoys.c)
     if ref_c not in c_values:
         raise ValueError(f"c_values must contain the reference c = settings.decoys.c = {ref_c:g}, got {c_values}")

@@ -16,13 +16,14 @@ from scipy import stats
 from .. import zoo
 from . import power as Pw
 from .claims import Claim, direction, equivalence_reading
+from .inputs import load_model
 from .maps import METHODS
 from .scores import N_SHOW, decoy_population, decoy_summary, example_heatmaps, frame, mask_spacing, summary
 from .settings import Settings
 from .stats import paired_difference
 
 __all__ = ["LAYER_SWEEP_N", "LAYER_RATIO_THRESHOLD", "LAYER_MARGIN_FRACTION", "PAPER_LAYER_SF", "PAPER_A16_SF",
-           "layer_sweep_size",
+           "layer_sweep_size", "sweep_layers",
            "layer_scores", "layer_spread", "layer_insensitive", "layer_equivalence", "equivalence_reading", "claims",
            "N_SHOW", "decoy_population", "decoy_summary",
            "example_heatmaps",
@@ -39,17 +40,29 @@ def layer_sweep_size(settings: Settings) -> int:
     return min(settings.n_small, LAYER_SWEEP_N.get(settings.scale, settings.n_small))
 
 
+def sweep_layers(settings: Settings) -> List[str]:
+    """The decoy layers of the sweep: every conv and pool layer of the main model (:func:`dance_book.zoo.layers`)
+    and the main layer, in forward order (VGG16's main layer ``model.features.3`` is a ReLU, which the conv and
+    pool layers leave out). The paper-scale smoke run keeps the first, the main and the last (:meth:`Settings.sweep`)."""
+    model_name, main = settings.main_model, settings.layer(settings.main_model)
+    layers = zoo.layers(model_name)
+    if main not in layers:
+        order = [name for name, _ in load_model(model_name).named_modules()]
+        layers = sorted(layers + [main], key=order.index)
+    return settings.sweep(layers, keep=[main])
+
+
 def layer_scores(settings: Settings, n: Optional[int] = None, layers: Optional[Sequence[str]] = None,
                  methods: Sequence[str] = tuple(METHODS)) -> pd.DataFrame:
     """Paper Fig. 5 / A16: S_F of decoy-enhanced maps with decoys at every conv and pool layer of the main model.
 
     Rows with ``layer`` = the decoy layer and ``population`` = ``"decoys"``, plus the raw maps
     (``population`` = ``"none"``, ``layer`` = the main layer). ``n`` defaults to
-    :func:`layer_sweep_size`.
+    :func:`layer_sweep_size`, ``layers`` to :func:`sweep_layers`.
     """
     n = layer_sweep_size(settings) if n is None else n
     model_name = settings.main_model
-    layers = zoo.layers(model_name) if layers is None else list(layers)
+    layers = sweep_layers(settings) if layers is None else list(layers)
     main = settings.layer(model_name)
     parts = [frame(settings, model_name, main, methods, ("none",), n)]
     for i, layer in enumerate(layers):

@@ -42,11 +42,17 @@ PAPER = dict(first_pool_decoy=0.006, first_pool_blur=0.307, last_decoy=0.002, la
 SIGMAS = (2.0, 4.0, 8.0)
 
 
-def measured_layers(model: nn.Module) -> List[str]:
-    """Conv and pool layers (:func:`dance_book.zoo.layers`) and then the linear layers, in forward order."""
+def measured_layers(model: nn.Module, include: Sequence[str] = ()) -> List[str]:
+    """Conv and pool layers (:func:`dance_book.zoo.layers`) and then the linear layers, in forward order, with
+    the layers of ``include`` in their place (the decoy layer may be neither: VGG16's ``model.features.3`` is a ReLU)."""
     convpool = zoo.layers(model)
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return convpool + linear
+    names = convpool + linear
+    extra = [n for n in include if n not in names]
+    if extra:
+        order = [n for n, _ in model.named_modules()]
+        names = sorted(names + extra, key=order.index)
+    return names
 
 
 def relative_differences(model: nn.Module, x: torch.Tensor, images: torch.Tensor, layers: Sequence[str],
@@ -103,7 +109,7 @@ def representation_study(settings: Settings, n: Optional[int] = None, sigmas: Se
         model = load_model(model_name)
         layer = settings.layer(model_name)
         x = load_images(settings, n).images
-        layers = measured_layers(model)
+        layers = measured_layers(model, include=[layer])
         print(f"decoys of {n} images at {layer} ...", file=sys.stderr, flush=True)
         decoys = shared_decoys(settings, model_name, n)
         masks = mask_family(model, x, layer, settings)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field, replace
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..scale import current_scale
 
@@ -112,6 +112,25 @@ class Settings:
     def with_decoys(self, **changes) -> "Settings":
         return replace(self, decoys=replace(self.decoys, **changes))
 
+    def sweep(self, values: Iterable, keep: Iterable = ()) -> List:
+        """The values of a sweep (layers, c values, epsilons, attack shares) that a chapter runs at these settings.
+
+        All of ``values``, in order, except in the paper-scale smoke run (:data:`PAPER_SMOKE`, whose
+        ``extra["smoke"]`` is set): there only the first and the last value and those in ``keep`` (the
+        reference a chapter compares with), in their order, so that every kind of cell still runs once.
+        This is the one place where the smoke run shortens a sweep; a new list, ``values`` is not changed.
+
+        Example:
+            >>> from dance_book.experiments.settings import PAPER, PAPER_SMOKE
+            >>> PAPER.sweep([1, 2, 3, 4, 5]), PAPER_SMOKE.sweep([1, 2, 3, 4, 5], keep=[4])
+            ([1, 2, 3, 4, 5], [1, 4, 5])
+        """
+        values = list(values)
+        if not self.extra.get("smoke"):
+            return values
+        keep = list(keep)
+        return [v for i, v in enumerate(values) if i in (0, len(values) - 1) or v in keep]
+
 
 CI = Settings(
     scale="ci", main_model="vgg-shapes",
@@ -134,8 +153,12 @@ SMOKE_ENV = "DANCE_PAPER_SMOKE"
 #: Paper scale in miniature, for the smoke test only: the same models, layers and code path, with
 #: two images per experiment, 64 x 64 crops (the smallest AlexNet accepts; the others pool adaptively), tiled
 #: 32 x 32 patches (a 2 x 2 grid: at most four masks per image, where 3 x 3 patches give up to 21 x 21 = 441
-#: at AlexNet's deep decoy layer), one SmoothGrad sample and one IG step, two Adam steps per decoy and one attack
-#: step. Its numbers mean nothing; it checks that everything runs.
+#: at AlexNet's deep decoy layer; one 64 x 64 patch would leave inpainting no pixel to fill from), one
+#: SmoothGrad sample and one IG step (the adaptive attack's too), two Adam steps per decoy and one attack step.
+#: Every sweep of a chapter (layers, c values, epsilons, top-k shares) runs at its ends only
+#: (:meth:`Settings.sweep`), and the attacks chapter runs each attack on one method and the random-sign control
+#: on every method (:func:`dance_book.experiments.attacks.study_pairs`). Its numbers mean nothing; it checks
+#: that everything runs.
 PAPER_SMOKE = replace(PAPER, decoys=DecoySettings(stride=None, patch_size=32), smoothgrad_samples=1, ig_steps=1,
                       n_fidelity=2, n_attack=2, n_small=2,
                       extra={"smoke": True, "resize": 72, "crop": 64, "adam_steps": 2, "attack_iterations": 1})
