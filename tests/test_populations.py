@@ -138,13 +138,14 @@ def _sizes(S, df):
 
 
 def _compared_pairs(df, claim):
-    """The (population, aggregate) pairs whose paired difference of S_F is the claim's value and interval."""
+    """The (population, aggregate) pairs whose paired difference of S_F gives the claim's value and interval."""
     combos = [tuple(c) for c in df[["population", "aggregate"]].drop_duplicates().itertuples(index=False)]
     found = []
     for (pa, aa), (pb, ab) in itertools.permutations(combos, 2):
         d = Sc.compare(df, {"population": pa, "aggregate": aa}, {"population": pb, "aggregate": ab})
-        if any(np.isclose(r.mean_diff, claim.value, rtol=0, atol=1e-12) and np.isclose(r.ci_low, claim.ci_low, rtol=0, atol=1e-12)
-               and np.isclose(r.ci_high, claim.ci_high, rtol=0, atol=1e-12) for r in d.itertuples()):
+        # the Hodges-Lehmann reading (every S_F measure since 2026-11-28), or the mean with its t-interval
+        readings = [(r.hl, r.hl_low, r.hl_high) for r in d.itertuples()] + [(r.mean_diff, r.ci_low, r.ci_high) for r in d.itertuples()]
+        if any(np.allclose([v, lo, hi], [claim.value, claim.ci_low, claim.ci_high], rtol=0, atol=1e-12) for v, lo, hi in readings):
             found.append((pa, pb))
     return found
 
