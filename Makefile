@@ -8,8 +8,8 @@ NBDIR  := .nbtest
 # work stealing, so that a worker left with the last long tests hands some to the idle one.
 JOBS ?= 2
 # Seconds of recorded compute (from an empty cache: store.recheck_seconds) that make notebooks spends
-# recomputing a random sample of the results store; 90 since the paper smoke run covers 8 chapters (2026-11-28).
-STORE_CHECK_SECONDS ?= 90
+# recomputing a random sample of the results store; 60 since the paper smoke run covers 8 chapters (2026-11-28).
+STORE_CHECK_SECONDS ?= 60
 
 .PHONY: setup test lint unit notebooks results paper-smoke paper-smoke-all book chapter site-test install-check clean
 
