@@ -97,6 +97,10 @@ def test_tables_are_the_paired_differences_of_the_runs(tiny, small):
         d = paired_difference(r[row.selection][a]["ss"], r[row.selection][b]["ss"])
         assert row.diff_mean == pytest.approx(d["mean_diff"]) and row.diff_ci_low == pytest.approx(d["ci_low"])
         assert row.dE_a == pytest.approx(float(np.mean(r[row.selection][a]["map_change"])))
+    costs = R.strong_costs(runs)
+    assert costs["total (s)"].iloc[0] == pytest.approx(sum(r["seconds"].values()))
+    assert costs["per image (s)"].iloc[0] == pytest.approx(sum(r["seconds"].values()) / r["n"])
+    assert list(costs.attack) == [R.ATTACKS["topk"]] and list(costs.method) == [R.METHODS["gradient"]]
     controls = R.strong_controls(tiny, runs)
     assert list(controls["map"]) == ["raw", "dance"]
     corner = R.attack_run(tiny, "random", "gradient")

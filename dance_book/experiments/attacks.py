@@ -46,7 +46,7 @@ __all__ = ["ATTACKS", "N_EXAMPLES", "AttackSettings", "ATTACK_SETTINGS", "attack
            "k_sweep", "SAME_ORDER", "AttackSummary", "summarize",
            "attack_claims", "claims", "STRONG_MAPS", "STRONG_MEASURES", "StrongSettings", "STRONG_SETTINGS",
            "STRONG_COST_PER_IMAGE", "strong_settings", "strong_sample_sizes", "strong_run", "strong_study",
-           "STRONG_COMPARISONS", "strong_table", "strong_controls", "strong_claims"]
+           "STRONG_COMPARISONS", "strong_table", "strong_costs", "strong_controls", "strong_claims"]
 
 #: The attacks, in the paper's order, then the control, with display names.
 ATTACKS = {"topk": "Top-k", "targeted": "Targeted", "mass_center": "Mass-center", "random": "Random sign (control)"}
@@ -654,6 +654,20 @@ def strong_table(runs: Dict[tuple, dict], measure: str = "ss"):
                              "a": float(va[ok].mean()), "b": float(vb[ok].mean()), "diff_mean": d["mean_diff"],
                              "diff_ci_low": d["ci_low"], "diff_ci_high": d["ci_high"],
                              "dE_a": float(np.mean(r[a]["map_change"])), "dE_b": float(np.mean(r[b]["map_change"]))})
+    return pd.DataFrame(rows)
+
+
+def strong_costs(runs: Dict[tuple, dict]):
+    """What each strong run cost when it was computed: one row per kind and method with N, the seconds of
+    its parts (attack, decoys, maps, controls), their total and the total per image."""
+    import pandas as pd
+
+    rows = []
+    for (kind, method), run in runs.items():
+        parts = {f"{part} (s)": float(run["seconds"][part]) for part in ("attack", "decoys", "maps", "controls")}
+        total = float(sum(run["seconds"].values()))
+        rows.append({"method": METHODS[method], "attack": ATTACKS[kind], "n": run["n"], **parts,
+                     "total (s)": total, "per image (s)": total / run["n"]})
     return pd.DataFrame(rows)
 
 
