@@ -260,7 +260,8 @@ def test_every_rule_change_is_recorded_with_date_and_reason():
     # a change after the declaration names the claims it changed
     for c in Pw.RULE_CHANGES:
         if c["date"] > Pw.DECLARED_ON:
-            assert any(word in c["change"] for word in ("layer", "c claim", "sanity", "localization", "S_F", "attacks claim"))
+            assert any(word in c["change"] for word in ("layer", "c claim", "sanity", "localization", "S_F", "attacks claim",
+                                                               "runtime claim"))
 
 
 def test_the_robust_rule_is_declared_and_recorded():
@@ -299,3 +300,36 @@ def test_layer_equivalence_compares_every_layer_with_the_main_layer_against_the_
     assert [t.loc[layer, "equivalent"] for layer in ("L1", "L3")] == [True, False]
     with pytest.raises(ValueError, match="main layer"):
         La.layer_equivalence(pd.DataFrame(rows), "gradient", "nope")
+
+
+# --- a range read against its own tolerance (the runtime claim) -----------------------------------
+
+def test_runtime_ranges_read_against_their_tolerance():
+    from dance_book.experiments import runtime as Rt
+    m = Rt.RUNTIME_MARGIN
+    assert (Rt.cost_reading(0.3, 0.45), Rt.cost_reading(0.86, 1.05), Rt.cost_reading(3.5, 6.0)) == (True, None, False)
+    # the band's edges: strictly below 1 - m supports, strictly above 1 + m contradicts
+    assert Rt.cost_reading(0.5, 1 - m) is None and Rt.cost_reading(1 + m, 2.0) is None
+    assert Rt.cost_reading(float("nan"), 0.5) is None
+    with pytest.raises(ValueError, match="margin"):
+        Rt.cost_reading(0.5, 0.6, margin=1.5)
+
+    def runtime_row(lo, hi, counts=True):
+        return row("runtime", Rt.cost_reading(lo, hi), value=(lo + hi) / 2, ci=(lo, hi), n=3, counts=counts,
+                   test="other", null=1.0, margin=m)
+
+    # a ratio near 1 (the amortised decoy on the CI model) is the same cost, on a quiet or a loaded machine:
+    # before the tolerance, (0.86, 0.99) supported the claim and (0.86, 1.05) could not tell
+    out = Cl.assess(Cl.frame([runtime_row(0.86, 0.99), runtime_row(4.0, 6.0)]))
+    assert list(out.reading) == ["no effect", "contradicts"]
+    assert Cl.verdict(out.reading) == "contradicted"
+    loaded = Cl.assess(Cl.frame([runtime_row(0.86, 1.05), runtime_row(4.0, 6.0)]))
+    assert list(loaded.reading) == ["no effect", "contradicts"]
+    # a range across the band's edge cannot tell; one wholly below it supports
+    edge = Cl.assess(Cl.frame([runtime_row(0.7, 0.9), runtime_row(0.3, 0.4)]))
+    assert list(edge.reading) == ["inconclusive", "supports"]
+    # an "other" row without a tolerance keeps the chapter's reading (no "no effect" for it)
+    plain = Cl.assess(Cl.frame([row("runtime", None, value=0.95, ci=(0.9, 1.0), n=3, test="other", null=1.0)]))
+    assert list(plain.reading) == ["inconclusive"]
+    assert (Rt.cost_word(0.7, 0.9), Rt.cost_word(0.5, 1.5)) == ("less than or about as much as",
+                                                                "anything from less than to more than")

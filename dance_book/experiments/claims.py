@@ -71,7 +71,8 @@ class Claim:
     * ``"equivalence"``: a claim of insensitivity; ``supports`` is True when the t-interval lies inside
       the chapter's own ``margin`` (in the measure's units). Kept as the chapter read it;
     * ``"other"``: the interval is not a t-interval (a bootstrap interval of a ratio, a range over
-      timing rounds); kept as the chapter read it, with no p-value and no N planned.
+      timing rounds); kept as the chapter read it, with no p-value and no N planned; with its own
+      ``margin`` (a declared tolerance around ``null``), a range inside it reads *no effect*.
 
     ``null`` is the measure's no-effect value (0 for a difference, 1 for a ratio or for SSIM).
     """
@@ -287,7 +288,8 @@ def assess(table: pd.DataFrame) -> pd.DataFrame:
     * ``reading``: the reading the verdict uses. A counted ``direction`` row keeps *supports* or
       *contradicts* only when ``p_holm`` < alpha; otherwise it reads *no effect* when its 95 % interval
       lies inside ``null +- margin_used``, else *inconclusive*. Other rows keep the chapter's reading
-      (an uncounted ``direction`` row may also read *no effect*).
+      (an uncounted ``direction`` row, and an ``other`` row with its own ``margin``, may also read
+      *no effect*).
     """
     out = table.copy()
     alpha = Pw.ALPHA
@@ -324,7 +326,10 @@ def assess(table: pd.DataFrame) -> pd.DataFrame:
         elif row.test == "equivalence" and sd_ok:
             n = Pw.n_equivalence(row.sd, margin)
         needed.append(n)
-        if row.test != "direction":
+        if row.test == "other" and row.margin is not None and not pd.isna(row.margin):
+            # a range read against its own declared tolerance (the runtime claim): inside it, the same
+            readings.append(reading(row.supports, row.ci_low, row.ci_high, row.margin, row.null))
+        elif row.test != "direction":
             readings.append(row.reading_95)
         elif not row.counts:
             readings.append(reading(row.supports, row.ci_low, row.ci_high, margin, row.null))
