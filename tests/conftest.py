@@ -155,8 +155,10 @@ def cuda_only():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """The CI settings shrunk for the experiment tests: 2 images, 8x8 patches (few decoys), and a
-    private experiment cache for the module. (A module may define its own ``tiny``, which then wins.)"""
+    """The CI settings shrunk for the experiment tests: 2 images, 8x8 patches (few decoys), 20 Adam steps per
+    decoy round instead of 200 (the tests check shapes, constraints and identities, which hold at any step
+    budget), and a private experiment cache for the module. (A module may define its own ``tiny``, which then
+    wins.)"""
     import dataclasses
 
     import dance_book.experiments as E
@@ -164,7 +166,8 @@ def tiny(tmp_path_factory):
     old = os.environ.get("DANCE_CACHE_DIR")
     os.environ["DANCE_CACHE_DIR"] = str(tmp_path_factory.mktemp("dance-cache"))
     ci = E.settings("ci")
-    yield dataclasses.replace(ci, n_attack=2, n_fidelity=2, decoys=dataclasses.replace(ci.decoys, patch_size=8))
+    yield dataclasses.replace(ci, n_attack=2, n_fidelity=2, decoys=dataclasses.replace(ci.decoys, patch_size=8),
+                              extra={**ci.extra, "adam_steps": 20})
     if old is None:
         os.environ.pop("DANCE_CACHE_DIR", None)
     else:

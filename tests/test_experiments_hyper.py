@@ -29,7 +29,10 @@ def tiny(tmp_path, monkeypatch):
     :func:`hyper.sweep_size` falls back to ``n_small``."""
     monkeypatch.setenv("DANCE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(H, "C_VALUES", (1e3, 1e4))  # the cheap end of the grid
-    return dataclasses.replace(E.CI, scale="tiny", n_small=N, smoothgrad_samples=2, ig_steps=2)
+    # 20 Adam steps per round instead of 200, and the shared decoys of N images instead of n_fidelity: these tests
+    # check shapes and identities, which hold at any step budget and N
+    return dataclasses.replace(E.CI, scale="tiny", n_small=N, n_fidelity=N, smoothgrad_samples=2,
+                               ig_steps=2, extra={"adam_steps": 20})
 
 
 def test_c_sweep_shapes_and_identities(tiny, tmp_path):

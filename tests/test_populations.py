@@ -137,17 +137,24 @@ def _sizes(S, df):
             for k in df.population.unique()}
 
 
-def _compared_pairs(df, claim):
-    """The (population, aggregate) pairs whose paired difference of S_F gives the claim's value and interval."""
+def _pair_readings(df):
+    """Every ordered pair of (population, aggregate) combinations of a claims table, with the readings of its
+    paired difference of S_F: the Hodges-Lehmann estimate and interval (every S_F measure since 2026-11-28) and
+    the mean with its t-interval. Computed once per table: the claims are matched against it."""
     combos = [tuple(c) for c in df[["population", "aggregate"]].drop_duplicates().itertuples(index=False)]
-    found = []
+    out = []
     for (pa, aa), (pb, ab) in itertools.permutations(combos, 2):
         d = Sc.compare(df, {"population": pa, "aggregate": aa}, {"population": pb, "aggregate": ab})
-        # the Hodges-Lehmann reading (every S_F measure since 2026-11-28), or the mean with its t-interval
         readings = [(r.hl, r.hl_low, r.hl_high) for r in d.itertuples()] + [(r.mean_diff, r.ci_low, r.ci_high) for r in d.itertuples()]
-        if any(np.allclose([v, lo, hi], [claim.value, claim.ci_low, claim.ci_high], rtol=0, atol=1e-12) for v, lo, hi in readings):
-            found.append((pa, pb))
-    return found
+        out.append((pa, pb, readings))
+    return out
+
+
+def _compared_pairs(pair_readings, claim):
+    """The (population, population) pairs whose paired difference gives the claim's value and interval."""
+    return [(pa, pb) for pa, pb, readings in pair_readings
+            if any(np.allclose([v, lo, hi], [claim.value, claim.ci_low, claim.ci_high], rtol=0, atol=1e-12)
+                   for v, lo, hi in readings)]
 
 
 def test_fidelity_and_control_claims_compare_populations_of_equal_size(S):
@@ -156,10 +163,11 @@ def test_fidelity_and_control_claims_compare_populations_of_equal_size(S):
     checked = 0
     for claims, df in ((F.claims(S), F.fidelity_scores(S)), (C.claims(S), C.control_scores(S))):
         sizes = _sizes(S, df)
+        pair_readings = _pair_readings(df)
         for claim in claims:
             if claim.paper_claim not in ("replacement", "control") or not claim.counts:
                 continue
-            pairs = _compared_pairs(df, claim)
+            pairs = _compared_pairs(pair_readings, claim)
             assert pairs, f"no pair of populations gives the claim {claim.claim!r}"
             for a, b in pairs:
                 assert sizes[a] == sizes[b], f"{claim.claim!r} compares {a} ({sizes[a]} maps) with {b} ({sizes[b]} maps)"
