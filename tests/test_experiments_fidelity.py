@@ -19,6 +19,7 @@ from dance_book.experiments import control as C
 from dance_book.experiments import architectures as Ar
 from dance_book.experiments import fidelity as F
 from dance_book.experiments import layers as La
+from dance_book.experiments import power as Pw
 from dance_book.experiments import scores as Sc
 
 
@@ -26,6 +27,7 @@ from dance_book.experiments import scores as Sc
 def S(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("DANCE_CACHE_DIR", str(tmp_path_factory.mktemp("dance-cache")))
+    mp.setattr(F, "POWERED_SCALES", ())  # the claims at these settings' own 2 images (the powered run: below)
     yield dataclasses.replace(E.settings("ci"), n_fidelity=2, n_small=2, smoothgrad_samples=2, ig_steps=2,
                               architectures=("vgg-shapes", "resnet-shapes"))
     mp.undo()
@@ -208,3 +210,46 @@ def test_decoy_family_sensitivity_has_one_patch_masks_and_equal_populations(S):
         F.family_scores(S, "gradient", "two patches")
     with pytest.raises(ValueError, match="method"):
         F.family_scores(S, "saliency", "lattice")
+
+
+def test_powered_size_follows_the_power_rule_up_to_the_budget(monkeypatch):
+    monkeypatch.setattr(F, "POWERED_SCALES", ("ci",))  # the book's (the module's fixture clears it)
+    ci = E.settings("ci")
+    needed = Pw.n_needed(1.0, Pw.DECLARATIONS["fidelity"].effect_dz, alpha=Pw.ALPHA / 3)  # Holm over 3 methods
+    size = F.powered_size(ci)
+    assert size["needed"] == needed and size["powered"] and not size["binds"]
+    assert size["n"] == max(ci.n_fidelity, needed) and size["n"] > ci.n_fidelity
+    # a budget below the rule's N caps it (and says so), but never below the main run's N
+    monkeypatch.setattr(F, "POWERED_BUDGET_S", F.POWERED_COST_PER_IMAGE_S * (ci.n_fidelity + 10))
+    size = F.powered_size(ci)
+    assert size["binds"] and size["n"] == ci.n_fidelity + 10 < needed
+    monkeypatch.setattr(F, "POWERED_BUDGET_S", 1.0)
+    assert F.powered_size(ci)["n"] == ci.n_fidelity
+    # other scales and the paper-scale smoke run: their own n_fidelity, no powered run
+    for s in (E.settings("paper"), dataclasses.replace(ci, extra={"smoke": True})):
+        assert F.powered_size(s)["n"] == s.n_fidelity and not F.powered_size(s)["powered"]
+
+
+def test_the_powered_run_gives_the_counted_fidelity_rows(S, monkeypatch):
+    """With a powered run (here 3 images, the settings' 2 being its pilot), the counted fidelity rows are the
+    powered run's paired differences and the main run's rows are context."""
+    monkeypatch.setattr(F, "POWERED_SCALES", ("ci",))
+    monkeypatch.setattr(F, "POWERED_BUDGET_S", 3 * F.POWERED_COST_PER_IMAGE_S)
+    assert F.powered_size(S)["n"] == 3
+    powered = F.powered_scores(S)
+    assert set(powered.population) == set(F.POWERED_KINDS) and sorted(powered.image.unique()) == [0, 1, 2]
+    # the pilot's images are the main run's: the same S_F on the first 2
+    main = F.fidelity_scores(S)
+    for kind in F.POWERED_KINDS:
+        a = powered[(powered.population == kind) & (powered.image < 2)].sort_values(["method", "image"]).sf.to_numpy()
+        b = main[main.population == kind].sort_values(["method", "image"]).sf.to_numpy()
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    rows = [c for c in F.claims(S) if c.paper_claim == "fidelity" and "decoy family" not in c.claim]
+    counted = [c for c in rows if c.counts]
+    assert len(counted) == 3 and all(c.n == 3 and "powered run" in c.measure for c in counted)
+    for c in counted:
+        d = F.compare(powered[powered.method == next(k for k, v in E.METHODS.items() if c.claim.startswith(v))],
+                      {"population": "decoys"}, {"population": "none"}).iloc[0]
+        assert (c.value, c.ci_low, c.ci_high) == pytest.approx((d["hl"], d["hl_low"], d["hl_high"]))
+    context = [c for c in rows if not c.counts]
+    assert len(context) == 3 and all(c.n == 2 and "pilot" in c.claim for c in context)
