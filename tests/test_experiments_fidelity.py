@@ -215,41 +215,49 @@ def test_decoy_family_sensitivity_has_one_patch_masks_and_equal_populations(S):
 def test_powered_size_follows_the_power_rule_up_to_the_budget(monkeypatch):
     monkeypatch.setattr(F, "POWERED_SCALES", ("ci",))  # the book's (the module's fixture clears it)
     ci = E.settings("ci")
-    needed = Pw.n_needed(1.0, Pw.DECLARATIONS["fidelity"].effect_dz, alpha=Pw.ALPHA / 3)  # Holm over 3 methods
-    size = F.powered_size(ci)
-    assert size["needed"] == needed and size["powered"] and not size["binds"]
-    assert size["n"] == max(ci.n_fidelity, needed) and size["n"] > ci.n_fidelity
+    for claim, m in (("fidelity", 3), ("replacement", 6)):  # Holm over 3 methods, and over 3 methods x 2 fills
+        assert F.POWERED_MEASURES[claim] == m
+        needed = Pw.n_needed(1.0, Pw.DECLARATIONS[claim].effect_dz, alpha=Pw.ALPHA / m)
+        size = F.powered_size(ci, claim)
+        assert size["needed"] == needed and size["powered"] and not size["binds"]
+        assert size["n"] == max(ci.n_fidelity, needed) and size["n"] > ci.n_fidelity
+    assert F.powered_size(ci, "replacement")["n"] > F.powered_size(ci)["n"]  # more measures, a stricter level
     # a budget below the rule's N caps it (and says so), but never below the main run's N
-    monkeypatch.setattr(F, "POWERED_BUDGET_S", F.POWERED_COST_PER_IMAGE_S * (ci.n_fidelity + 10))
+    monkeypatch.setattr(F, "POWERED_BUDGET_S", F.POWERED_COST_PER_IMAGE_S["fidelity"] * (ci.n_fidelity + 10))
     size = F.powered_size(ci)
-    assert size["binds"] and size["n"] == ci.n_fidelity + 10 < needed
+    assert size["binds"] and size["n"] == ci.n_fidelity + 10 < size["needed"]
     monkeypatch.setattr(F, "POWERED_BUDGET_S", 1.0)
     assert F.powered_size(ci)["n"] == ci.n_fidelity
     # other scales and the paper-scale smoke run: their own n_fidelity, no powered run
     for s in (E.settings("paper"), dataclasses.replace(ci, extra={"smoke": True})):
         assert F.powered_size(s)["n"] == s.n_fidelity and not F.powered_size(s)["powered"]
+    with pytest.raises(ValueError, match="claim"):
+        F.powered_size(ci, "attacks")
 
 
-def test_the_powered_run_gives_the_counted_fidelity_rows(S, monkeypatch):
-    """With a powered run (here 3 images, the settings' 2 being its pilot), the counted fidelity rows are the
-    powered run's paired differences and the main run's rows are context."""
+def test_the_powered_runs_give_the_counted_rows(S, monkeypatch):
+    """With powered runs (here 3 images, the settings' 2 being their pilot), the counted fidelity and
+    replacement rows are the powered runs' paired differences and the main run's rows are context."""
     monkeypatch.setattr(F, "POWERED_SCALES", ("ci",))
-    monkeypatch.setattr(F, "POWERED_BUDGET_S", 3 * F.POWERED_COST_PER_IMAGE_S)
-    assert F.powered_size(S)["n"] == 3
-    powered = F.powered_scores(S)
-    assert set(powered.population) == set(F.POWERED_KINDS) and sorted(powered.image.unique()) == [0, 1, 2]
-    # the pilot's images are the main run's: the same S_F on the first 2
+    monkeypatch.setattr(F, "POWERED_COST_PER_IMAGE_S", {"fidelity": 1.0, "replacement": 1.0})
+    monkeypatch.setattr(F, "POWERED_BUDGET_S", 3.0)
+    assert F.powered_size(S)["n"] == F.powered_size(S, "replacement")["n"] == 3
     main = F.fidelity_scores(S)
-    for kind in F.POWERED_KINDS:
-        a = powered[(powered.population == kind) & (powered.image < 2)].sort_values(["method", "image"]).sf.to_numpy()
-        b = main[main.population == kind].sort_values(["method", "image"]).sf.to_numpy()
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    rows = [c for c in F.claims(S) if c.paper_claim == "fidelity" and "decoy family" not in c.claim]
-    counted = [c for c in rows if c.counts]
-    assert len(counted) == 3 and all(c.n == 3 and "powered run" in c.measure for c in counted)
-    for c in counted:
-        d = F.compare(powered[powered.method == next(k for k, v in E.METHODS.items() if c.claim.startswith(v))],
-                      {"population": "decoys"}, {"population": "none"}).iloc[0]
-        assert (c.value, c.ci_low, c.ci_high) == pytest.approx((d["hl"], d["hl_low"], d["hl_high"]))
-    context = [c for c in rows if not c.counts]
-    assert len(context) == 3 and all(c.n == 2 and "pilot" in c.claim for c in context)
+    rows = [c for c in F.claims(S) if "decoy family" not in c.claim]
+    for claim, a, others in (("fidelity", "decoys", ["none"]), ("replacement", F.EQUAL_SIZE_DECOYS, F.REPLACEMENTS)):
+        powered = F.powered_scores(S, claim)
+        assert set(powered.population) == set(F.POWERED_KINDS[claim]) and sorted(powered.image.unique()) == [0, 1, 2]
+        # the pilot's images are the main run's: the same S_F on the first 2
+        for kind in F.POWERED_KINDS[claim]:
+            x = powered[(powered.population == kind) & (powered.image < 2)].sort_values(["method", "image"]).sf
+            y = main[main.population == kind].sort_values(["method", "image"]).sf
+            np.testing.assert_allclose(x.to_numpy(), y.to_numpy(), rtol=1e-5, atol=1e-6)
+        counted = [c for c in rows if c.paper_claim == claim and c.counts]
+        assert len(counted) == 3 * len(others) and all(c.n == 3 and "powered run" in c.measure for c in counted)
+        expected = [F.compare(powered[powered.method == m], {"population": a}, {"population": b}).iloc[0]
+                    for m in E.METHODS for b in others]
+        got = np.array(sorted((c.value, c.ci_low, c.ci_high) for c in counted), dtype=float)
+        want = np.array(sorted((d["hl"], d["hl_low"], d["hl_high"]) for d in expected), dtype=float)
+        np.testing.assert_allclose(got, want, rtol=1e-9)  # at N = 3 the rank interval is [-inf, inf]
+        pilot = [c for c in rows if c.paper_claim == claim and not c.counts and "pilot" in c.claim]
+        assert len(pilot) == 3 * len(others) and all(c.n == 2 for c in pilot)

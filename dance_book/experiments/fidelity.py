@@ -34,7 +34,7 @@ from .settings import Settings
 from .stats import paired_difference
 
 __all__ = ["FIDELITY_KINDS", "EQUAL_SIZE_DECOYS", "REPLACEMENTS", "FAMILIES", "FAMILY_SOLVER",
-           "POWERED_KINDS", "POWERED_SCALES", "POWERED_BUDGET_S", "POWERED_COST_PER_IMAGE_S", "powered_size",
+           "POWERED_KINDS", "POWERED_MEASURES", "POWERED_SCALES", "POWERED_BUDGET_S", "POWERED_COST_PER_IMAGE_S", "powered_size",
            "powered_scores", "fidelity_scores", "family_scores", "family_table", "family_claims", "claims", "N_SHOW", "compare",
            "decoy_summary", "example_heatmaps",
            "population", "summary"]
@@ -47,44 +47,64 @@ EQUAL_SIZE_DECOYS = "decoys_m"
 REPLACEMENTS = ("blur", "inpaint")
 
 
-#: The fidelity claim's powered run (issue 12, section 3): the populations it needs.
-POWERED_KINDS = ("none", "decoys")
-#: Scales whose fidelity claim is judged on a powered run; any other scale (and the paper-scale smoke run) judges
-#: it on its ``settings.n_fidelity`` images. Tests that shrink the CI settings clear this.
+#: The powered runs of this chapter's two claims (issue 12, section 3): the populations each needs. The fidelity
+#: claim compares the paper's decoys with the raw map; the replacement claim compares one decoy per mask with
+#: blur and inpainting at equal population size.
+POWERED_KINDS = {"fidelity": ("none", "decoys"), "replacement": (EQUAL_SIZE_DECOYS,) + REPLACEMENTS}
+#: Counted measures per claim, the m of Holm's strictest level alpha / m that the power rule plans for.
+POWERED_MEASURES = {"fidelity": len(METHODS), "replacement": len(METHODS) * len(REPLACEMENTS)}
+#: Scales whose claims are judged on the powered runs; any other scale (and the paper-scale smoke run) judges
+#: them on its ``settings.n_fidelity`` images. Tests that shrink the CI settings clear this.
 POWERED_SCALES = ("ci",)
-#: The compute budget of the powered run (fresh CPU seconds), declared with it on 2026-11-28 before it ran.
+#: The compute budget of each powered run (fresh CPU seconds), declared with the runs on 2026-11-28 before they
+#: ran (the fidelity run first, the replacement run after it).
 POWERED_BUDGET_S = 1800.0
-#: CPU seconds per image of the powered kinds for all three base methods, decoys included, from the store
-#: entries of the N = 50 run (2026-11-27): maps 130 s and decoys about 80 s for 50 images.
-POWERED_COST_PER_IMAGE_S = 4.2
+#: CPU seconds per image of each run's populations for all three base methods, decoys included, from the store
+#: entries of the N = 50 run (2026-11-27) and the fidelity run's decoys (0.9 s per image): fidelity, maps
+#: 130 s per 50 images and decoys; replacement, maps 242 s per 50 images (inpainting is the largest part) and
+#: decoys.
+POWERED_COST_PER_IMAGE_S = {"fidelity": 4.2, "replacement": 5.8}
 
 
-def powered_size(settings: Settings) -> dict:
-    """The N of the fidelity claim's powered run: the claims' power rule (the declared d_z of the fidelity
-    claim, 80 % power, the paired t-test at Holm's strictest level alpha / 3 over the three base methods),
+def _check_powered(claim: str) -> str:
+    if claim not in POWERED_KINDS:
+        raise ValueError(f"claim must be one of {list(POWERED_KINDS)}, got {claim!r}")
+    return claim
+
+
+def powered_size(settings: Settings, claim: str = "fidelity") -> dict:
+    """The N of a claim's powered run: the claims' power rule (the claim's declared d_z, 80 % power, the
+    paired t-test at Holm's strictest level alpha / m over its :data:`POWERED_MEASURES` counted measures),
     capped by :data:`POWERED_BUDGET_S` at :data:`POWERED_COST_PER_IMAGE_S`, and never below
     ``settings.n_fidelity``.
 
+    Args:
+        settings: the experiment settings.
+        claim: ``"fidelity"`` or ``"replacement"`` (a key of :data:`POWERED_KINDS`).
+
     Returns:
         dict with ``n`` (the images to use), ``needed`` (the rule's N), ``affordable`` (the budget's N),
-        ``binds`` (the budget caps N below the rule's), ``powered`` (whether this scale has a powered run,
+        ``binds`` (the budget caps N below the rule's), ``powered`` (whether this scale has powered runs,
         :data:`POWERED_SCALES`) and ``estimate_s`` (the cost estimate of ``n`` images).
     """
-    needed = int(Pw.n_needed(1.0, Pw.DECLARATIONS["fidelity"].effect_dz, alpha=Pw.ALPHA / len(METHODS)))
-    affordable = int(POWERED_BUDGET_S / POWERED_COST_PER_IMAGE_S + 1e-9)  # whole images (1e-9: float division)
+    claim = _check_powered(claim)
+    needed = int(Pw.n_needed(1.0, Pw.DECLARATIONS[claim].effect_dz, alpha=Pw.ALPHA / POWERED_MEASURES[claim]))
+    cost = POWERED_COST_PER_IMAGE_S[claim]
+    affordable = int(POWERED_BUDGET_S / cost + 1e-9)  # whole images (1e-9: float division)
     powered = settings.scale in POWERED_SCALES and not settings.extra.get("smoke")
     n = max(settings.n_fidelity, min(needed, affordable)) if powered else settings.n_fidelity
     return dict(n=n, needed=needed, affordable=affordable, binds=powered and affordable < needed, powered=powered,
-                estimate_s=n * POWERED_COST_PER_IMAGE_S)
+                estimate_s=n * cost)
 
 
-def powered_scores(settings: Settings, methods: Sequence[str] = tuple(METHODS)) -> pd.DataFrame:
-    """S_F per image of the raw map and the decoy-enhanced map (the paper's 2M + 1 decoys) on the first
-    ``powered_size(settings)["n"]`` images: the fidelity claim's powered run, in the long format of
-    :func:`fidelity_scores`. Its first ``settings.n_fidelity`` images are those of the chapter's main run
-    (an internal pilot: N was fixed by the rule, which does not read the pilot's effect)."""
-    return frame(settings, settings.main_model, settings.layer(settings.main_model), methods, POWERED_KINDS,
-                 powered_size(settings)["n"])
+def powered_scores(settings: Settings, claim: str = "fidelity", methods: Sequence[str] = tuple(METHODS)) -> pd.DataFrame:
+    """S_F per image of a claim's populations (:data:`POWERED_KINDS`) on the first ``powered_size(settings,
+    claim)["n"]`` images: the claim's powered run, in the long format of :func:`fidelity_scores`. Its first
+    ``settings.n_fidelity`` images are those of the chapter's main run (an internal pilot: N was fixed by the
+    rule, which does not read the pilot's effect)."""
+    claim = _check_powered(claim)
+    return frame(settings, settings.main_model, settings.layer(settings.main_model), methods, POWERED_KINDS[claim],
+                 powered_size(settings, claim)["n"])
 
 
 def fidelity_scores(settings: Settings, n: Optional[int] = None,
@@ -115,8 +135,9 @@ def claims(settings: Settings) -> List[Claim]:
     out = []
     df = fidelity_scores(settings)
     n = settings.n_fidelity
-    size = powered_size(settings)
+    size, size_r = powered_size(settings), powered_size(settings, "replacement")
     powered = powered_scores(settings) if size["powered"] else None
+    powered_r = powered_scores(settings, "replacement") if size_r["powered"] else None
     for method, name in METHODS.items():
         d = compare(df[df.method == method], {"population": "decoys"}, {"population": "none"}).iloc[0]
         row = sf_claim("fidelity", f"{name}: fidelity better with decoys (Fig. 3)", "fidelity.md",
@@ -140,13 +161,27 @@ def claims(settings: Settings) -> List[Claim]:
             sub = df[df.method == method]
             d = compare(sub, {"population": EQUAL_SIZE_DECOYS}, {"population": other}).iloc[0]
             wide = compare(sub, {"population": "decoys"}, {"population": other}).iloc[0]
-            out.append(sf_claim("replacement", f"{name}: optimised decoys beat {what} (Fig. 3)", "fidelity.md",
-                                f"Hodges-Lehmann paired difference of S_F, decoys (one per mask, M+1 maps) - {other} (M+1 maps), "
-                                f"{name}, N={n}", d, lower_sf(d),
-                                f"{SF_NOTE} Higher-is-better reading: "
-                                f"{'supported' if d['hl_low'] > 0 else 'not supported'}. Equal population size; "
-                                f"with the paper's 2M+1 decoys the difference is {wide['hl']:+.3f} "
-                                f"[{wide['hl_low']:+.3f}, {wide['hl_high']:+.3f}] (context row).{inpaint}"))
+            row = sf_claim("replacement", f"{name}: optimised decoys beat {what} (Fig. 3)", "fidelity.md",
+                           f"Hodges-Lehmann paired difference of S_F, decoys (one per mask, M+1 maps) - {other} (M+1 maps), "
+                           f"{name}, N={n}", d, lower_sf(d),
+                           f"{SF_NOTE} Higher-is-better reading: "
+                           f"{'supported' if d['hl_low'] > 0 else 'not supported'}. Equal population size; "
+                           f"with the paper's 2M+1 decoys the difference is {wide['hl']:+.3f} "
+                           f"[{wide['hl_low']:+.3f}, {wide['hl_high']:+.3f}] (context row).{inpaint}")
+            if powered_r is not None:
+                p = compare(powered_r[powered_r.method == method], {"population": EQUAL_SIZE_DECOYS},
+                            {"population": other}).iloc[0]
+                out.append(sf_claim("replacement", f"{name}: optimised decoys beat {what} (Fig. 3), powered run",
+                                    "fidelity.md",
+                                    f"Hodges-Lehmann paired difference of S_F, decoys (one per mask, M+1 maps) - {other} "
+                                    f"(M+1 maps), {name}, N={size_r['n']} (powered run)", p, lower_sf(p),
+                                    f"{SF_NOTE} Higher-is-better reading: "
+                                    f"{'supported' if p['hl_low'] > 0 else 'not supported'}. Equal population size. N "
+                                    f"from the power rule{' capped by the budget' if size_r['binds'] else ''}; its "
+                                    f"first {n} images are the main run's.{inpaint}"))
+                row = dataclasses.replace(row, claim=f"{name}: optimised decoys beat {what} (Fig. 3), main run "
+                                                     f"(context: the pilot of the powered run)", counts=False)
+            out.append(row)
             out.append(dataclasses.replace(
                 sf_claim("replacement", f"{name}: optimised decoys beat {what}, paper's 2M+1 decoys (context: "
                          f"unequal population size)", "fidelity.md",
