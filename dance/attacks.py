@@ -1007,7 +1007,8 @@ def adaptive_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType =
 
     Directions are computed on :func:`softplus_copy` (second derivatives of ReLU maps vanish);
     the label check and the per-iterate selection (``select="objective"``: the surrogate
-    objective, the fixed-offset map of the *original* model, averaged over the EOT populations;
+    objective, the fixed-offset map of the *original* model, averaged over the EOT populations,
+    or with ``mode="unrolled"`` the map over its unrolled decoys, made with the original model;
     ``"label"``: the last iterate that keeps the label) use the original model. For evaluation the
     decoys of the returned images are **re-optimised** from scratch (the defender's population,
     ``decoy_options``), and every measure, ``objective_after`` included, is computed on the
