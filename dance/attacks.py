@@ -845,7 +845,7 @@ def norm_matched_control(model: nn.Module, result: AttackResult, *, control: str
 # --------------------------------------------------------------------------------------------
 
 #: The adaptive attacks of :func:`adaptive_attack`.
-ADAPTIVE_MODES = ("fixed_decoy", "eot")
+ADAPTIVE_MODES = ("fixed_decoy", "eot", "unrolled")
 
 
 def _decoy_setup(model, layer, epsilon_decoy, decoy_options, aggregate):
@@ -908,10 +908,16 @@ def _check_clean_decoys(clean_decoys, x0: torch.Tensor, name: str):
 
 def _enhanced_of(fn, net, z, t, offsets, how: str, create_graph: bool) -> torch.Tensor:
     """Decoy-enhanced maps ``[B, C, H, W]`` of ``z`` over the populations ``{z} u {clamp(z + o_j)}``."""
+    return _enhanced_over(fn, net, z, t, [(z[i:i + 1] + o).clamp(0.0, 1.0) for i, o in enumerate(offsets)], how,
+                          create_graph)
+
+
+def _enhanced_over(fn, net, z, t, decoys, how: str, create_graph: bool) -> torch.Tensor:
+    """Decoy-enhanced maps ``[B, C, H, W]`` of ``z`` over the populations ``{z} u decoys[i]``."""
     from .enhanced import aggregate_maps
 
-    rows = torch.cat([torch.cat([z[i:i + 1], (z[i:i + 1] + o).clamp(0.0, 1.0)]) for i, o in enumerate(offsets)])
-    sizes = [1 + o.shape[0] for o in offsets]
+    rows = torch.cat([torch.cat([z[i:i + 1], d]) for i, d in enumerate(decoys)])
+    sizes = [1 + d.shape[0] for d in decoys]
     row_t = torch.cat([t[i:i + 1].expand(n) for i, n in enumerate(sizes)])
     e = _call(fn, net, rows, row_t, create_graph)
     return torch.stack([aggregate_maps(m, how) for m in e.split(sizes)])
@@ -960,7 +966,7 @@ def adaptive_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType =
                     iterations: int = 20, k: Optional[int] = None, region=None, beta: float = 10.0, seed: int = 0,
                     select: str = "objective", refresh_every: Optional[int] = None, eot_samples: int = 4,
                     eot_shifts=None, decoy_options: Optional[dict] = None, aggregate: str = "range",
-                    clean_decoys=None) -> AttackResult:
+                    clean_decoys=None, unroll_steps: int = 5) -> AttackResult:
     r"""Attack the *decoy-enhanced* map of ``inputs`` (DANCE), knowing the defence.
 
     The transfer attacks (:func:`attack`) aim at the raw map of the base explanation and are then
@@ -983,10 +989,26 @@ def adaptive_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType =
       ``(dy, dx)`` pixels (``torch.roll``, so the masks still cover every pixel; drawn without
       replacement from the ``patch_size**2 - 1`` non-zero offsets, seeded by ``seed``, or given as
       ``eot_shifts``), each with decoy seed ``seed + i`` (which matters with ``n_masks``).
+    * ``mode="unrolled"`` (through the solver): inside every step the decoys of the current
+      iterate are *regenerated* by ``unroll_steps`` differentiable Adam steps of the paper's
+      penalty (:func:`dance.decoys.unrolled_decoys`, ``create_graph=True``), warm-started from the
+      defender's decoys of the clean image (their offsets moved to :math:`z`; with
+      ``refresh_every``: from decoys re-optimised at the iterate), against :math:`F_l(z)`, with
+      the masks, signs, epsilon and Adam settings (``c``, ``tau``, ``tau_decay``, ``lr``) of those
+      decoys and of ``decoy_options``; the attack gradient flows through the start point,
+      :math:`F_l(z)`, the mask composition and every unrolled step to :math:`z`. What is not
+      differentiated, because it is not differentiable (see :func:`dance.decoys.unrolled_decoys`):
+      the full solver's length (up to ``steps * (1 + max_doublings)`` steps per decoy), its
+      comparison-based return rule (the best feasible iterate) and its ``c`` doubling, early
+      freezing and dropping of infeasible decoys; the unrolled decoys are the last iterate and may
+      lie over epsilon. Needs the Adam solver (``decoy_options`` ``solver`` ``"adam"`` or a
+      :class:`dance.Adam`). Evaluation, as for the other modes, re-optimises the decoys of the
+      returned images with the full solver.
 
     Directions are computed on :func:`softplus_copy` (second derivatives of ReLU maps vanish);
     the label check and the per-iterate selection (``select="objective"``: the surrogate
-    objective, the fixed-offset map of the *original* model, averaged over the EOT populations;
+    objective, the fixed-offset map of the *original* model, averaged over the EOT populations,
+    or with ``mode="unrolled"`` the map over its unrolled decoys, made with the original model;
     ``"label"``: the last iterate that keeps the label) use the original model. For evaluation the
     decoys of the returned images are **re-optimised** from scratch (the defender's population,
     ``decoy_options``), and every measure, ``objective_after`` included, is computed on the
@@ -994,12 +1016,14 @@ def adaptive_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType =
     its new decoys. The attack objective (top-k set, centre of mass) is that of the clean
     decoy-enhanced map.
 
-    **Through the solver** (not implemented): differentiating :math:`o_j(z)` itself. Unrolling
-    the paper's Adam solver means back-propagating second-order explanation graphs through up to
-    ``steps * (1 + max_doublings)`` (200-1000) penalised steps per decoy, whose discrete decisions
-    (feasibility, ``tau`` shrinking, early freezing, ``c`` doubling) make the unrolled map
-    piecewise with no useful derivative at the switches, at a memory cost of the population times
-    the steps. The line-search solver (:class:`dance.LineSearch`) is the feasible route: each
+    **Through the full solver** (not implemented): differentiating the optimised decoys
+    :math:`o_j(z)` themselves. Unrolling the paper's Adam solver to its end means back-propagating
+    second-order explanation graphs through up to ``steps * (1 + max_doublings)`` (200-1000)
+    penalised steps per decoy, whose discrete decisions (feasibility, ``tau`` shrinking, early
+    freezing, ``c`` doubling, the best feasible iterate returned) make the unrolled map piecewise
+    with no useful derivative at the switches, at a memory cost of the population times the steps;
+    ``mode="unrolled"`` differentiates a few warm-started steps instead. For the line-search
+    solver (:class:`dance.LineSearch`) there is a closed-form route, not implemented: each
     patch's decoy is :math:`\operatorname{clip}(z + \alpha s)` on the patch with :math:`\alpha`
     the root of :math:`\max|F_l(z + \alpha s M) - F_l(z)| = \epsilon`, so
     :math:`\partial\alpha/\partial z` follows from the implicit function theorem at the active
@@ -1030,10 +1054,13 @@ def adaptive_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType =
         clean_decoys: the defender's decoys of the clean images (one :class:`dance.Decoys` per
             image, made at ``layer``, e.g. by :func:`dance.generate_decoys_batch` with the same
             options), to reuse instead of optimising them again; default None: optimised here.
+        unroll_steps: the differentiable Adam steps of ``mode="unrolled"`` per attack step
+            (default 5; ignored by the other modes).
 
     Returns:
         :class:`AttackResult` (``kind`` as passed) whose maps and measures are decoy-enhanced;
-        ``extra`` holds ``mode``, ``select``, ``surrogate_objective`` (``[B]``, the selected
+        ``extra`` holds ``mode``, ``select``, ``unroll_steps`` (``mode="unrolled"``; else None),
+        ``surrogate_objective`` (``[B]``, the selected
         iterate's surrogate objective), ``shifts`` (the EOT offsets), ``decoys`` (the re-optimised
         :class:`dance.Decoys` of the returned images), ``clean_decoys`` and ``region``.
 
@@ -1060,8 +1087,15 @@ def adaptive_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType =
     if refresh_every is not None:
         check_int(refresh_every, "refresh_every")
     check_int(eot_samples, "eot_samples")
+    check_int(unroll_steps, "unroll_steps")
     fn = _resolve_explain(explain)
     name, config, masks = _decoy_setup(model, layer, epsilon_decoy, decoy_options, aggregate)
+    if mode == "unrolled":
+        from .decoys import Adam
+
+        if not isinstance(config.solver, Adam):
+            raise ValueError("mode='unrolled' unrolls the paper's Adam solver, but decoy_options has solver="
+                             f"{config.solver!r}; pass decoy_options={{'solver': 'adam', ...}} (or a dance.Adam)")
     b, _, height, width = x0.shape
     n_pix = height * width
     if k is None:
@@ -1077,11 +1111,14 @@ def adaptive_attack(model: nn.Module, inputs: torch.Tensor, target: TargetType =
             shifts, pops = [(0, 0)], [(config, masks)]
         given = _check_clean_decoys(clean_decoys, x0, name)
         return _adaptive(model, x0, target, kind, fn, epsilon, step, iterations, k, region_mask, beta, select,
-                         refresh_every, name, config, masks, pops, shifts, mode, aggregate, given)
+                         refresh_every, name, config, masks, pops, shifts, mode, aggregate, given,
+                         unroll_steps if mode == "unrolled" else None)
 
 
 def _adaptive(model, x0, target, kind, fn, epsilon, step, iterations, k, region_mask, beta, select, refresh_every,
-              name, config, masks, pops, shifts, mode, aggregate, given=None) -> AttackResult:
+              name, config, masks, pops, shifts, mode, aggregate, given=None, unroll_steps=None) -> AttackResult:
+    from .decoys import unrolled_decoys
+
     b = x0.shape[0]
     with torch.no_grad():
         logits = _logits(model, x0)
@@ -1097,7 +1134,14 @@ def _adaptive(model, x0, target, kind, fn, epsilon, step, iterations, k, region_
     objective = _objective(kind, _topk_set(m0, k), region_mask, _soft_center(_normalized(m0)))
     before = objective(_normalized(m0)).detach()
 
+    # mode="unrolled": the warm start of the unrolled solver (the clean decoys, or refreshed ones).
+    warm = clean_decoys
+
     def surrogate(net, z, create_graph):  # [B], averaged over the populations
+        if unroll_steps is not None:
+            pop = [unrolled_decoys(net, z[i:i + 1], d, unroll_steps, solver=config.solver, create_graph=create_graph)
+                   for i, d in enumerate(warm)]
+            return objective(_normalized(saliency_map(_enhanced_over(fn, net, z, t, pop, aggregate, create_graph))))
         vals = [objective(_normalized(saliency_map(_enhanced_of(fn, net, z, t, o, aggregate, create_graph))))
                 for o in offsets]
         return torch.stack(vals).mean(dim=0)
@@ -1110,7 +1154,8 @@ def _adaptive(model, x0, target, kind, fn, epsilon, step, iterations, k, region_
     x = x0.clone()
     for it in range(1, iterations + 1):
         if refresh_every is not None and it > 1 and (it - 1) % refresh_every == 0:
-            offsets = [_population_offsets(model, x, name, cfg, m)[0] for cfg, m in pops]
+            fresh = [_population_offsets(model, x, name, cfg, m) for cfg, m in pops]
+            offsets, warm = [o for o, _ in fresh], fresh[0][1]
         xg = x.detach().requires_grad_(True)
         grad = torch.autograd.grad(surrogate(direction_model, xg, True).sum(), xg)[0]
         x = x.detach() + step * grad.sign()
@@ -1127,8 +1172,8 @@ def _adaptive(model, x0, target, kind, fn, epsilon, step, iterations, k, region_
     new_offsets, decoys = _population_offsets(model, best, name, config, masks)
     e_hat = _enhanced_of(fn, model, best, t, new_offsets, aggregate, False).detach()
     after = objective(_normalized(saliency_map(e_hat))).detach()
-    extra = {"mode": mode, "select": select, "surrogate_objective": best_obj, "shifts": shifts, "decoys": decoys,
-             "clean_decoys": clean_decoys, "region": region_mask}
+    extra = {"mode": mode, "select": select, "unroll_steps": unroll_steps, "surrogate_objective": best_obj,
+             "shifts": shifts, "decoys": decoys, "clean_decoys": clean_decoys, "region": region_mask}
     return _result(kind, x0, best, labels, t, iteration, epsilon, k, e0, e_hat, before, after, extra)
 
 

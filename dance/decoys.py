@@ -998,3 +998,115 @@ def generate_decoys(model: nn.Module, x: torch.Tensor, layer: Union[str, nn.Modu
     with gradients_on():  # the Adam solver needs autograd, also inside the caller's inference_mode
         return _generate(model, ordinary(x), layer, config, masks if not isinstance(masks, torch.Tensor) else ordinary(masks),
                          additional_forward_args)[0]
+
+
+# Added under Adam's square root in :func:`unrolled_decoys`: where a pixel's gradient is zero its
+# second moment is zero, and the derivative of sqrt at 0 would turn 0 * inf into NaN.
+_UNROLL_SQRT_FLOOR = 1e-20
+
+
+def unrolled_decoys(model: nn.Module, image: torch.Tensor, decoys: Decoys, steps: int, *,
+                    solver: Optional[Adam] = None, create_graph: bool = True) -> torch.Tensor:
+    r"""The decoys of ``image`` after ``steps`` *differentiable* Adam steps of the paper's penalty,
+    warm-started from ``decoys`` (the decoys of a nearby image): ``[len(decoys), C, H, W]``.
+
+    For the through-the-solver adaptive attack (:func:`dance.attacks.adaptive_attack` with
+    ``mode="unrolled"``): the returned decoys are a differentiable function of ``image``
+    (``create_graph=True``), through the start point, the reference activations
+    :math:`F_l(z)`, the mask composition and every unrolled Adam step. Each step is the one of
+    :func:`generate_decoys` with the Adam solver: the loss
+    :math:`-\lVert((\tilde x - z)s)^+\rVert_1 + c\,\lVert(\lvert F_l(\tilde x) - F_l(z)\rvert - \tau)^+\rVert_2^2`
+    in tanh space, the gradient zeroed outside each decoy's mask, ``z`` kept outside it, Adam with
+    the solver's ``lr`` and bias correction, and ``tau`` (starting at ``solver.tau * epsilon``)
+    shrunk by ``tau_decay`` after a step whose penalty is zero or whose iterate is over epsilon.
+
+    What differs from the full solver (so these are *approximate* decoys of ``image``):
+
+    * the start: ``clip(image + (decoys.images - decoys.original))`` (the given decoys' offsets
+      moved to ``image``), not ``image + s * 1e-3``; with ``steps`` = a few, a cold start would
+      leave the decoys next to the image;
+    * ``steps`` steps of one round: no ``c`` doubling, no early freezing (``patience``), no stop rule;
+    * the *last* iterate is returned, not the best feasible one (that choice is made by comparisons
+      and has no useful derivative), so a returned decoy may lie over epsilon and none is dropped;
+    * epsilon is ``decoys.epsilon`` (absolute), not recomputed from ``image`` when it was relative;
+    * the ``tau`` decisions are constants of the graph (piecewise constant, not differentiated), and
+      Adam's square root gets a floor of 1e-20 so that its derivative stays finite where a
+      gradient is zero.
+
+    Args:
+        model: the network (in the attack: a :func:`dance.attacks.softplus_copy`, whose second
+            derivatives do not vanish); must contain the layer ``decoys.layer``.
+        image: ``[1, C, H, W]`` (may require grad).
+        decoys: the warm start, a :class:`Decoys` of an image of ``image``'s shape.
+        steps: unrolled Adam steps (>= 1).
+        solver: the :class:`Adam` settings (default ``Adam()``).
+        create_graph: keep the graph of the steps (differentiable decoys); False: the same
+            values, detached from ``image``.
+
+    Returns:
+        ``[N, C, H, W]`` decoy images (``N = len(decoys)``).
+
+    Example:
+        >>> import torch, dance
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Softplus(10))
+        >>> x = torch.rand(1, 1, 6, 6)
+        >>> d = dance.generate_decoys(net, x, "1", epsilon=0.1, relative=True, solver=dance.Adam(steps=5))
+        >>> z = (x + 0.01).clamp(0, 1).requires_grad_(True)
+        >>> unrolled_decoys(net, z, d, 3).requires_grad
+        True
+    """
+    if not isinstance(decoys, Decoys):
+        raise TypeError(f"decoys must be a dance.Decoys (the warm start), got {type(decoys).__name__}")
+    steps = check_int(steps, "steps")
+    solver = Adam() if solver is None else solver
+    if not isinstance(solver, Adam):
+        raise TypeError(f"solver must be a dance.Adam (the unrolled steps are Adam's), got {type(solver).__name__}")
+    if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[0] != 1 or \
+            tuple(image.shape[1:]) != tuple(decoys.original.shape[1:]):
+        raise ValueError(f"image must be one image [1, C, H, W] of the decoys' shape "
+                         f"{tuple(decoys.original.shape)}, got "
+                         f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
+    z = image
+    n = len(decoys)
+    if n == 0:
+        return z.detach().new_zeros((0,) + tuple(z.shape[1:]))
+    name, module = resolve_layer(model, decoys.layer)
+    probe = LayerProbe(model, module, name)
+    dtype, device = z.dtype, z.device
+    with gradients_on():
+        zz = z if create_graph else z.detach()
+        mask = decoys.masks.to(device).expand(-1, z.shape[1], -1, -1)
+        s = decoys.signs.to(device, dtype).view(n, 1, 1, 1)
+        offsets = (decoys.images - decoys.original).to(device, dtype)
+        eps = float(decoys.epsilon)
+        ok_eps = eps * (1.0 - _FEASIBILITY_MARGIN)
+        ref = probe(zz)
+        start = (zz + offsets).clamp(_PIXEL_CLAMP, 1.0 - _PIXEL_CLAMP)
+        w = torch.atanh(2.0 * start - 1.0)
+        adam_m = torch.zeros_like(w)
+        adam_v = torch.zeros_like(w)
+        tau = torch.full((n,), float(solver.tau) * eps, device=device, dtype=dtype)
+        beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
+        for t in range(1, steps + 1):
+            if not create_graph or not w.requires_grad:
+                w = w.detach().requires_grad_(True)
+                adam_m, adam_v = adam_m.detach(), adam_v.detach()
+            img = torch.where(mask, 0.5 * (torch.tanh(w) + 1.0), zz)
+            diff = (probe(img) - (ref if create_graph else ref.detach())).abs()
+            movement = _rowwise(((img - zz) * s).clamp_min(0.0), "sum")
+            tau_b = tau.view(-1, *([1] * (diff.dim() - 1)))
+            penalty = _rowwise((diff - tau_b).clamp_min(0.0).pow(2), "sum")
+            loss = (-movement + solver.c * penalty).sum()
+            (grad,) = torch.autograd.grad(loss, w, create_graph=create_graph)
+            grad = torch.where(mask, grad, torch.zeros_like(grad))
+            adam_m = beta1 * adam_m + (1 - beta1) * grad
+            adam_v = beta2 * adam_v + (1 - beta2) * grad * grad
+            step = solver.lr * (adam_m / (1 - beta1 ** t)) / (
+                torch.sqrt(adam_v / (1 - beta2 ** t) + _UNROLL_SQRT_FLOOR) + adam_eps)
+            w = w - step
+            with torch.no_grad():
+                dev = _rowwise(diff.detach(), "max")
+                tighten = (penalty.detach() == 0) | (dev > ok_eps)
+                tau = torch.where(tighten, tau * solver.tau_decay, tau)
+        out = torch.where(mask, 0.5 * (torch.tanh(w) + 1.0), zz)
+    return out if create_graph else out.detach()

@@ -192,3 +192,58 @@ def test_other_kinds_bad_input(tiny):
         D.kind_study(tiny, kinds=("nope",))
     with pytest.raises(ValueError, match="method"):
         D.kind_study(tiny, method="smoothgrad")
+
+
+# ----------------------------------------------------------------------------------------------
+# The through-the-solver attack (unrolled Adam steps)
+# ----------------------------------------------------------------------------------------------
+
+def test_unrolled_chunks_cover_the_runs_images_within_the_entry_budget():
+    from dance_book.experiments import settings
+
+    ci = settings("ci")
+    for m in D.UNROLLED_METHODS:
+        n = D.sample_sizes(ci, [m])[m]["n"]
+        for k in (D.UNROLL_STEPS,) + tuple(D.UNROLL_STEPS_SWEEP):
+            chunks = D.unrolled_chunks(ci, m, k)
+            assert chunks[0][0] == 0 and chunks[-1][1] == n  # the same images as the method's run
+            assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))  # contiguous, no overlap
+            per_image = D.UNROLLED_COST_PER_IMAGE["ci"][m] * k / D.UNROLL_STEPS
+            assert all((hi - lo) == 1 or (hi - lo) * per_image <= D.UNROLLED_BUDGET_S for lo, hi in chunks)
+
+
+def test_unrolled_study_adds_the_unrolled_attack_on_the_same_images(tiny, monkeypatch):
+    import dataclasses
+
+    monkeypatch.setitem(D.ADAPTIVE_SETTINGS, "ci", dataclasses.replace(D.ADAPTIVE_SETTINGS["ci"], iterations=1))
+    monkeypatch.setitem(D.COST_PER_IMAGE, "ci", dict(D.COST_PER_IMAGE["ci"], gradient=1e6))  # N = n_min = 2
+    monkeypatch.setitem(D.UNROLLED_COST_PER_IMAGE, "ci", {"gradient": D.UNROLLED_BUDGET_S})  # chunks of 1
+    seen = []
+    real = D._attacks.adaptive_attack
+
+    def adaptive(*args, **kwargs):
+        seen.append((kwargs["mode"], kwargs.get("unroll_steps"), args[1].shape[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(D._attacks, "adaptive_attack", adaptive)
+    run = D.unrolled_study(tiny, "gradient", unroll_steps=2)
+    n = run["n"]
+    unrolled_calls = [s for s in seen if s[0] == "unrolled"]
+    assert [s[1] for s in unrolled_calls] == [2] * len(unrolled_calls) and sum(s[2] for s in unrolled_calls) == n
+    assert run["unrolled_parts"] == len(D.unrolled_chunks(tiny, "gradient", 2)) == len(unrolled_calls)
+    for key in ("ss", "map_change", "topk", "label_kept", "linf"):
+        assert run["unrolled"][key].shape == (n,)
+    assert np.all(run["unrolled"]["label_kept"])
+    table = D.difference_table({"gradient": run})
+    assert {"unrolled − transfer", "unrolled − fixed-decoy"} <= set(table.comparison)
+    # the chapter's own run is unchanged by the addition
+    assert "unrolled" not in D.adaptive_run(tiny, "gradient")
+
+
+def test_unrolled_run_bad_input(tiny):
+    with pytest.raises(ValueError, match="method"):
+        D.unrolled_run(tiny, "saliency", 0, 1)
+    with pytest.raises(ValueError, match="lo, hi"):
+        D.unrolled_run(tiny, "gradient", 1, 1)
+    with pytest.raises(ValueError, match="unroll_steps"):
+        D.unrolled_run(tiny, "gradient", 0, 1, unroll_steps=0)

@@ -128,3 +128,14 @@ def test_bad_arguments_are_named(tiny):
         R.strong_run(tiny, "topk", "lrp")
     with pytest.raises(ValueError, match="n"):
         R.strong_run(tiny, "topk", "gradient", n=0)
+
+
+def test_context_kinds_are_those_the_declared_study_does_not_run():
+    from dance_book.experiments import settings
+
+    ci = settings("ci")
+    assert R.strong_context_kinds(ci) == ("mass_center",)
+    assert not set(R.strong_context_kinds(ci)) & set(R.strong_settings(ci).kinds)  # the declared entries stay
+    paper = settings("paper")
+    assert R.strong_context_kinds(paper) == ()  # paper scale declares every kind
+    assert R.strong_context_study(paper) == {}

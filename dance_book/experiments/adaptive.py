@@ -42,6 +42,9 @@ from .stats import mean_sd, paired_difference
 __all__ = ["CONDITIONS", "CONTROLS", "MEASURES", "AdaptiveSettings", "ADAPTIVE_SETTINGS", "COST_PER_IMAGE",
            "adaptive_settings", "n_needed", "choose_n", "sample_sizes", "adaptive_run", "adaptive_study",
            "KINDS", "OTHER_KINDS", "KIND_METHODS", "KIND_BUDGET_S", "kind_sample_sizes", "kind_study",
+           "UNROLL_STEPS", "UNROLLED_METHODS", "UNROLLED_BUDGET_S", "UNROLLED_COST_PER_IMAGE", "UNROLL_STEPS_SWEEP",
+           "unrolled_chunks",
+           "unrolled_run", "unrolled_study",
            "condition_table", "difference_table", "reading", "verdict", "claims"]
 
 #: What is measured, per image, in the order the chapter shows it: (condition, map) -> display name.
@@ -50,6 +53,7 @@ CONDITIONS = {
     "transfer": "DANCE, transfer attack (aimed at the raw map)",
     "fixed_decoy": "DANCE, fixed-decoy adaptive attack",
     "eot": "DANCE, EOT adaptive attack",
+    "unrolled": "DANCE, through-the-solver adaptive attack (unrolled Adam steps)",
     "sign": "DANCE, norm-matched control: random signs",
     "permute_all": "DANCE, norm-matched control: permuted positions",
 }
@@ -315,6 +319,96 @@ def kind_study(settings: Settings, kinds: Sequence[str] = OTHER_KINDS, method: s
     return {k: adaptive_run(settings, method, n, kind=k) for k in kinds}
 
 
+#: The through-the-solver attack (``adaptive_attack(mode="unrolled")``), declared before its runs: this many
+#: differentiable Adam steps per attack step, for :data:`UNROLLED_METHODS` only at CI scale, on the same
+#: images (the first N of the gradient run) with the same budget; split into store entries of at most
+#: :data:`UNROLLED_BUDGET_S` seconds each at the measured :data:`UNROLLED_COST_PER_IMAGE`.
+UNROLL_STEPS = 5
+UNROLLED_METHODS = ("gradient", "smoothgrad", "integrated_gradients")
+UNROLLED_BUDGET_S = 120.0
+#: Measured wall seconds of one image of :func:`unrolled_run` at the CI settings (clean decoys, the attack and
+#: the evaluation's full decoy optimisation; one torch thread on the book's 2-core machine, shared).
+#: It grows about linearly with the unrolled steps; :func:`unrolled_chunks` scales it by ``unroll_steps / UNROLL_STEPS``.
+UNROLLED_COST_PER_IMAGE = {"ci": {"gradient": 17.0, "smoothgrad": 26.0, "integrated_gradients": 35.0}}
+#: The other unrolled step counts run (gradient only), as a check of how the result depends on the steps.
+UNROLL_STEPS_SWEEP = (1, 10)
+
+
+def _measures(model, r) -> dict:
+    with_labels = predicted(model, r.inputs) == r.labels
+    return {"ss": r.sensitivity.cpu().numpy(), "map_change": r.map_change.cpu().numpy(),
+            "topk": r.topk_intersection.cpu().numpy(), "spearman": r.spearman.cpu().numpy(),
+            "shift": r.center_shift.cpu().numpy(), "objective": r.objective_after.cpu().numpy(),
+            "objective_before": r.objective_before.cpu().numpy(), "label_kept": with_labels.cpu().numpy(),
+            "linf": r.linf.cpu().numpy(), "l2": r.l2.cpu().numpy()}
+
+
+def unrolled_chunks(settings: Settings, method: str = "gradient", unroll_steps: int = UNROLL_STEPS
+                    ) -> List[Tuple[int, int]]:
+    """The image ranges ``[lo, hi)`` of :func:`unrolled_study`: the method's N images (those of its
+    :func:`adaptive_run`) in chunks that :data:`UNROLLED_BUDGET_S` buys at :data:`UNROLLED_COST_PER_IMAGE`
+    (scaled by ``unroll_steps / UNROLL_STEPS``; paper scale: one chunk)."""
+    n = sample_sizes(settings, [method])[method]["n"]
+    costs = UNROLLED_COST_PER_IMAGE.get(settings.scale if not settings.extra.get("smoke") else "ci")
+    per_image = None if costs is None else costs[method] * unroll_steps / UNROLL_STEPS
+    size = n if per_image is None else max(1, int(UNROLLED_BUDGET_S // per_image))
+    return [(lo, min(n, lo + size)) for lo in range(0, n, size)]
+
+
+def unrolled_run(settings: Settings, method: str, lo: int, hi: int, unroll_steps: int = UNROLL_STEPS) -> dict:
+    """The through-the-solver attack (:func:`dance.attacks.adaptive_attack`, ``mode="unrolled"``,
+    ``unroll_steps`` differentiable Adam steps per attack step) on images ``lo`` to ``hi - 1`` of the chapter's images, with the budget of
+    :func:`adaptive_run` (cached, one store entry). Returns per-image numpy arrays of :data:`MEASURES` (and
+    ``objective``, ``label_kept``, ``linf``, ``l2``) under ``"unrolled"``, ``seconds``, ``lo``, ``hi``,
+    ``unroll_steps`` and the attack settings."""
+    check_methods(method)
+    if method not in UNROLLED_METHODS:
+        raise ValueError(f"method must be one of {UNROLLED_METHODS} (the declared methods of the unrolled attack), "
+                         f"got {method!r}")
+    if isinstance(lo, bool) or isinstance(hi, bool) or not isinstance(lo, int) or not isinstance(hi, int) \
+            or not 0 <= lo < hi:
+        raise ValueError(f"lo, hi must be ints with 0 <= lo < hi (an image range), got {lo!r}, {hi!r}")
+    if isinstance(unroll_steps, bool) or not isinstance(unroll_steps, int) or unroll_steps < 1:
+        raise ValueError(f"unroll_steps must be a positive int, got {unroll_steps!r}")
+    cfg = adaptive_settings(settings)
+    config = dict(settings=repr(settings), method=method, lo=lo, hi=hi, attack=repr(cfg), unroll_steps=unroll_steps)
+
+    def compute():
+        model = load_model(settings.main_model)
+        x = load_images(settings, hi).images[lo:hi]
+        t = predicted(model, x)
+        fn = _explainer(method, settings, cfg)
+        print(f"adaptive chapter: {METHODS[method]}, unrolled attack ({unroll_steps} steps), images {lo}-{hi - 1} ...",
+              file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        r = _attacks.adaptive_attack(model, x, t, mode="unrolled", unroll_steps=unroll_steps, kind=cfg.kind,
+                                     explain=fn, epsilon=cfg.epsilon, step_size=cfg.step_size,
+                                     iterations=cfg.iterations, beta=cfg.beta, seed=cfg.seed, select=cfg.select,
+                                     layer=settings.layer(settings.main_model), epsilon_decoy=settings.decoys.epsilon,
+                                     decoy_options=_decoy_options(settings))
+        seconds = time.perf_counter() - start
+        return {"method": method, "lo": lo, "hi": hi, "unroll_steps": unroll_steps, "attack": asdict(cfg),
+                "seconds": seconds, "population": [1 + len(d) for d in r.extra["clean_decoys"]],
+                "unrolled": _measures(model, r), "example": r.perturbed_maps[0].cpu().clone() if lo == 0 else None}
+
+    return cached("adaptive-unrolled", config, compute)
+
+
+def unrolled_study(settings: Settings, method: str = "gradient", unroll_steps: int = UNROLL_STEPS) -> dict:
+    """:func:`adaptive_run` of ``method`` (the chapter's run, from the store) with the through-the-solver
+    attack's measures of the same images (:func:`unrolled_run` over :func:`unrolled_chunks`) added as condition
+    ``"unrolled"``; ``seconds["unrolled"]`` sums the chunks' wall times."""
+    run = dict(adaptive_run(settings, method))
+    parts = [unrolled_run(settings, method, lo, hi, unroll_steps)
+             for lo, hi in unrolled_chunks(settings, method, unroll_steps)]
+    run["unrolled"] = {key: np.concatenate([p["unrolled"][key] for p in parts]) for key in parts[0]["unrolled"]}
+    run["seconds"] = dict(run["seconds"], unrolled=float(sum(p["seconds"] for p in parts)))
+    run["unrolled_population"] = [v for p in parts for v in p["population"]]
+    run["unrolled_parts"] = len(parts)
+    run["unroll_steps"] = unroll_steps
+    return run
+
+
 # --------------------------------------------------------------------------------------------
 # Tables and readings (pure)
 # --------------------------------------------------------------------------------------------
@@ -342,6 +436,9 @@ def condition_table(runs: dict):
 COMPARISONS = (
     ("fixed-decoy − transfer", "fixed_decoy", "transfer"),
     ("EOT − transfer", "eot", "transfer"),
+    ("unrolled − transfer", "unrolled", "transfer"),
+    ("unrolled − fixed-decoy", "unrolled", "fixed_decoy"),
+    ("DANCE under unrolled − raw under its own attack", "unrolled", "raw"),
     ("DANCE under fixed-decoy − raw under its own attack", "fixed_decoy", "raw"),
     ("DANCE under EOT − raw under its own attack", "eot", "raw"),
     ("DANCE under transfer − raw under its own attack", "transfer", "raw"),
