@@ -158,3 +158,28 @@ def test_representation_study(tiny):
     assert summary[summary.kind == "decoy"].ci_low.notna().all()
     rows = Rp.claims(tiny)
     assert len(rows) == 3 and all(r.n == N and r.supports in (True, False, None) for r in rows)
+
+
+def test_insensitivity_reads_hodges_lehmann_like_the_claims():
+    """The table reads the declared rule for S_F differences (Hodges-Lehmann), not the mean: one outlying image
+    makes c = 1e3 the worst by the mean, while by the Hodges-Lehmann estimate c = 1e5 is."""
+    import pandas as pd
+    n, ref = 8, np.arange(8) * 0.1
+    shift = {1e3: np.r_[np.full(7, 0.01), 1.0], 1e4: np.zeros(n), 1e5: np.full(n, 0.05)}
+    sf, sim = [], []
+    for method in E.METHODS:
+        for c, d in shift.items():
+            sf += [dict(setting=c, method=method, image=i, S_F=ref[i] + d[i]) for i in range(n)]
+            sim += [dict(c=c, method=method, image=i, spearman=0.9, ssim=0.9) for i in range(n)]
+        sf += [dict(setting="none", method=method, image=i, S_F=ref[i] - 0.2) for i in range(n)]
+        sim += [dict(c="none", method=method, image=i, spearman=0.5 + 0.01 * i, ssim=0.5) for i in range(n)]
+    dec = pd.DataFrame([dict(c=c, movement=0.1, dev_over_eps_max=0.5, dropped=0, steps_run=3) for c in shift])
+    result = dict(c_values=tuple(shift), reference_c=1e4, fidelity=pd.DataFrame(sf), similarity=pd.DataFrame(sim),
+                  decoys=dec, n=n)
+    verdict = H.insensitivity(result)
+    assert (verdict.worst_c == 1e5).all() and (verdict.interval == "hodges-lehmann").all()
+    assert verdict.worst_diff.to_numpy() == pytest.approx(0.05)
+    assert verdict.worst_mean.to_numpy() == pytest.approx(0.05)  # the mean reading of the same c, beside it
+    assert verdict.decoy_effect.to_numpy() == pytest.approx(0.2) and verdict.decoy_effect_mean.to_numpy() == pytest.approx(0.2)
+    # the margin is 0.5 sd of S_F at the reference; c = 1e3's HL interval lies inside it although its mean is 0.134
+    assert verdict.margin.to_numpy() == pytest.approx(H.EQUIVALENCE_D * float(np.std(ref, ddof=1)))
