@@ -109,7 +109,9 @@ COSTLIEST_FIRST = ("adaptive", "claims", "fidelity", "hyperparameters", "attacks
 #: fixed-decoy and EOT attacks differentiate through every decoy's map); attacks and claims compute it too.
 #: Remedies runs its CI-scale studies at every scale (66 CPU seconds when nothing computed them before). Sanity's
 #: cascade randomises every layer (its null-floor check needs the last model fully random): 176 CPU seconds alone
-#: (the 59 above was with a shortened cascade, since reverted).
+#: (the 59 above was with a shortened cascade, since reverted). Per cell (--profile, 2026-11-28, load ~4): most of
+#: fidelity's and hyperparameters' cost is their answer box (code cell 3, ~73 CPU seconds each: the claims of
+#: fidelity, and of hyperparameters, runtime and epsilon), i.e. the studies themselves at smoke size.
 OVER_BUDGET = ("adaptive", "attacks", "claims", "hyperparameters", "sanity", "theory", "remedies")
 
 
