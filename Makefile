@@ -61,7 +61,7 @@ endif
 ## without boxes, and those that read object masks again with boxes; all chapters in $(JOBS) interpreters
 ## (tools/paper_smoke.py), a cell that raises fails. The default: every chapter that reads the scale but those
 ## of OVER_BUDGET in tools/paper_smoke.py (about 2.5 minutes on 2 cores). make paper-smoke-all: every chapter
-## that reads the scale (about 10 minutes on 2 cores, see README).
+## that reads the scale (about 10 minutes on 2 cores, see README), the claims page last (it reads the others' results).
 PAPER_SMOKE_CHAPTERS ?= fidelity layers control benchmark architectures localization yeh representation
 paper-smoke: setup
 	rm -rf $(NBDIR)/paper

@@ -106,3 +106,15 @@ def test_the_masks_of_a_folder_without_boxes_crash_the_smoke_run(tmp_path):
     plain = _run(tmp_path / "plain", {"localization": code}, "plain")
     assert plain.returncode == 1
     assert "FAILED localization (plain), code cell 2" in plain.stdout and "NoneType" in plain.stdout
+
+
+def test_the_claims_chapter_runs_after_every_other_chapter(tmp_path, smoke):
+    """The chapters of :data:`LAST` read the others' results from the shared cache: they start only once every
+    other chapter finished (by cost alone, claims would run before yeh, see COSTLIEST_FIRST)."""
+    assert "claims" in smoke.LAST and set(smoke.LAST) <= set(smoke.COSTLIEST_FIRST)
+    assert smoke.COSTLIEST_FIRST.index("claims") < smoke.COSTLIEST_FIRST.index("yeh")
+    mark = tmp_path / "yeh-ran"
+    job = _run(tmp_path, {"yeh": f"open({str(mark)!r}, 'w').close()",
+                          "claims": f"import os; assert os.path.exists({str(mark)!r}), 'claims ran first'"}, "plain")
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert job.stdout.index("ok     yeh (plain)") < job.stdout.index("ok     claims (plain)")

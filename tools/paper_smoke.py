@@ -109,8 +109,16 @@ COSTLIEST_FIRST = ("adaptive", "claims", "fidelity", "hyperparameters", "attacks
 #: fixed-decoy and EOT attacks differentiate through every decoy's map); attacks and claims compute it too.
 #: Remedies runs its CI-scale studies at every scale (66 CPU seconds when nothing computed them before). Sanity's
 #: cascade randomises every layer (its null-floor check needs the last model fully random): 176 CPU seconds alone
-#: (the 59 above was with a shortened cascade, since reverted).
+#: (the 59 above was with a shortened cascade, since reverted). Per cell (--profile, 2026-11-28, load ~4): most of
+#: fidelity's and hyperparameters' cost is their answer box (code cell 3, ~73 CPU seconds each: the claims of
+#: fidelity, and of hyperparameters, runtime and epsilon), i.e. the studies themselves at smoke size.
 OVER_BUDGET = ("adaptive", "attacks", "claims", "hyperparameters", "sanity", "theory", "remedies")
+
+
+#: Chapters that read the other chapters' results (the claims page collects every chapter's claims, as
+#: tools/execute_book.py runs it after all others): they start once every other chapter of the run finished,
+#: so that they read its results from the shared cache of the folder instead of computing them again.
+LAST = ("claims",)
 
 
 def default_chapters(root: Path = ROOT, everything: bool = False) -> list[str]:
@@ -182,19 +190,22 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "tools"))
     import paper_smoke
 
+    # Two phases: the chapters of LAST start once every other chapter finished (they read its results).
+    phases = [[t for t in tasks if t[1] not in LAST], [t for t in tasks if t[1] in LAST]]
     print(f"paper smoke: {len(tasks)} chapter runs ({', '.join(args.variants)}) on {args.jobs} worker(s)", flush=True)
     log, failed, start = [], [], time.perf_counter()
     try:
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(paper_smoke._task, v, n, str(args.book), str(data), args.profile) for v, n in tasks]
-            for fut in as_completed(futures):
-                variant, name, cell, output, cells, seconds = fut.result()
-                log += cells
-                if cell is None:
-                    print(f"ok     {name} ({variant}) {seconds:.1f} s", flush=True)
-                else:
-                    failed.append(f"{name} ({variant}), code cell {cell}")
-                    print(f"FAILED {name} ({variant}), code cell {cell}, after {seconds:.1f} s:\n{output}", flush=True)
+            for phase in phases:
+                futures = [pool.submit(paper_smoke._task, v, n, str(args.book), str(data), args.profile) for v, n in phase]
+                for fut in as_completed(futures):
+                    variant, name, cell, output, cells, seconds = fut.result()
+                    log += cells
+                    if cell is None:
+                        print(f"ok     {name} ({variant}) {seconds:.1f} s", flush=True)
+                    else:
+                        failed.append(f"{name} ({variant}), code cell {cell}")
+                        print(f"FAILED {name} ({variant}), code cell {cell}, after {seconds:.1f} s:\n{output}", flush=True)
     finally:
         if temporary:
             shutil.rmtree(data, ignore_errors=True)
