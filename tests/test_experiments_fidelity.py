@@ -216,17 +216,22 @@ def test_powered_size_follows_the_power_rule_up_to_the_budget(monkeypatch):
     monkeypatch.setattr(F, "POWERED_SCALES", ("ci",))  # the book's (the module's fixture clears it)
     ci = E.settings("ci")
     for claim, m in (("fidelity", 3), ("replacement", 6)):  # Holm over 3 methods, and over 3 methods x 2 fills
-        assert F.POWERED_MEASURES[claim] == m
+        assert F.powered_measures(ci, claim) == m
         needed = Pw.n_needed(1.0, Pw.DECLARATIONS[claim].effect_dz, alpha=Pw.ALPHA / m)
         size = F.powered_size(ci, claim)
         assert size["needed"] == needed and size["powered"] and not size["binds"]
         assert size["n"] == max(ci.n_fidelity, needed) and size["n"] > ci.n_fidelity
     assert F.powered_size(ci, "replacement")["n"] > F.powered_size(ci)["n"]  # more measures, a stricter level
+    # the architectures claim: 3 methods on each model, and never below the chapter's own n_small
+    arch = F.powered_size(ci, "architectures")
+    assert F.powered_measures(ci, "architectures") == 3 * len(ci.architectures)
+    assert arch["needed"] == Pw.n_needed(1.0, Pw.DECLARATIONS["architectures"].effect_dz, alpha=Pw.ALPHA / 9)
+    assert arch["n"] == arch["needed"] > ci.n_small
     # a budget below the rule's N caps it (and says so), but never below the main run's N
-    monkeypatch.setattr(F, "POWERED_BUDGET_S", F.POWERED_COST_PER_IMAGE_S["fidelity"] * (ci.n_fidelity + 10))
+    monkeypatch.setitem(F.POWERED_BUDGET_S, "fidelity", F.POWERED_COST_PER_IMAGE_S["fidelity"] * (ci.n_fidelity + 10))
     size = F.powered_size(ci)
     assert size["binds"] and size["n"] == ci.n_fidelity + 10 < size["needed"]
-    monkeypatch.setattr(F, "POWERED_BUDGET_S", 1.0)
+    monkeypatch.setitem(F.POWERED_BUDGET_S, "fidelity", 1.0)
     assert F.powered_size(ci)["n"] == ci.n_fidelity
     # other scales and the paper-scale smoke run: their own n_fidelity, no powered run
     for s in (E.settings("paper"), dataclasses.replace(ci, extra={"smoke": True})):
@@ -239,8 +244,8 @@ def test_the_powered_runs_give_the_counted_rows(S, monkeypatch):
     """With powered runs (here 3 images, the settings' 2 being their pilot), the counted fidelity and
     replacement rows are the powered runs' paired differences and the main run's rows are context."""
     monkeypatch.setattr(F, "POWERED_SCALES", ("ci",))
-    monkeypatch.setattr(F, "POWERED_COST_PER_IMAGE_S", {"fidelity": 1.0, "replacement": 1.0})
-    monkeypatch.setattr(F, "POWERED_BUDGET_S", 3.0)
+    monkeypatch.setattr(F, "POWERED_COST_PER_IMAGE_S", {"fidelity": 1.0, "replacement": 1.0, "architectures": 1.0})
+    monkeypatch.setattr(F, "POWERED_BUDGET_S", {"fidelity": 3.0, "replacement": 3.0, "architectures": 3.0})
     assert F.powered_size(S)["n"] == F.powered_size(S, "replacement")["n"] == 3
     main = F.fidelity_scores(S)
     rows = [c for c in F.claims(S) if "decoy family" not in c.claim]
@@ -261,3 +266,8 @@ def test_the_powered_runs_give_the_counted_rows(S, monkeypatch):
         np.testing.assert_allclose(got, want, rtol=1e-9)  # at N = 3 the rank interval is [-inf, inf]
         pilot = [c for c in rows if c.paper_claim == claim and not c.counts and "pilot" in c.claim]
         assert len(pilot) == 3 * len(others) and all(c.n == 2 for c in pilot)
+    # the architectures claim: the powered run of every model counts, the chapter's own N = n_small is context
+    arch = Ar.claims(S)
+    assert len([c for c in arch if c.counts]) == 3 * len(S.architectures)
+    assert all(c.n == 3 and "powered run" in c.measure for c in arch if c.counts)
+    assert all(c.n == S.n_small and "pilot" in c.claim for c in arch if not c.counts)

@@ -196,3 +196,20 @@ def test_control_claim_is_one_measure_per_alternative(S):
     assert len(counted) == alternatives * len(E.METHODS)
     assert len(rows) - len(counted) == len(E.METHODS)  # the paper's 2M + 1 decoys, context
     assert all(c.test == "direction" and c.ci_low <= c.value <= c.ci_high for c in rows)
+
+
+def test_the_control_claim_counts_its_powered_run(S, monkeypatch):
+    """With a powered run (3 images, the settings' 2 its pilot) the counted control rows are the powered run's, one
+    per method and alternative of equal size; the main run's rows and the paper's 2M + 1 decoys are context."""
+    monkeypatch.setattr(F, "POWERED_SCALES", ("ci",))
+    monkeypatch.setitem(F.POWERED_COST_PER_IMAGE_S, "control", 1.0)
+    monkeypatch.setitem(F.POWERED_BUDGET_S, "control", 3.0)
+    assert F.powered_size(S, "control")["n"] == 3
+    rows = C.claims(S)
+    counted = [c for c in rows if c.counts]
+    alternatives = (len(C.CONTROL_KINDS) - len(C.CONTEXT_KINDS)) * len(Sc.AGGREGATES) - 1
+    assert F.powered_measures(S, "control") == alternatives * len(E.METHODS) == len(counted)
+    assert all(c.n == 3 and "powered run" in c.measure for c in counted)
+    pilot = [c for c in rows if not c.counts and "pilot" in c.claim]
+    assert len(pilot) == len(counted) and all(c.n == 2 for c in pilot)
+    assert len(rows) == 2 * len(counted) + len(E.METHODS)  # and the paper's 2M + 1 decoys per method, context

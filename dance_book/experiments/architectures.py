@@ -5,12 +5,14 @@ Each model's decoys use the main layer's mask family at its Table-A2-position la
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from typing import List, Optional, Sequence
 
 import pandas as pd
 
+from .fidelity import powered_scores, powered_size
 from .maps import METHODS
 from .scores import N_SHOW, SF_NOTE, compare, example_heatmaps, frame, lower_sf, mask_spacing, sf_claim, summary
 from .claims import Claim
@@ -34,13 +36,21 @@ def claims(settings: Settings) -> List[Claim]:
     """The paper's claim that decoys improve fidelity on every architecture, from the cached results."""
     out = []
     adf = architecture_scores(settings)
+    size = powered_size(settings, "architectures")
+    pdf = powered_scores(settings, "architectures") if size["powered"] else None
     for model_name in settings.architectures:
         for method, name in METHODS.items():
-            g = adf[(adf.model == model_name) & (adf.method == method)]
-            d = compare(g, {"population": "decoys"}, {"population": "none"}).iloc[0]
-            out.append(sf_claim("architectures", f"{name}: fidelity better with decoys on {model_name} (Fig. 6)", "architectures.md",
-                              f"Hodges-Lehmann paired difference of S_F, decoys - none, {name}, {model_name} at "
-                              f"{settings.layer(model_name)}, N={int(d['n'])}", d, lower_sf(d),
-                              f"{SF_NOTE} Higher-is-better reading: "
-                              f"{'supported' if d['hl_low'] > 0 else 'not supported'}."))
+            runs = [("", adf, True)] if pdf is None else [(", powered run", pdf, True),
+                                                          (", main run (context: the pilot of the powered run)", adf, False)]
+            for label, frame_, counts in runs:
+                g = frame_[(frame_.model == model_name) & (frame_.method == method)]
+                d = compare(g, {"population": "decoys"}, {"population": "none"}).iloc[0]
+                row = sf_claim("architectures", f"{name}: fidelity better with decoys on {model_name} (Fig. 6){label}",
+                               "architectures.md",
+                               f"Hodges-Lehmann paired difference of S_F, decoys - none, {name}, {model_name} at "
+                               f"{settings.layer(model_name)}, N={int(d['n'])}{' (powered run)' if frame_ is pdf else ''}",
+                               d, lower_sf(d),
+                               f"{SF_NOTE} Higher-is-better reading: "
+                               f"{'supported' if d['hl_low'] > 0 else 'not supported'}.")
+                out.append(row if counts else dataclasses.replace(row, counts=False))
     return out

@@ -27,6 +27,7 @@ from typing import List, Optional, Sequence
 
 import pandas as pd
 
+from .fidelity import powered_scores, powered_size
 from .scores import AGGREGATES, compare, frame, population_sizes
 from .maps import METHODS
 from .claims import Claim, difference_interval, direction
@@ -89,16 +90,30 @@ def claims(settings: Settings) -> List[Claim]:
     context row per method (``counts=False``): the same DANCE on twice the population.
     """
     df = control_scores(settings)
+    size = powered_size(settings, "control")
+    runs = [(df, True)]
+    if size["powered"]:  # the counted rows from the powered run; the chapter's own run becomes context (its pilot)
+        runs = [(powered_scores(settings, "control"), True), (df, False)]
+    out = []
+    for frame_, counts in runs:
+        out += _claims_of(frame_, counts, powered=size["powered"] and counts)
+    return out
+
+
+def _claims_of(df: pd.DataFrame, counts: bool, powered: bool) -> List[Claim]:
+    """The rows of :func:`claims` from one run's scores: counted (``counts``) or the pilot's context rows."""
     sf = versus_reference(df[df.population != "none"], "sf")
     mass = versus_reference(df[df.population != "none"], "mass")
     out = []
+    label = ", powered run" if powered else "" if counts else ", main run (context: the pilot of the powered run)"
     for method, name in METHODS.items():
         for _, d in sf[sf.method == method].iterrows():
             kind, agg = d["population"], d["aggregate"]
             m = mass[(mass.method == method) & (mass.population == kind) & (mass["aggregate"] == agg)].iloc[0]
             combo = f"{kind} + {agg} ({d['maps']} maps)"
             ref = f"{REFERENCE['population']} + {REFERENCE['aggregate']} ({d['reference maps']} maps)"
-            measure = f"Hodges-Lehmann paired difference of S_F, {combo} - {ref}, {name}, N={int(d['n'])}"
+            measure = (f"Hodges-Lehmann paired difference of S_F, {combo} - {ref}, {name}, N={int(d['n'])}"
+                       f"{' (powered run)' if powered else ''}")
             _, low, high = difference_interval(d)  # the Hodges-Lehmann interval (power.ROBUST_MEASURES)
             reading = direction(low, high, "above")
             mass_note = (f"mass on the object, alternative - reference: {m['mean_diff']:+.3f} "
@@ -111,9 +126,10 @@ def claims(settings: Settings) -> List[Claim]:
                         f"Context, not counted: the effect of the population's size alone (the same decoys, "
                         f"twice the members). {mass_note}"), counts=False))
                 continue
-            out.append(Claim.from_difference(
+            row = Claim.from_difference(
                 "control", f"{name}: both steps needed: {kind} + {agg} is less faithful than optimised decoys "
-                           f"+ range (poster control study)", "control.md", measure, d, reading,
+                           f"+ range (poster control study){label}", "control.md", measure, d, reading,
                 f"Equal population size. Lower = more faithful as printed; under the paper's higher-is-better "
-                f"reading the alternative {'beats' if high < 0 else 'does not beat'} DANCE. {mass_note}"))
+                f"reading the alternative {'beats' if high < 0 else 'does not beat'} DANCE. {mass_note}")
+            out.append(row if counts else dataclasses.replace(row, counts=False))
     return out

@@ -26,7 +26,7 @@ from dance.metrics import fidelity as fidelity_metric
 from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import METHODS, mask_family, predicted
-from .scores import (N_SHOW, SF_NOTE, compare, decoy_summary, example_heatmaps, frame, lower_sf, mask_spacing,
+from .scores import (AGGREGATES, N_SHOW, SF_NOTE, compare, decoy_summary, example_heatmaps, frame, lower_sf, mask_spacing,
                      population, population_maps, sf_claim, summary)
 from . import power as Pw
 from .claims import Claim
@@ -34,7 +34,8 @@ from .settings import Settings
 from .stats import paired_difference
 
 __all__ = ["FIDELITY_KINDS", "EQUAL_SIZE_DECOYS", "REPLACEMENTS", "FAMILIES", "FAMILY_SOLVER",
-           "POWERED_KINDS", "POWERED_MEASURES", "POWERED_SCALES", "POWERED_BUDGET_S", "POWERED_COST_PER_IMAGE_S", "powered_size",
+           "POWERED_KINDS", "POWERED_AGGREGATES", "POWERED_MEASURES", "POWERED_SCALES", "powered_measures", "POWERED_BUDGET_S",
+           "POWERED_COST_PER_IMAGE_S", "powered_size",
            "powered_scores", "fidelity_scores", "family_scores", "family_table", "family_claims", "claims", "N_SHOW", "compare",
            "decoy_summary", "example_heatmaps",
            "population", "summary"]
@@ -50,20 +51,32 @@ REPLACEMENTS = ("blur", "inpaint")
 #: The powered runs of this chapter's two claims (issue 12, section 3): the populations each needs. The fidelity
 #: claim compares the paper's decoys with the raw map; the replacement claim compares one decoy per mask with
 #: blur and inpainting at equal population size.
-POWERED_KINDS = {"fidelity": ("none", "decoys"), "replacement": (EQUAL_SIZE_DECOYS,) + REPLACEMENTS}
-#: Counted measures per claim, the m of Holm's strictest level alpha / m that the power rule plans for.
-POWERED_MEASURES = {"fidelity": len(METHODS), "replacement": len(METHODS) * len(REPLACEMENTS)}
+POWERED_KINDS = {"fidelity": ("none", "decoys"), "replacement": (EQUAL_SIZE_DECOYS,) + REPLACEMENTS,
+                 "architectures": ("none", "decoys"),
+                 # the control chapter's reference and its counted alternatives (control.CONTROL_KINDS less the
+                 # context kind "decoys"), each with the range and the mean
+                 "control": (EQUAL_SIZE_DECOYS, "noise", "blur", "constant")}
+#: The aggregates each powered run computes (the control claim compares the range with the mean).
+POWERED_AGGREGATES = {"control": AGGREGATES}
+#: Counted measures per claim, the m of Holm's strictest level alpha / m that the power rule plans for (the
+#: architectures claim has its three base methods on each model of ``settings.architectures``: see
+#: :func:`powered_measures`).
+POWERED_MEASURES = {"fidelity": len(METHODS), "replacement": len(METHODS) * len(REPLACEMENTS),
+                    "control": len(METHODS) * (len(POWERED_KINDS["control"]) * len(AGGREGATES) - 1)}
 #: Scales whose claims are judged on the powered runs; any other scale (and the paper-scale smoke run) judges
 #: them on its ``settings.n_fidelity`` images. Tests that shrink the CI settings clear this.
 POWERED_SCALES = ("ci",)
 #: The compute budget of each powered run (fresh CPU seconds), declared with the runs on 2026-11-28 before they
-#: ran (the fidelity run first, the replacement run after it).
-POWERED_BUDGET_S = 1800.0
+#: ran (the fidelity run first, then the replacement run, then the architectures run, 1,800 s per model, and the
+#: control run).
+POWERED_BUDGET_S = {"fidelity": 1800.0, "replacement": 1800.0, "architectures": 5400.0, "control": 1800.0}
 #: CPU seconds per image of each run's populations for all three base methods, decoys included, from the store
 #: entries of the N = 50 run (2026-11-27) and the fidelity run's decoys (0.9 s per image): fidelity, maps
 #: 130 s per 50 images and decoys; replacement, maps 242 s per 50 images (inpainting is the largest part) and
-#: decoys.
-POWERED_COST_PER_IMAGE_S = {"fidelity": 4.2, "replacement": 5.8}
+#: decoys; architectures, the N = 16 entries of alexnet-shapes (51 s) and resnet-shapes (76 s) per 16 images, with
+#: their decoys, and the fidelity run's cost for vgg-shapes; control, maps of its four kinds 220 s per 50 images
+#: and decoys.
+POWERED_COST_PER_IMAGE_S = {"fidelity": 4.2, "replacement": 5.8, "architectures": 12.1, "control": 5.3}
 
 
 def _check_powered(claim: str) -> str:
@@ -72,15 +85,22 @@ def _check_powered(claim: str) -> str:
     return claim
 
 
+def powered_measures(settings: Settings, claim: str) -> int:
+    """The counted measures of a claim's powered run (:data:`POWERED_MEASURES`; for the architectures claim,
+    the three base methods on each of ``settings.architectures``)."""
+    claim = _check_powered(claim)
+    return len(METHODS) * len(settings.architectures) if claim == "architectures" else POWERED_MEASURES[claim]
+
+
 def powered_size(settings: Settings, claim: str = "fidelity") -> dict:
     """The N of a claim's powered run: the claims' power rule (the claim's declared d_z, 80 % power, the
-    paired t-test at Holm's strictest level alpha / m over its :data:`POWERED_MEASURES` counted measures),
-    capped by :data:`POWERED_BUDGET_S` at :data:`POWERED_COST_PER_IMAGE_S`, and never below
-    ``settings.n_fidelity``.
+    paired t-test at Holm's strictest level alpha / m over its counted measures, :func:`powered_measures`),
+    capped by :data:`POWERED_BUDGET_S` at :data:`POWERED_COST_PER_IMAGE_S`, and never below the chapter's
+    own run (``settings.n_fidelity``; ``settings.n_small`` for the architectures claim).
 
     Args:
         settings: the experiment settings.
-        claim: ``"fidelity"`` or ``"replacement"`` (a key of :data:`POWERED_KINDS`).
+        claim: ``"fidelity"``, ``"replacement"`` or ``"architectures"`` (a key of :data:`POWERED_KINDS`).
 
     Returns:
         dict with ``n`` (the images to use), ``needed`` (the rule's N), ``affordable`` (the budget's N),
@@ -88,23 +108,28 @@ def powered_size(settings: Settings, claim: str = "fidelity") -> dict:
         :data:`POWERED_SCALES`) and ``estimate_s`` (the cost estimate of ``n`` images).
     """
     claim = _check_powered(claim)
-    needed = int(Pw.n_needed(1.0, Pw.DECLARATIONS[claim].effect_dz, alpha=Pw.ALPHA / POWERED_MEASURES[claim]))
+    needed = int(Pw.n_needed(1.0, Pw.DECLARATIONS[claim].effect_dz, alpha=Pw.ALPHA / powered_measures(settings, claim)))
     cost = POWERED_COST_PER_IMAGE_S[claim]
-    affordable = int(POWERED_BUDGET_S / cost + 1e-9)  # whole images (1e-9: float division)
+    affordable = int(POWERED_BUDGET_S[claim] / cost + 1e-9)  # whole images (1e-9: float division)
     powered = settings.scale in POWERED_SCALES and not settings.extra.get("smoke")
-    n = max(settings.n_fidelity, min(needed, affordable)) if powered else settings.n_fidelity
+    main_n = settings.n_small if claim == "architectures" else settings.n_fidelity  # the chapter's own run
+    n = max(main_n, min(needed, affordable)) if powered else main_n
     return dict(n=n, needed=needed, affordable=affordable, binds=powered and affordable < needed, powered=powered,
                 estimate_s=n * cost)
 
 
 def powered_scores(settings: Settings, claim: str = "fidelity", methods: Sequence[str] = tuple(METHODS)) -> pd.DataFrame:
     """S_F per image of a claim's populations (:data:`POWERED_KINDS`) on the first ``powered_size(settings,
-    claim)["n"]`` images: the claim's powered run, in the long format of :func:`fidelity_scores`. Its first
-    ``settings.n_fidelity`` images are those of the chapter's main run (an internal pilot: N was fixed by the
+    claim)["n"]`` images (for the architectures claim, of every model of ``settings.architectures`` at its
+    layer): the claim's powered run, in the long format of :func:`fidelity_scores`. Its first images are those
+    of the chapter's own run (an internal pilot: N was fixed by the
     rule, which does not read the pilot's effect)."""
     claim = _check_powered(claim)
-    return frame(settings, settings.main_model, settings.layer(settings.main_model), methods, POWERED_KINDS[claim],
-                 powered_size(settings, claim)["n"])
+    n = powered_size(settings, claim)["n"]
+    models = settings.architectures if claim == "architectures" else (settings.main_model,)
+    aggregates = POWERED_AGGREGATES.get(claim, ("range",))
+    return pd.concat([frame(settings, m, settings.layer(m), methods, POWERED_KINDS[claim], n, aggregates=aggregates)
+                      for m in models], ignore_index=True)
 
 
 def fidelity_scores(settings: Settings, n: Optional[int] = None,
