@@ -144,6 +144,24 @@ def fidelity_scores(settings: Settings, n: Optional[int] = None,
     return frame(settings, model_name, settings.layer(model_name), methods, FIDELITY_KINDS, n)
 
 
+def _with_powered_row(row: Claim, powered: pd.DataFrame, method: str, pair: Sequence[str], size: dict, n: int,
+                      measure: str, note: str = "", tail: str = "") -> List[Claim]:
+    """The counted row of a powered run (the paired difference ``pair[0] - pair[1]`` of S_F for ``method``) and
+    the main run's ``row`` turned into context (the powered run's pilot), in that order; ``note`` follows the
+    reading in the row's note and ``tail`` ends it."""
+    name = METHODS[method]
+    p = compare(powered[powered.method == method], {"population": pair[0]}, {"population": pair[1]}).iloc[0]
+    base = row.claim.split(" (Fig. 3)")[0]
+    counted = sf_claim(row.paper_claim, f"{base} (Fig. 3), powered run", "fidelity.md",
+                       f"{measure}, {name}, N={size['n']} (powered run)", p, lower_sf(p),
+                       f"{SF_NOTE} Higher-is-better reading: {'supported' if p['hl_low'] > 0 else 'not supported'}."
+                       f"{note} N from the power rule{' capped by the budget' if size['binds'] else ''}; its first {n} "
+                       f"images are the main run's.{tail}")
+    pilot = dataclasses.replace(row, claim=f"{base} (Fig. 3), main run (context: the pilot of the powered run)",
+                                counts=False)
+    return [counted, pilot]
+
+
 def claims(settings: Settings) -> List[Claim]:
     """The paper's fidelity and replacement claims (the fidelity chapter), from the cached results.
 
@@ -169,17 +187,10 @@ def claims(settings: Settings) -> List[Claim]:
                        f"Hodges-Lehmann paired difference of S_F, decoys - none, {name}, N={n}", d, lower_sf(d),
                        f"{SF_NOTE} Higher-is-better reading: {'supported' if d['hl_low'] > 0 else 'not supported'}.")
         if powered is not None:
-            p = compare(powered[powered.method == method], {"population": "decoys"}, {"population": "none"}).iloc[0]
-            out.append(sf_claim("fidelity", f"{name}: fidelity better with decoys (Fig. 3), powered run", "fidelity.md",
-                                f"Hodges-Lehmann paired difference of S_F, decoys - none, {name}, N={size['n']} "
-                                f"(powered run)", p, lower_sf(p),
-                                f"{SF_NOTE} Higher-is-better reading: "
-                                f"{'supported' if p['hl_low'] > 0 else 'not supported'}. N from the power rule"
-                                f"{' capped by the budget' if size['binds'] else ''}; its first {n} images are the "
-                                f"main run's."))
-            row = dataclasses.replace(row, claim=f"{name}: fidelity better with decoys (Fig. 3), main run (context: "
-                                                 f"the pilot of the powered run)", counts=False)
-        out.append(row)
+            out += _with_powered_row(row, powered, method, ("decoys", "none"), size, n,
+                                     "Hodges-Lehmann paired difference of S_F, decoys - none")
+        else:
+            out.append(row)
         for other in REPLACEMENTS:
             what = "blurring" if other == "blur" else "inpainting"
             inpaint = " Inpainting is scikit-image's biharmonic method, not Yu et al.'s model." if other == "inpaint" else ""
@@ -194,19 +205,11 @@ def claims(settings: Settings) -> List[Claim]:
                            f"with the paper's 2M+1 decoys the difference is {wide['hl']:+.3f} "
                            f"[{wide['hl_low']:+.3f}, {wide['hl_high']:+.3f}] (context row).{inpaint}")
             if powered_r is not None:
-                p = compare(powered_r[powered_r.method == method], {"population": EQUAL_SIZE_DECOYS},
-                            {"population": other}).iloc[0]
-                out.append(sf_claim("replacement", f"{name}: optimised decoys beat {what} (Fig. 3), powered run",
-                                    "fidelity.md",
-                                    f"Hodges-Lehmann paired difference of S_F, decoys (one per mask, M+1 maps) - {other} "
-                                    f"(M+1 maps), {name}, N={size_r['n']} (powered run)", p, lower_sf(p),
-                                    f"{SF_NOTE} Higher-is-better reading: "
-                                    f"{'supported' if p['hl_low'] > 0 else 'not supported'}. Equal population size. N "
-                                    f"from the power rule{' capped by the budget' if size_r['binds'] else ''}; its "
-                                    f"first {n} images are the main run's.{inpaint}"))
-                row = dataclasses.replace(row, claim=f"{name}: optimised decoys beat {what} (Fig. 3), main run "
-                                                     f"(context: the pilot of the powered run)", counts=False)
-            out.append(row)
+                out += _with_powered_row(row, powered_r, method, (EQUAL_SIZE_DECOYS, other), size_r, n,
+                                         f"Hodges-Lehmann paired difference of S_F, decoys (one per mask, M+1 maps) - "
+                                         f"{other} (M+1 maps)", " Equal population size.", inpaint)
+            else:
+                out.append(row)
             out.append(dataclasses.replace(
                 sf_claim("replacement", f"{name}: optimised decoys beat {what}, paper's 2M+1 decoys (context: "
                          f"unequal population size)", "fidelity.md",
