@@ -173,6 +173,28 @@ def test_n_needed_against_a_hand_computation():
     assert Pw.n_needed(0.0, 0.3) is None and Pw.n_needed(float("nan"), 0.3) is None
 
 
+@pytest.mark.parametrize("dz, alpha, power", [(0.3, 0.05 / 21, 0.8), (1.0, 0.001, 0.8), (1.0, 0.001, 0.9),
+                                              (2.5, 0.05 / 21, 0.5), (10.0, 0.05 / 21, 0.8), (0.05, 0.05, 0.8)])
+def test_n_needed_is_the_smallest_n_with_the_power(dz, alpha, power):
+    # The search (doubling, then bisection) returns what a scan up from n = 2 returns; the power is finite
+    # where SciPy's nct.cdf of the lower tail is NaN (these cases), so no n is skipped.
+    n = Pw.n_needed(1.0, dz, alpha=alpha, power=power)
+    assert Pw.t_power(n, dz, alpha) >= power
+    assert n == 2 or Pw.t_power(n - 1, dz, alpha) < power
+    assert all(math.isfinite(Pw.t_power(k, dz, alpha)) for k in range(2, min(n + 5, 60)))
+    assert Pw.n_needed(1.0, dz, alpha=alpha, power=power, n_max=n) == n
+    assert Pw.n_needed(1.0, dz, alpha=alpha, power=power, n_max=n - 1) is None if n > 2 else True
+
+
+def test_n_equivalence_is_the_smallest_n_inside_the_margin():
+    def inside(n, margin):  # the docstring's probability that the t-interval lies inside +-margin
+        return 2 * stats.norm.cdf(math.sqrt(n) * margin - stats.t.ppf(0.975, n - 1)) - 1
+    for margin in (0.05, 0.3, 1.0, 3.0):
+        n = Pw.n_equivalence(1.0, margin)
+        assert inside(n, margin) >= 0.8 and (n == 2 or inside(n - 1, margin) < 0.8)
+    assert Pw.n_equivalence(1.0, 0.01, n_max=100) is None and Pw.n_equivalence(0.0, 0.3) is None
+
+
 def test_n_needed_rejects_bad_input():
     with pytest.raises(ValueError, match="effect"):
         Pw.n_needed(1.0, 0.0)
