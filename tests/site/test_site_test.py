@@ -94,44 +94,44 @@ def test_missing_image_fails(site):
 
 
 def test_broken_internal_links_fail(site):
-    inject(site, "book/claims.html", '<p><a href="no-such-chapter.html">gone</a> and '
+    inject(site, "book/intro.html", '<p><a href="no-such-chapter.html">gone</a> and '
                                      '<a href="theory.html#no-such-section">moved</a></p>')
-    failures = check(site, "book/claims.html")
+    failures = check(site, "book/intro.html")
     assert has(failures, "broken internal link", "book/no-such-chapter.html: no such file"), failures
     assert has(failures, "broken internal link", "book/theory.html#no-such-section: no such anchor"), failures
 
 
 def test_error_output_fails(site):
     # what myst-nb writes for a cell that raised (allow_errors would let the build through)
-    inject(site, "book/claims.html",
+    inject(site, "book/intro.html",
            '<div class="cell_output docutils container"><div class="output traceback highlight-ipythontb '
            'notranslate"><div class="highlight"><pre><span></span>Traceback (most recent call last):\n'
            'ZeroDivisionError: division by zero</pre></div></div></div>')
-    assert has(check(site, "book/claims.html"), "error output", "ZeroDivisionError"), "traceback not reported"
+    assert has(check(site, "book/intro.html"), "error output", "ZeroDivisionError"), "traceback not reported"
 
 
 def test_unresolved_glue_fails(site):
     # what Sphinx writes with keep_warnings when a {glue:text} key is missing
-    inject(site, "book/claims.html",
+    inject(site, "book/intro.html",
            '<aside class="system-message"><p class="system-message-title">System Message: WARNING/2 '
            '(<span class="docutils literal">book/claims.md</span>, line 80)</p>'
            "<p>No key 'claims_total' found in glue data for this document.</p></aside>")
-    assert has(check(site, "book/claims.html"), "build warning in the page", "claims_total"), "glue not reported"
+    assert has(check(site, "book/intro.html"), "build warning in the page", "claims_total"), "glue not reported"
 
 
 def test_progress_log_on_stderr_fails(site):
-    inject(site, "book/claims.html",
+    inject(site, "book/intro.html",
            '<div class="cell_output docutils container"><div class="output stderr highlight-myst-ansi notranslate">'
            '<div class="highlight"><pre><span></span>layer 1/10: features.conv1_1</pre></div></div></div>')
-    assert has(check(site, "book/claims.html"), "stderr/log output", "layer 1/10"), "stderr output not reported"
+    assert has(check(site, "book/intro.html"), "stderr/log output", "layer 1/10"), "stderr output not reported"
 
 
 def test_output_cut_off_at_the_page_edge_fails(site):
     line = "verdict of the measure: " + "NOT_m" * 80
-    inject(site, "book/claims.html",
+    inject(site, "book/intro.html",
            '<div class="cell_output docutils container"><div class="output stream highlight-myst-ansi notranslate">'
            f'<div class="highlight"><pre style="white-space: pre; overflow-wrap: normal">{line}</pre></div></div></div>')
-    assert has(check(site, "book/claims.html"), "output cut off at the page edge"), "overflow not reported"
+    assert has(check(site, "book/intro.html"), "output cut off at the page edge"), "overflow not reported"
 
 
 def test_equation_wider_than_the_column_fails(site):
