@@ -96,7 +96,7 @@ site-test: setup
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || \
 	  { echo "installing chromium (apt-get)"; $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
-	$(PY) tools/site_test.py _build/html
+	$(PY) tools/site_test.py _build/html --jobs $(JOBS)
 	# The checks fail when they should: each kind of breakage, once, on a copy of the built site.
 	$(PY) -m pytest -q -p no:cacheprovider --confcutdir=tests/site tests/site
 

@@ -373,14 +373,22 @@ def pages_of(root: Path) -> list[str]:
 
 
 def check_site(root: Path, pages: list[str] | None = None, shots: Path | None = None,
-               out=sys.stdout) -> list[PageResult]:
+               out=sys.stdout, jobs: int = 1) -> list[PageResult]:
+    """Check ``pages`` (default: every page) of the site under ``root``, in ``jobs`` headless Chromiums
+    side by side (each takes the next unchecked page); the results come back in the order of ``pages``."""
     root = root.resolve()
     pages = pages or pages_of(root)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int (Chromiums side by side), got {jobs!r}")
     server, origin = serve(root)
-    browser = Browser(origin)
-    results = []
-    try:
-        for page in pages:
+    todo, results, lock, errors = list(pages), {}, threading.Lock(), []
+
+    def check_next(browser: Browser) -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                page = todo.pop(0)
             target = redirect_of(root / page)
             if target is not None:  # a redirect: only its target is checked (loading it just navigates away)
                 r = PageResult(page, links=1)
@@ -388,16 +396,34 @@ def check_site(root: Path, pages: list[str] | None = None, shots: Path | None = 
                 r.failures += [f"redirect to a missing page: {why}"] if why else []
             else:
                 r = check_page(browser, root, origin, page, shots)
-            results.append(r)
-            status = "ok  " if not r.failures else "FAIL"
-            print(f"{status} {page}: {r.math} equations, {r.images} images, {r.links} links, {r.seconds:.1f} s"
-                  + (f"; screenshot {r.screenshot}" if r.screenshot else ""), file=out, flush=True)
-            for why in r.failures:
-                print(f"       - {why}", file=out, flush=True)
+            with lock:
+                results[page] = r
+                status = "ok  " if not r.failures else "FAIL"
+                print(f"{status} {page}: {r.math} equations, {r.images} images, {r.links} links, {r.seconds:.1f} s"
+                      + (f"; screenshot {r.screenshot}" if r.screenshot else ""), file=out, flush=True)
+                for why in r.failures:
+                    print(f"       - {why}", file=out, flush=True)
+
+    def worker() -> None:
+        browser = Browser(origin)
+        try:
+            check_next(browser)
+        except BaseException as exc:  # raised again in the calling thread
+            errors.append(exc)
+        finally:
+            browser.close()
+
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(min(jobs, len(pages)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     finally:
-        browser.close()
         server.shutdown()
-    return results
+    if errors:
+        raise errors[0]
+    return [results[p] for p in pages]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page", action="append", help="check only this page (relative to the site)")
     parser.add_argument("--screenshots", type=Path, default=ROOT / "_build" / "site-test" / "screenshots")
     parser.add_argument("--no-screenshots", action="store_true")
+    parser.add_argument("--jobs", type=int, default=1, help="Chromiums side by side (default 1)")
     args = parser.parse_args(argv)
     if not (args.site / "index.html").is_file():
         print(f"site-test: no built site at {args.site} (run make book first)")
@@ -414,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     if shots is not None:
         shutil.rmtree(shots, ignore_errors=True)
     start = time.perf_counter()
-    results = check_site(args.site, args.page, shots)
+    results = check_site(args.site, args.page, shots, jobs=args.jobs)
     failed = sum(1 for r in results if r.failures)
     print(f"site-test: {len(results)} pages in {time.perf_counter() - start:.0f} s, "
           f"{sum(r.math for r in results)} equations, {sum(r.images for r in results)} images, "
