@@ -44,8 +44,9 @@ import numpy as np
 import torch
 
 _ROOT = Path(__file__).resolve().parents[2]
-#: Results that stay out of the store: large intermediate inputs, not results a chapter reports.
-NOT_STORED = frozenset({"decoys"})
+#: Results that stay out of the store: large intermediate inputs, not results a chapter reports, and the
+#: runtime chapter's timings (of the machine and moment of a build; the build's own cache keeps them).
+NOT_STORED = frozenset({"decoys", "runtime"})
 #: Float tolerance of a recheck: ``|a - b| <= ATOL + RTOL * |b|`` elementwise.
 RTOL, ATOL = 1e-4, 1e-6
 MODES = ("read", "write", "off")
