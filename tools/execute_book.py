@@ -44,7 +44,9 @@ sys.path.insert(0, str(ROOT / "_ext"))
 from dance_site import write_source_stamp  # noqa: E402  (the stamp that the build checks)
 
 READER = {"name": "myst_nb_md", "type": "plugin"}  # myst-nb's own reader: the cache key matches the build's
-LONGEST_FIRST = ("attacks", "layers", "adaptive", "fidelity")  # as in the Makefile's notebook tests
+#: The chapters that took longest in CI's notebook stage (2026-11-28: 45-80 s each; the others 20-45 s, most
+#: of their heavy results read from the store), started first so that both workers finish together.
+LONGEST_FIRST = ("theory", "quickstart", "benchmark", "performance", "layers", "hyperparameters", "measures", "fidelity")
 #: Executed after all others: the claims chapter reports the results store's rechecks of this run.
 RUN_LAST = ("claims",)
 CHECK_KEYS = ROOT / "_build" / "results-check-keys.json"
