@@ -79,6 +79,18 @@ def test_raw_dollar_math_in_the_text_fails(site):
     assert has(check(site, "book/intro.html"), "raw math in the text"), "raw $...$ not reported"
 
 
+def test_raw_subscript_math_fails(site):
+    # a glued Markdown sentence pasted inline (commonmark, no dollarmath) leaves $S_F$ as text
+    inject(site, "book/intro.html", "<p>Decoys lower $S_F$ for every method.</p>")
+    assert has(check(site, "book/intro.html"), "raw math in the text", "$S_F$"), "raw $S_F$ not reported"
+
+
+def test_list_rendered_as_a_paragraph_fails(site):
+    # a glued Markdown list pasted with the inline {glue:md} role: one paragraph that starts with its marker
+    inject(site, "book/intro.html", "<p>- <strong>Gradient</strong>: supports - <strong>IG</strong>: no effect</p>")
+    assert has(check(site, "book/intro.html"), "list rendered as a paragraph", "Gradient"), "flat list not reported"
+
+
 def test_tex_error_fails(site):
     inject(site, "book/intro.html", r'<div class="math notranslate nohighlight">\[\begin{nosuchenv} x \end{nosuchenv}\]</div>')
     assert has(check(site, "book/intro.html"), "MathJax TeX error"), "TeX error not reported"
