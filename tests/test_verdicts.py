@@ -283,7 +283,7 @@ def test_every_rule_change_is_recorded_with_date_and_reason():
     for c in Pw.RULE_CHANGES:
         if c["date"] > Pw.DECLARED_ON:
             assert any(word in c["change"] for word in ("layer", "c claim", "sanity", "localization", "S_F", "attacks claim",
-                                                               "runtime claim"))
+                                                               "runtime claim", "adaptive claim"))
 
 
 def test_the_robust_rule_is_declared_and_recorded():
