@@ -55,7 +55,9 @@ def _worker(directory, log, out):
 @pytest.mark.skipif(os.name != "posix", reason="the lock is POSIX-only (fcntl)")
 def test_processes_side_by_side_compute_once(cache_dir, tmp_path):
     log, out = tmp_path / "computed.txt", tmp_path / "results.txt"
-    ctx = mp.get_context("spawn")
+    # fork: the children start with this process's imports (spawn would import torch and the book anew in each, about
+    # 5 CPU seconds apiece); they are still two processes, each opening the cache's lock file itself
+    ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_worker, args=(str(cache_dir), str(log), str(out))) for _ in range(2)]
     for p in procs:
         p.start()

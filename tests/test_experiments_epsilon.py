@@ -107,13 +107,16 @@ N = 2
 
 @pytest.fixture()
 def tiny(tmp_path, monkeypatch):
-    """Two images, cheap base methods, a private cache, a grid of two epsilons and one pilot image."""
+    """Two images, cheap base methods, 8 x 8 patches (few decoys) and 20 Adam steps per decoy round (as the shared
+    ``tiny`` of conftest.py: the structure holds at any step budget), a private cache, a grid of two epsilons and
+    one pilot image."""
     monkeypatch.setenv("DANCE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("DANCE_RESULTS", "off")
     monkeypatch.setattr(Ep, "SWEEP", (0.1,))
     monkeypatch.setattr(Ep, "PILOT_GRID", (0.05, 0.1))
     monkeypatch.setattr(Ep, "PILOT_IMAGES", {"tiny": 1})
-    return dataclasses.replace(E.CI, scale="tiny", n_fidelity=N, n_small=N, smoothgrad_samples=2, ig_steps=2)
+    return dataclasses.replace(E.CI, scale="tiny", n_fidelity=N, n_small=N, smoothgrad_samples=2, ig_steps=2,
+                               decoys=dataclasses.replace(E.CI.decoys, patch_size=8), extra={**E.CI.extra, "adam_steps": 20})
 
 
 def test_sweep_structure_and_context_rows(tiny, monkeypatch):

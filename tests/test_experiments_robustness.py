@@ -183,9 +183,10 @@ def test_localization_counts_only_populations_of_equal_size(tiny):
 def test_claims_have_the_agreed_keys(tiny, monkeypatch):
     monkeypatch.setitem(Sa.SANITY_N, "ci", 2)
     monkeypatch.setitem(Sa.FLOOR_N_CAP, "ci", 2)
-    # the strong-attack rows at a few steps (their declared strength is tested in test_experiments_strong.py)
+    # the strong-attack rows at a few steps (their declared strength is tested in test_experiments_strong.py),
+    # without the norm-matched controls, which no claim reads (strong_claims reads the iterate selections)
     monkeypatch.setitem(R.STRONG_SETTINGS, "ci", dataclasses.replace(R.STRONG_SETTINGS["ci"], iterations=2,
-                                                                     kinds=("topk",)))
+                                                                     kinds=("topk",), controls=()))
     # localization: cached above; robustness: the tiny attack study for all methods and attacks
     for c in Lc.claims(tiny) + R.claims(tiny) + Sa.claims(tiny):
         assert isinstance(c, Cl.Claim) and c.paper_claim in Cl.PAPER_CLAIMS
