@@ -74,11 +74,14 @@ def fidelity(model: Callable, inputs: torch.Tensor, attributions: torch.Tensor, 
     if h.shape != (x.shape[0],) + tuple(x.shape[2:]):
         raise ValueError(f"attributions must give one [H, W] map per image of inputs {tuple(x.shape)}, "
                          f"got maps of shape {tuple(h.shape)}")
+    b = x.shape[0]
     with evaluating(model):
-        c = resolve_target(forward(model, x, batch_size), target)
+        # the images' own forward pass only to predict the class: a given target needs none (its range is
+        # checked against the class count of the masked images' logits)
+        predicted = forward(model, x, batch_size) if target is None else None
         e = h.unsqueeze(1).to(x.dtype)  # [B, 1, H, W], broadcast over colour channels
         e_mean = e.mean(dim=(2, 3), keepdim=True)  # one channel -> one mean per image
         logits = forward(model, torch.cat([e * x, e_mean * x]), batch_size)
+    c = resolve_target(logits[:b] if predicted is None else predicted, target)
     logp = class_score(logits, torch.cat([c, c]), "log_prob")
-    b = x.shape[0]
     return -(logp[:b] - logp[b:])

@@ -292,14 +292,15 @@ def family_scores(settings: Settings, method: str, family: str, n: Optional[int]
     return cached("fidelity-family", config, compute)
 
 
-def family_table(settings: Settings, n: Optional[int] = None, methods: Sequence[str] = tuple(METHODS),
+def family_table(settings: Settings, n: Optional[int] = None, methods: Optional[Sequence[str]] = None,
                  layer: Optional[str] = None, families: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """One row per base method and family of :data:`FAMILIES` (or ``families``) at ``layer`` (default the main
-    layer): the paired difference S_F(decoys) - S_F(raw) (mean with t-interval, Hodges-Lehmann estimate ``hl``
-    with its distribution-free interval, the reading of S_F measures), its reading (:func:`lower_sf`), the maps
-    per image, pixels per mask and decoys dropped."""
+    """One row per base method (``methods``, default every method of :data:`METHODS`; in the paper-scale smoke
+    run the ends of that list, :meth:`Settings.sweep`) and family of :data:`FAMILIES` (or ``families``) at
+    ``layer`` (default the main layer): the paired difference S_F(decoys) - S_F(raw) (mean with t-interval,
+    Hodges-Lehmann estimate ``hl`` with its distribution-free interval, the reading of S_F measures), its reading
+    (:func:`lower_sf`), the maps per image, pixels per mask and decoys dropped."""
     rows = []
-    for method in methods:
+    for method in (settings.sweep(METHODS) if methods is None else methods):
         for family in (tuple(FAMILIES) if families is None else families):
             r = family_scores(settings, method, family, n, layer=layer)
             d = paired_difference(r["sf_decoys"], r["sf_none"], robust=True)
