@@ -134,6 +134,27 @@ def test_fidelity_uses_predicted_class_and_broadcasts_over_channels(trained):
         M.fidelity(trained, x, a[:, :, :8])
 
 
+def test_fidelity_with_a_target_runs_one_batched_forward_pass(trained):
+    # With a target, S_F needs only the masked images (E * x and mean(E) * x) in one batch; without one, a
+    # forward pass of the images themselves first predicts the class.
+    x, _, _ = make_shapes(3, seed=4)
+    a = saliency(trained)(x, trained(x).argmax(1))
+    pred = trained(x).argmax(1)
+    sizes = []
+    handle = trained.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    try:
+        with_target = M.fidelity(trained, x, a, pred)
+        assert sizes == [2 * len(x)]
+        sizes.clear()
+        without = M.fidelity(trained, x, a)
+        assert sizes == [len(x), 2 * len(x)]
+    finally:
+        handle.remove()
+    assert torch.equal(with_target, without)
+    with pytest.raises(ValueError):
+        M.fidelity(trained, x, a, torch.tensor([0, 1, 99]))  # a class the model does not have
+
+
 # ----------------------------------------------------------------------------------------------
 # Sensitivity S_S and Yeh et al.
 # ----------------------------------------------------------------------------------------------
