@@ -240,6 +240,19 @@ def test_powered_size_follows_the_power_rule_up_to_the_budget(monkeypatch):
         F.powered_size(ci, "attacks")
 
 
+def test_powered_rule_states_the_size_it_chose(monkeypatch):
+    monkeypatch.setattr(F, "POWERED_SCALES", ("ci",))
+    ci = E.settings("ci")
+    for claim in ("fidelity", "architectures", "control"):
+        size = F.powered_size(ci, claim)
+        text = F.powered_rule(ci, claim)
+        assert text.startswith(f"N = {size['n']} images") and f"the rule asks for {size['needed']}" in text
+        assert f"α/{F.powered_measures(ci, claim)} " in text and text.endswith("does not bind)")
+    assert "per model" in F.powered_rule(ci, "architectures") and "per model" not in F.powered_rule(ci)
+    monkeypatch.setitem(F.POWERED_BUDGET_S, "fidelity", F.POWERED_COST_PER_IMAGE_S["fidelity"] * (ci.n_fidelity + 10))
+    assert F.powered_rule(ci).endswith("so it binds)")
+
+
 def test_the_powered_runs_give_the_counted_rows(S, monkeypatch):
     """With powered runs (here 3 images, the settings' 2 being their pilot), the counted fidelity and
     replacement rows are the powered runs' paired differences and the main run's rows are context."""

@@ -38,10 +38,11 @@ def claims(settings: Settings) -> List[Claim]:
     adf = architecture_scores(settings)
     size = powered_size(settings, "architectures")
     pdf = powered_scores(settings, "architectures") if size["powered"] else None
+    # (label, scores, counted): the powered run counts and the chapter's own run is its context (the pilot)
+    runs = [("", adf, True)] if pdf is None else [(", powered run", pdf, True),
+                                                  (", main run (context: the pilot of the powered run)", adf, False)]
     for model_name in settings.architectures:
         for method, name in METHODS.items():
-            runs = [("", adf, True)] if pdf is None else [(", powered run", pdf, True),
-                                                          (", main run (context: the pilot of the powered run)", adf, False)]
             for label, frame_, counts in runs:
                 g = frame_[(frame_.model == model_name) & (frame_.method == method)]
                 d = compare(g, {"population": "decoys"}, {"population": "none"}).iloc[0]

@@ -35,7 +35,7 @@ from .stats import paired_difference
 
 __all__ = ["FIDELITY_KINDS", "EQUAL_SIZE_DECOYS", "REPLACEMENTS", "FAMILIES", "FAMILY_SOLVER",
            "POWERED_KINDS", "POWERED_AGGREGATES", "POWERED_MEASURES", "POWERED_SCALES", "powered_measures", "POWERED_BUDGET_S",
-           "POWERED_COST_PER_IMAGE_S", "powered_size",
+           "POWERED_COST_PER_IMAGE_S", "powered_size", "powered_rule",
            "powered_scores", "fidelity_scores", "family_scores", "family_table", "family_claims", "claims", "N_SHOW", "compare",
            "decoy_summary", "example_heatmaps",
            "population", "summary"]
@@ -116,6 +116,17 @@ def powered_size(settings: Settings, claim: str = "fidelity") -> dict:
     n = max(main_n, min(needed, affordable)) if powered else main_n
     return dict(n=n, needed=needed, affordable=affordable, binds=powered and affordable < needed, powered=powered,
                 estimate_s=n * cost)
+
+
+def powered_rule(settings: Settings, claim: str = "fidelity") -> str:
+    """How :func:`powered_size` chose a claim's N, in words (the chapters paste it above their powered runs):
+    the N, the rule's N with its d_z, power and Holm level, and whether the budget binds."""
+    size = powered_size(settings, claim)
+    per = " per model" if claim == "architectures" else ""
+    return (f"N = {size['n']} images{per} (the rule asks for {size['needed']}: d_z = {Pw.DECLARATIONS[claim].effect_dz:g}, "
+            f"{100 * Pw.POWER:g} % power, Holm's α/{powered_measures(settings, claim)} over the claim's counted measures; "
+            f"the budget of {POWERED_BUDGET_S[claim]:.0f} CPU-seconds at about {POWERED_COST_PER_IMAGE_S[claim]:g} s per "
+            f"image allows {size['affordable']}, so it {'binds' if size['binds'] else 'does not bind'})")
 
 
 def powered_scores(settings: Settings, claim: str = "fidelity", methods: Sequence[str] = tuple(METHODS)) -> pd.DataFrame:
