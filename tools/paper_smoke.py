@@ -111,7 +111,9 @@ COSTLIEST_FIRST = ("adaptive", "claims", "fidelity", "hyperparameters", "attacks
 #: cascade randomises every layer (its null-floor check needs the last model fully random): 176 CPU seconds alone
 #: (the 59 above was with a shortened cascade, since reverted). Per cell (--profile, 2026-11-28, load ~4): most of
 #: fidelity's and hyperparameters' cost is their answer box (code cell 3, ~73 CPU seconds each: the claims of
-#: fidelity, and of hyperparameters, runtime and epsilon), i.e. the studies themselves at smoke size.
+#: fidelity, and of hyperparameters, runtime and epsilon), i.e. the studies themselves at smoke size. Later the
+#: same day fidelity's fell to about 55 CPU seconds per folder (S_F with a given target skips the images' own
+#: forward pass; the decoy-family run takes Settings.sweep's methods), and the CI run's 12 chapter runs to 321.
 OVER_BUDGET = ("adaptive", "attacks", "claims", "hyperparameters", "sanity", "theory", "remedies")
 
 
