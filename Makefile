@@ -55,21 +55,20 @@ else
 	$(VENV)/bin/torchrun --standalone --nproc-per-node $(RANKS) tools/execute_book.py --results --jobs 1
 endif
 
-## make paper-smoke: the chapters of PAPER_SMOKE_CHAPTERS at paper scale in miniature (DANCE_PAPER_SMOKE=1:
+## make paper-smoke: every chapter that reads the scale at paper scale in miniature (DANCE_PAPER_SMOKE=1:
 ## random-init torchvision models, two 64x64 images per experiment, a 2x2 patch grid, one SmoothGrad sample /
 ## IG step, two Adam steps, one attack step, every sweep at its ends) on a generated fake ImageNet folder
 ## without boxes, and those that read object masks again with boxes; all chapters in $(JOBS) interpreters
-## (tools/paper_smoke.py), a cell that raises fails. The default: every chapter that reads the scale but those
-## of OVER_BUDGET in tools/paper_smoke.py (about 2.5 minutes on 2 cores). make paper-smoke-all: every chapter
-## that reads the scale (about 10 minutes on 2 cores, see README), the claims page last (it reads the others' results).
-PAPER_SMOKE_CHAPTERS ?= fidelity layers control benchmark architectures localization yeh representation
+## (tools/paper_smoke.py), the claims page last (it reads the others' results); a cell that raises fails.
+## It skips the chapters that run the same code at both scales (SCALE_FREE and CI_SIZED in tools/paper_smoke.py,
+## which make notebooks executes); make paper-smoke-all runs those too.
 paper-smoke: setup
 	rm -rf $(NBDIR)/paper
-	$(PY) tools/paper_smoke.py --data $(NBDIR)/paper --jobs $(JOBS) --chapters $(PAPER_SMOKE_CHAPTERS)
+	$(PY) tools/paper_smoke.py --data $(NBDIR)/paper --jobs $(JOBS)
 
 paper-smoke-all: setup
 	rm -rf $(NBDIR)/paper
-	$(PY) tools/paper_smoke.py --data $(NBDIR)/paper --jobs $(JOBS)
+	$(PY) tools/paper_smoke.py --data $(NBDIR)/paper --jobs $(JOBS) --all
 
 ## make book: execute the notebooks and build the HTML site into _build/html
 # The chapters run first on $(JOBS) processes into the jupyter-cache, the longest first, except those

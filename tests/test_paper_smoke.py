@@ -28,29 +28,36 @@ def smoke():
 SCALE = re.compile(r"settings\(|current_scale|DANCE_SCALE")
 
 
+#: What a CI_SIZED chapter may not do: read the settings or the environment (only ``per_scale`` sizes).
+SETTINGS = re.compile(r"settings\(|DANCE_SCALE|smoke_enabled")
+
+
 def test_every_chapter_that_reads_the_scale_is_smoke_tested(smoke):
     names = smoke.chapter_names(ROOT)
     for name in names:
         code = "\n".join(smoke.code_cells(ROOT / "book" / f"{name}.md"))
         if name in smoke.SCALE_FREE:  # skipped: the same code at both scales, executed by make notebooks
             assert not SCALE.search(code), f"{name} reads the scale now: remove it from SCALE_FREE"
+        elif name in smoke.CI_SIZED:  # skipped: under the smoke switch, CI's sizes, so make notebooks' run
+            assert "per_scale(" in code and not SETTINGS.search(code), \
+                f"{name} reads the scale other than through per_scale now: remove it from CI_SIZED"
         else:
             assert name in smoke.COSTLIEST_FIRST, f"{name}: add it to COSTLIEST_FIRST (by its measured cost)"
     assert set(smoke.BOX_CHAPTERS) <= set(names)
 
 
-def test_make_test_smoke_runs_every_chapter_that_reads_the_scale_but_those_over_budget(smoke):
-    """``make test`` runs ``make paper-smoke``, whose chapters (the Makefile's ``PAPER_SMOKE_CHAPTERS``) are every
-    chapter whose code reads the scale, except the documented :data:`OVER_BUDGET` ones (run by paper-smoke-all)."""
+def test_make_test_smoke_runs_every_chapter_that_reads_the_scale(smoke):
+    """``make test`` runs ``make paper-smoke``, which runs the default chapters: every chapter but those whose code
+    never reads the scale (:data:`SCALE_FREE`) or would repeat make notebooks' run (:data:`CI_SIZED`)."""
     make = (ROOT / "Makefile").read_text()
     assert re.search(r"^test:.*\bpaper-smoke\b", make, re.M), "make test no longer runs the paper smoke"
-    chosen = re.search(r"^PAPER_SMOKE_CHAPTERS \?=(.*)$", make, re.M).group(1).split()
+    recipe = re.search(r"^paper-smoke:.*\n((?:\t.*\n)+)", make, re.M).group(1)
+    assert "tools/paper_smoke.py" in recipe and "--chapters" not in recipe and "--all" not in recipe
     reading = [n for n in smoke.chapter_names(ROOT) if SCALE.search("\n".join(smoke.code_cells(ROOT / "book" / f"{n}.md")))]
-    assert set(smoke.BOX_CHAPTERS) <= set(chosen) <= set(reading)
-    missing = sorted(set(reading) - set(chosen) - set(smoke.OVER_BUDGET))
-    assert not missing, f"make paper-smoke leaves out {missing}, which read the scale: add them to PAPER_SMOKE_CHAPTERS"
-    assert not set(chosen) & set(smoke.OVER_BUDGET)
-    assert set(smoke.OVER_BUDGET) <= set(smoke.chapter_names(ROOT)) - set(smoke.SCALE_FREE)
+    chosen = set(smoke.default_chapters(ROOT))
+    assert chosen == set(smoke.chapter_names(ROOT)) - set(smoke.SCALE_FREE) - set(smoke.CI_SIZED)
+    assert set(reading) - set(smoke.CI_SIZED) <= chosen
+    assert set(smoke.CI_SIZED) <= set(reading)
 
 
 CHAPTER = """---

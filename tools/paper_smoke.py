@@ -56,7 +56,7 @@ def smoke_environment(data: Path, variant: str, cache: Path) -> dict:
     """The environment variables of the smoke run on ``variant`` of the fake folder under ``data``."""
     return {"DANCE_SCALE": "paper", "DANCE_PAPER_SMOKE": "1", "DANCE_TEST_RANDOM_WEIGHTS": "1",
             "DANCE_IMAGENET_DIR": str(data / FOLDER[variant]), "DANCE_CACHE_DIR": str(cache / variant),
-            "DANCE_RESULTS": "off", "MPLBACKEND": "Agg"}
+            "DANCE_RESULTS": "read", "MPLBACKEND": "Agg"}
 
 
 def run_chapter(shell, name: str, book: Path, log: list, verbose: bool = False) -> tuple[int | None, str | None]:
@@ -95,26 +95,19 @@ def run_chapter(shell, name: str, book: Path, log: list, verbose: bool = False) 
 #: execute the same code at either scale, and `make notebooks` executes them. The smoke run skips them
 #: (``--all`` runs them too); tests/test_paper_smoke.py checks that their code still ignores the scale.
 SCALE_FREE = ("quickstart", "measures", "performance")
+#: Chapters that read the scale only through :func:`dance_book.scale.per_scale` (the sizes of toy experiments whose
+#: code is the same at both scales) and print :func:`dance_book.scale.current_scale`. Under the smoke switch
+#: ``per_scale`` gives CI's sizes, so their smoke run would repeat, cell for cell, the CI-scale run of `make
+#: notebooks` (theory: 40 CPU seconds for nothing new). The smoke run skips them (``--all`` runs them too);
+#: tests/test_paper_smoke.py checks that they still read the scale only so.
+CI_SIZED = ("theory",)
 #: The smoke run's chapters, the costliest first, so that the ``--jobs`` workers finish together: by the CPU
-#: seconds per folder measured with ``--profile --jobs 2`` on the shared 2-core machine (2026-11-28, load ~2,
-#: after the smoke reductions of ``PAPER_SMOKE``): adaptive 179, claims 87, fidelity 83 (both folders),
-#: hyperparameters 70, attacks 66, sanity 59, layers 52, theory 47, control 41 (both), benchmark 37, remedies 24,
-#: architectures 22 (both), localization 12 (both), yeh 11, representation 2. The attacks chapter's answer box
-#: computes the adaptive study, so the adaptive chapter goes first. A chapter missing here runs after these.
-COSTLIEST_FIRST = ("adaptive", "claims", "fidelity", "hyperparameters", "attacks", "sanity", "layers", "theory",
-                   "control", "benchmark", "remedies", "architectures", "localization", "yeh", "representation")
-#: Chapters that read the scale but are left out of ``make test``'s smoke run (the Makefile's
-#: ``PAPER_SMOKE_CHAPTERS``; ``make paper-smoke-all`` runs them too): with them the run takes about 810 CPU
-#: seconds, 9.5 minutes on 2 busy cores, where make test allows about 2. The adaptive study alone is 179 s (the
-#: fixed-decoy and EOT attacks differentiate through every decoy's map); attacks and claims compute it too.
-#: Remedies runs its CI-scale studies at every scale (66 CPU seconds when nothing computed them before). Sanity's
-#: cascade randomises every layer (its null-floor check needs the last model fully random): 176 CPU seconds alone
-#: (the 59 above was with a shortened cascade, since reverted). Per cell (--profile, 2026-11-28, load ~4): most of
-#: fidelity's and hyperparameters' cost is their answer box (code cell 3, ~73 CPU seconds each: the claims of
-#: fidelity, and of hyperparameters, runtime and epsilon), i.e. the studies themselves at smoke size. Later the
-#: same day fidelity's fell to about 55 CPU seconds per folder (S_F with a given target skips the images' own
-#: forward pass; the decoy-family run takes Settings.sweep's methods), and the CI run's 12 chapter runs to 321.
-OVER_BUDGET = ("adaptive", "attacks", "claims", "hyperparameters", "sanity", "theory", "remedies")
+#: seconds per folder measured with ``--profile`` on the shared 2-core machine (COSTS_MEASURED). The attacks
+#: chapter's answer box computes the adaptive study, so the adaptive chapter goes first. The claims page, alone the
+#: costliest (it computes every chapter's claims), is ranked by that cost but runs last (:data:`LAST`), when it only
+#: reads the others' results. A chapter missing here runs after these.
+COSTLIEST_FIRST = ("adaptive", "attacks", "sanity", "fidelity", "hyperparameters", "claims", "layers", "control",
+                   "benchmark", "remedies", "architectures", "localization", "yeh", "representation", "theory")
 
 
 #: Chapters that read the other chapters' results (the claims page collects every chapter's claims, as
@@ -125,8 +118,8 @@ LAST = ("claims",)
 
 def default_chapters(root: Path = ROOT, everything: bool = False) -> list[str]:
     """The chapters the smoke run executes without ``--chapters`` (``make paper-smoke``, part of ``make test``):
-    every chapter but :data:`SCALE_FREE` (``everything``: all of them)."""
-    return [n for n in chapter_names(root) if everything or n not in SCALE_FREE]
+    every chapter but those of :data:`SCALE_FREE` and :data:`CI_SIZED` (``everything``: all of them)."""
+    return [n for n in chapter_names(root) if everything or n not in SCALE_FREE + CI_SIZED]
 
 
 _SHELL = None
@@ -160,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="folder for the fake ImageNet images and the cache (default: a temporary one)")
-    parser.add_argument("--chapters", nargs="+", help="these chapters only (default: every chapter but SCALE_FREE)")
-    parser.add_argument("--all", action="store_true", help="the chapters of SCALE_FREE too")
+    parser.add_argument("--chapters", nargs="+", help="these chapters only (default: every chapter but SCALE_FREE and CI_SIZED)")
+    parser.add_argument("--all", action="store_true", help="the chapters of SCALE_FREE and CI_SIZED too")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                         help="plain: every chapter without boxes; boxes: the chapters of BOX_CHAPTERS with boxes")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (each runs whole chapters)")

@@ -15,7 +15,7 @@ import sys
 
 import copy
 import hashlib
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from .settings import Settings
 from .stats import paired_difference
 
 __all__ = ["DecoyMemo", "N_EXAMPLES", "sanity_run", "sanity_study", "check_decoy_memo", "SANITY_N", "sanity_n",
-           "SANITY_METHODS", "SANITY_RAW_METHODS", "sanity_claims", "claims", "FLOOR_SEED_OFFSET",
+           "SANITY_METHODS", "sanity_methods", "SANITY_RAW_METHODS", "sanity_claims", "claims", "FLOOR_SEED_OFFSET",
            "fully_randomized", "sanity_floor", "floor_n", "FLOOR_N_CAP", "FLOOR_METHODS", "floor_table"]
 
 def _prefix_modules(model: nn.Module, layer: str) -> List[nn.Module]:
@@ -218,6 +218,19 @@ def sanity_n(settings: Settings) -> int:
 #: Methods of the sanity chapter whose decoy-enhanced maps are checked (CI: the gradient only, as
 #: every randomised model below the decoy layer needs new decoys), and whose raw maps are shown.
 SANITY_METHODS = {"ci": ("gradient",), "paper": tuple(METHODS)}
+
+
+def sanity_methods(settings: Settings) -> Tuple[str, ...]:
+    """The methods whose decoy-enhanced maps are randomised at ``settings``' scale (:data:`SANITY_METHODS`);
+    the paper-scale smoke test takes CI's, as every method's cascade re-optimises the decoys of every
+    randomised model (its numbers mean nothing; the other methods' code runs in the null floor).
+
+    Example:
+        >>> from dance_book.experiments.settings import CI, PAPER, PAPER_SMOKE
+        >>> sanity_methods(CI), sanity_methods(PAPER_SMOKE), len(sanity_methods(PAPER))
+        (('gradient',), ('gradient',), 3)
+    """
+    return SANITY_METHODS["ci" if settings.extra.get("smoke") else settings.scale]
 
 
 SANITY_RAW_METHODS = tuple(METHODS)
