@@ -21,6 +21,7 @@ from dance_book.experiments import hyperparameters as H
 from dance_book.experiments import store as St
 from dance_book.experiments import representation as Rp
 from dance_book.experiments import runtime as Rt
+from dance_book.experiments.settings import PAPER_SMOKE
 
 N = 2
 
@@ -196,3 +197,13 @@ def test_insensitivity_reads_hodges_lehmann_like_the_claims():
     assert verdict.decoy_effect.to_numpy() == pytest.approx(0.2) and verdict.decoy_effect_mean.to_numpy() == pytest.approx(0.2)
     # the margin is 0.5 sd of S_F at the reference; c = 1e3's HL interval lies inside it although its mean is 0.134
     assert verdict.margin.to_numpy() == pytest.approx(H.EQUIVALENCE_D * float(np.std(ref, ddof=1)))
+
+
+def test_runtime_times_one_round_under_the_paper_smoke_switch(monkeypatch):
+    # The smoke run's numbers mean nothing: one round; CI and paper scale time ROUNDS.
+    seen = []
+    monkeypatch.setattr(Rt, "_MEMO", {})
+    monkeypatch.setattr(Rt, "cached", lambda name, config, compute: seen.append(config["rounds"]))
+    for settings in (PAPER_SMOKE, E.CI, E.PAPER):
+        Rt.runtime(settings)
+    assert seen == [1, Rt.ROUNDS, Rt.ROUNDS] and Rt.ROUNDS > 1
