@@ -55,6 +55,7 @@ def test_smoke_runs_each_study_once_on_one_image(calls):
     assert cfg.eot_methods == ("gradient",)  # the main run's method: EOT runs once
     assert {m: v["n"] for m, v in D.sample_sizes(s).items()} == {m: 1 for m in METHODS}
     assert R.strong_settings(s).n_max == 1 and R.strong_sample_sizes(s)["gradient"]["n"] == 1
+    assert s.n_attack == 1 and CI.n_attack == 30 and PAPER.n_attack == 50  # the main attack runs' images
     assert list(D.adaptive_study(s)) == ["gradient"]
     assert list(D.kind_study(s)) == ["targeted"]
     assert calls[-1] == ("adaptive_run", ("smoothgrad", 1), {"kind": "targeted"})
