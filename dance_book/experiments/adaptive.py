@@ -40,10 +40,11 @@ from .settings import Settings
 from .stats import mean_sd, paired_difference
 
 __all__ = ["CONDITIONS", "CONTROLS", "MEASURES", "AdaptiveSettings", "ADAPTIVE_SETTINGS", "COST_PER_IMAGE",
-           "adaptive_settings", "n_needed", "choose_n", "sample_sizes", "adaptive_run", "adaptive_study",
-           "KINDS", "OTHER_KINDS", "KIND_METHODS", "KIND_BUDGET_S", "kind_sample_sizes", "kind_study",
+           "adaptive_settings", "n_needed", "choose_n", "sample_sizes", "adaptive_run", "SMOKE_METHODS",
+           "study_methods", "adaptive_study",
+           "KINDS", "OTHER_KINDS", "KIND_METHODS", "KIND_BUDGET_S", "kind_plan", "kind_sample_sizes", "kind_study",
            "UNROLL_STEPS", "UNROLLED_METHODS", "UNROLLED_BUDGET_S", "UNROLLED_COST_PER_IMAGE", "UNROLL_STEPS_SWEEP",
-           "unrolled_chunks",
+           "unrolled_methods", "unroll_steps_sweep", "unrolled_chunks",
            "unrolled_run", "unrolled_study",
            "condition_table", "difference_table", "reading", "verdict", "claims"]
 
@@ -121,10 +122,11 @@ COST_PER_IMAGE = {"ci": {"gradient": 39.0, "smoothgrad": 44.0, "integrated_gradi
 
 def adaptive_settings(settings: Settings) -> AdaptiveSettings:
     """The frozen :class:`AdaptiveSettings` of ``settings.scale`` (a smoke run of paper scale gets CI's,
-    shrunk to the smoke run's attack steps, SmoothGrad samples, IG steps and two images: it checks that the code runs)."""
+    shrunk to the smoke run's attack steps, SmoothGrad samples, IG steps, two EOT populations (the defender's and
+    one shifted) and one image: it checks that the code runs; its intervals are NaN)."""
     if settings.scale == "paper" and settings.extra.get("smoke"):
-        return replace(ADAPTIVE_SETTINGS["ci"], iterations=int(settings.extra.get("attack_iterations", 2)), n_max=2,
-                       eot_samples=2, smoothgrad_samples=settings.smoothgrad_samples, ig_steps=settings.ig_steps)
+        return replace(ADAPTIVE_SETTINGS["ci"], iterations=int(settings.extra.get("attack_iterations", 2)), n_max=1,
+                       n_min=1, eot_samples=2, smoothgrad_samples=settings.smoothgrad_samples, ig_steps=settings.ig_steps)
     return ADAPTIVE_SETTINGS[settings.scale]
 
 
@@ -285,8 +287,22 @@ def adaptive_run(settings: Settings, method: str, n: Optional[int] = None, kind:
     return cached("adaptive-run", config, compute)
 
 
-def adaptive_study(settings: Settings, methods: Sequence[str] = tuple(METHODS), n: Optional[int] = None) -> dict:
-    """:func:`adaptive_run` for every method: ``{method: run}``."""
+#: The method of each study of the chapter in the paper-scale smoke run (``settings.extra["smoke"]``): one
+#: per study, spread so that every method's explainer still runs once: the main (top-k) study and the
+#: unrolled attack on the gradient (the unrolled study reuses the main run), the other attack kind on
+#: SmoothGrad, and Integrated Gradients in the attacks chapter's runs (``dance_book.experiments.attacks``).
+SMOKE_METHODS = {"main": ("gradient",), "kinds": ("smoothgrad",), "unrolled": ("gradient",)}
+
+
+def study_methods(settings: Settings) -> Tuple[str, ...]:
+    """The methods of :func:`adaptive_study` (and of the claims): every method, but :data:`SMOKE_METHODS`
+    in the paper-scale smoke run."""
+    return SMOKE_METHODS["main"] if settings.extra.get("smoke") else tuple(METHODS)
+
+
+def adaptive_study(settings: Settings, methods: Optional[Sequence[str]] = None, n: Optional[int] = None) -> dict:
+    """:func:`adaptive_run` for every method of ``methods`` (default :func:`study_methods`): ``{method: run}``."""
+    methods = study_methods(settings) if methods is None else methods
     return {m: adaptive_run(settings, m, n) for m in check_methods(methods)}
 
 
@@ -299,24 +315,36 @@ KIND_METHODS = ("gradient",)
 KIND_BUDGET_S = 120.0
 
 
+def kind_plan(settings: Settings) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """``(kinds, methods)`` of :func:`kind_study`: :data:`OTHER_KINDS` on :data:`KIND_METHODS`; in the paper-scale
+    smoke run the first kind only, on :data:`SMOKE_METHODS`' method (the other kind's attack runs in the attacks
+    chapter; this run checks the code path of a kind other than the settings' own)."""
+    if settings.extra.get("smoke"):
+        return OTHER_KINDS[:1], SMOKE_METHODS["kinds"]
+    return OTHER_KINDS, KIND_METHODS
+
+
 def kind_sample_sizes(settings: Settings) -> Dict[str, dict]:
-    """:func:`choose_n` per method of :data:`KIND_METHODS` for one run of another attack kind (the chapter's
-    rule, capped by :data:`KIND_BUDGET_S` over :data:`COST_PER_IMAGE`; paper scale: its ``n_max``)."""
+    """:func:`choose_n` per method of :func:`kind_plan` (:data:`KIND_METHODS`) for one run of another attack kind
+    (the chapter's rule, capped by :data:`KIND_BUDGET_S` over :data:`COST_PER_IMAGE`; paper scale: its ``n_max``)."""
     cfg = adaptive_settings(settings)
     needed = n_needed(cfg.smallest_effect, cfg.power, cfg.alpha)
     costs = COST_PER_IMAGE.get(settings.scale if not settings.extra.get("smoke") else "ci")
     return {m: (choose_n(needed, 1.0, float(cfg.n_max or needed), cfg.n_min) if costs is None else
-                choose_n(needed, costs[m], KIND_BUDGET_S, cfg.n_min, cfg.n_max)) for m in KIND_METHODS}
+                choose_n(needed, costs[m], KIND_BUDGET_S, cfg.n_min, cfg.n_max)) for m in kind_plan(settings)[1]}
 
 
-def kind_study(settings: Settings, kinds: Sequence[str] = OTHER_KINDS, method: str = "gradient") -> dict:
-    """:func:`adaptive_run` of ``method`` for every attack kind of ``kinds``: ``{kind: run}`` (N by
-    :func:`kind_sample_sizes`)."""
+def kind_study(settings: Settings, kinds: Optional[Sequence[str]] = None, method: Optional[str] = None) -> dict:
+    """:func:`adaptive_run` of ``method`` for every attack kind of ``kinds``: ``{kind: run}`` (defaults and the
+    allowed methods: :func:`kind_plan`; N by :func:`kind_sample_sizes`)."""
+    plan_kinds, plan_methods = kind_plan(settings)
+    kinds = plan_kinds if kinds is None else kinds
+    method = plan_methods[0] if method is None else method
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise ValueError(f"kinds must be drawn from {KINDS}, got {list(kinds)!r}")
-    if method not in KIND_METHODS:
-        raise ValueError(f"method must be one of {KIND_METHODS} (the declared methods of the other kinds), got {method!r}")
+    if method not in plan_methods:
+        raise ValueError(f"method must be one of {plan_methods} (the declared methods of the other kinds), got {method!r}")
     n = kind_sample_sizes(settings)[method]["n"]
     return {k: adaptive_run(settings, method, n, kind=k) for k in kinds}
 
@@ -334,6 +362,21 @@ UNROLLED_BUDGET_S = 120.0
 UNROLLED_COST_PER_IMAGE = {"ci": {"gradient": 17.0, "smoothgrad": 26.0, "integrated_gradients": 35.0}}
 #: The other unrolled step counts run (gradient only), as a check of how the result depends on the steps.
 UNROLL_STEPS_SWEEP = (1, 10)
+
+
+def unrolled_methods(settings: Settings) -> Tuple[str, ...]:
+    """The methods of the chapter's unrolled study: :data:`UNROLLED_METHODS` (the paper-scale smoke run:
+    :data:`SMOKE_METHODS`' own, whose main run the unrolled study reuses)."""
+    return SMOKE_METHODS["unrolled"] if settings.extra.get("smoke") else UNROLLED_METHODS
+
+
+def unroll_steps_sweep(settings: Settings) -> List[int]:
+    """The unrolled step counts of the chapter's check (gradient): :data:`UNROLL_STEPS_SWEEP` and
+    :data:`UNROLL_STEPS`, sorted; the paper-scale smoke run keeps :data:`UNROLL_STEPS` only (its run is the
+    unrolled study's own, so the check adds none)."""
+    if settings.extra.get("smoke"):
+        return [UNROLL_STEPS]
+    return sorted(set(UNROLL_STEPS_SWEEP) | {UNROLL_STEPS})
 
 
 def _measures(model, r) -> dict:

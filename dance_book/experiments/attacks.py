@@ -45,7 +45,7 @@ __all__ = ["ATTACKS", "N_EXAMPLES", "AttackSettings", "ATTACK_SETTINGS", "attack
            "attack_run", "study_pairs", "attack_study", "excess_table", "K_SHARES", "K_SWEEP_METHODS",
            "k_sweep", "SAME_ORDER", "AttackSummary", "summarize",
            "attack_claims", "claims", "STRONG_MAPS", "STRONG_MEASURES", "StrongSettings", "STRONG_SETTINGS",
-           "STRONG_COST_PER_IMAGE", "strong_settings", "strong_sample_sizes", "strong_run", "strong_study",
+           "STRONG_COST_PER_IMAGE", "strong_settings", "strong_sample_sizes", "strong_run", "strong_pairs", "strong_study",
            "STRONG_CONTEXT_KINDS", "strong_context_kinds", "strong_context_study",
            "STRONG_COMPARISONS", "strong_table", "strong_costs", "strong_controls", "strong_claims"]
 
@@ -494,10 +494,10 @@ STRONG_COST_PER_IMAGE = {"ci": {"gradient": 20.0, "smoothgrad": 40.0, "integrate
 
 
 def strong_settings(settings: Settings) -> StrongSettings:
-    """The frozen :class:`StrongSettings` of ``settings.scale`` (a paper-scale smoke run: CI's, two images,
+    """The frozen :class:`StrongSettings` of ``settings.scale`` (a paper-scale smoke run: CI's, one image,
     the smoke run's few steps)."""
     if settings.scale == "paper" and settings.extra.get("smoke"):
-        return replace(STRONG_SETTINGS["ci"], iterations=int(settings.extra.get("attack_iterations", 2)), n_max=2)
+        return replace(STRONG_SETTINGS["ci"], iterations=int(settings.extra.get("attack_iterations", 2)), n_max=1)
     return STRONG_SETTINGS[settings.scale]
 
 
@@ -624,11 +624,38 @@ def strong_run(settings: Settings, kind: str, method: str, n: Optional[int] = No
     return cached("attack-strong", config, compute)
 
 
+def strong_pairs(settings: Settings, methods: Sequence[str], kinds: Sequence[str], offset: int = 0) -> list:
+    """The ``(kind, method)`` runs of :func:`strong_study` and :func:`strong_context_study`: every kind on every
+    method. The paper-scale smoke run (``settings.extra["smoke"]``) runs each kind on one method, in turn from
+    method number ``offset`` (the context study starts after the declared kinds: with the declared top-k
+    and targeted attacks on the gradient and Integrated Gradients, the mass-centre attack runs on SmoothGrad):
+    every kind and every method still runs once.
+
+    Example:
+        >>> from dance_book.experiments.settings import CI, PAPER_SMOKE
+        >>> strong_pairs(PAPER_SMOKE, ["gradient", "smoothgrad"], ["topk", "targeted"])
+        [('topk', 'gradient'), ('targeted', 'smoothgrad')]
+        >>> strong_pairs(PAPER_SMOKE, ["gradient", "smoothgrad"], ["mass_center"], offset=1)
+        [('mass_center', 'smoothgrad')]
+        >>> len(strong_pairs(CI, ["gradient", "smoothgrad"], ["topk", "targeted"]))
+        4
+    """
+    methods, kinds = list(methods), list(kinds)
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a non-negative int (the first method's position), got {offset!r}")
+    pairs = [(kind, method) for method in methods for kind in kinds]
+    if not settings.extra.get("smoke") or not methods:
+        return pairs
+    keep = {(kind, methods[(offset + i) % len(methods)]) for i, kind in enumerate(kinds)}
+    return [p for p in pairs if p in keep]
+
+
 def strong_study(settings: Settings, methods: Sequence[str] = tuple(METHODS),
                  kinds: Optional[Sequence[str]] = None) -> Dict[tuple, dict]:
-    """:func:`strong_run` for every declared kind and method: ``{(kind, method): run}``."""
+    """:func:`strong_run` for every declared kind and method (:func:`strong_pairs`): ``{(kind, method): run}``."""
     kinds = strong_settings(settings).kinds if kinds is None else kinds
-    return {(kind, method): strong_run(settings, kind, method) for method in check_methods(methods) for kind in kinds}
+    return {(kind, method): strong_run(settings, kind, method)
+            for kind, method in strong_pairs(settings, check_methods(methods), kinds)}
 
 
 #: Attack kinds run at the strong settings *after* the declared study, as context rows (issue 13): not in
@@ -645,8 +672,9 @@ def strong_context_kinds(settings: Settings) -> Tuple[str, ...]:
 def strong_context_study(settings: Settings, methods: Sequence[str] = tuple(METHODS)) -> Dict[tuple, dict]:
     """:func:`strong_run` (same settings, N and store layout as the declared study) for every kind of
     :func:`strong_context_kinds` and method: ``{(kind, method): run}``; empty where there is none."""
+    offset = len(strong_settings(settings).kinds)  # the smoke run: on the methods the declared kinds left
     return {(kind, method): strong_run(settings, kind, method)
-            for method in check_methods(methods) for kind in strong_context_kinds(settings)}
+            for kind, method in strong_pairs(settings, check_methods(methods), strong_context_kinds(settings), offset)}
 
 
 #: The paired comparisons of the strong study, per selection: (name, map a, map b), difference a - b of S_S.

@@ -151,16 +151,19 @@ PAPER = Settings(
 SMOKE_ENV = "DANCE_PAPER_SMOKE"
 
 #: Paper scale in miniature, for the smoke test only: the same models, layers and code path, with
-#: two images per experiment, 64 x 64 crops (the smallest AlexNet accepts; the others pool adaptively), tiled
-#: 32 x 32 patches (a 2 x 2 grid: at most four masks per image, where 3 x 3 patches give up to 21 x 21 = 441
-#: at AlexNet's deep decoy layer; one 64 x 64 patch would leave inpainting no pixel to fill from), one
-#: SmoothGrad sample and one IG step (the adaptive attack's too), two Adam steps per decoy and one attack step.
+#: two images per experiment (one per attack run: ``n_attack``, which only the attacks chapter reads), 64 x 64
+#: crops (the smallest AlexNet accepts; the others pool adaptively), tiled 32 x 32 patches (a 2 x 2 grid: at
+#: most four masks per image, where 3 x 3 patches give up to 21 x 21 = 441 at AlexNet's deep decoy layer; one
+#: 64 x 64 patch would leave inpainting no pixel to fill from), one SmoothGrad sample and one IG step (the
+#: adaptive attack's too), two Adam steps per decoy and one attack step.
 #: Every sweep of a chapter (layers, c values, epsilons, top-k shares) runs at its ends only
 #: (:meth:`Settings.sweep`), and the attacks chapter runs each attack on one method and the random-sign control
-#: on every method (:func:`dance_book.experiments.attacks.study_pairs`). Its numbers mean nothing; it checks
-#: that everything runs.
+#: on every method (:func:`dance_book.experiments.attacks.study_pairs`), each strong attack kind on one method
+#: (:func:`dance_book.experiments.attacks.strong_pairs`), and the adaptive chapter each of its studies on one
+#: method and one image (:data:`dance_book.experiments.adaptive.SMOKE_METHODS`). Its numbers mean nothing; it
+#: checks that everything runs.
 PAPER_SMOKE = replace(PAPER, decoys=DecoySettings(stride=None, patch_size=32), smoothgrad_samples=1, ig_steps=1,
-                      n_fidelity=2, n_attack=2, n_small=2,
+                      n_fidelity=2, n_attack=1, n_small=2,
                       extra={"smoke": True, "resize": 72, "crop": 64, "adam_steps": 2, "attack_iterations": 1})
 
 
