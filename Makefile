@@ -8,7 +8,7 @@ NBDIR  := .nbtest
 # work stealing, so that a worker left with the last long tests hands some to the idle one.
 JOBS ?= 2
 # Seconds of recorded compute (from an empty cache: store.recheck_seconds) that make notebooks spends
-# recomputing a random sample of the results store; 60 since the paper smoke run covers 8 chapters (2026-11-28).
+# recomputing a random sample of the results store: 60, so that CI with the paper smoke of every chapter fits its 20 minutes (2026-11-28).
 STORE_CHECK_SECONDS ?= 60
 
 .PHONY: setup test lint unit notebooks results paper-smoke paper-smoke-all book chapter site-test install-check clean
@@ -56,7 +56,7 @@ else
 endif
 
 ## make paper-smoke: every chapter that reads the scale at paper scale in miniature (DANCE_PAPER_SMOKE=1:
-## random-init torchvision models, two 64x64 images per experiment, a 2x2 patch grid, one SmoothGrad sample /
+## random-init torchvision models, one or two 64x64 images per experiment, a 2x2 patch grid, one SmoothGrad sample /
 ## IG step, two Adam steps, one attack step, every sweep at its ends) on a generated fake ImageNet folder
 ## without boxes, and those that read object masks again with boxes; all chapters in $(JOBS) interpreters
 ## (tools/paper_smoke.py), the claims page last (it reads the others' results); a cell that raises fails.
