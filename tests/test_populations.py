@@ -21,6 +21,8 @@ from dance_book.experiments import fidelity as F
 from dance_book.experiments import scores as Sc
 from dance_book.experiments.maps import equal_size_populations, one_decoy_per_mask
 
+pytestmark = pytest.mark.usefixtures("shapes_once")  # the experiment images are rendered once, not at every load
+
 
 @pytest.fixture(scope="module")
 def S(tmp_path_factory):
