@@ -22,6 +22,8 @@ from dance_book.experiments import layers as La
 from dance_book.experiments import power as Pw
 from dance_book.experiments import scores as Sc
 
+pytestmark = pytest.mark.usefixtures("shapes_once")  # the experiment images are rendered once, not at every load
+
 
 @pytest.fixture(scope="module")
 def S(tmp_path_factory):

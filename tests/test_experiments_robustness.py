@@ -19,6 +19,8 @@ from dance_book.experiments import attacks as R
 from dance_book.experiments import sanity as Sa
 from dance.metrics.sanity import randomize_, parameter_layers
 
+pytestmark = pytest.mark.usefixtures("shapes_once")  # the experiment images are rendered once, not at every load
+
 
 @pytest.fixture(scope="module")
 def study(tiny):

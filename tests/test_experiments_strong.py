@@ -13,6 +13,8 @@ from dance_book.experiments import attacks as R
 from dance_book.experiments.inputs import clean_decoys
 from dance_book.experiments.stats import paired_difference
 
+pytestmark = pytest.mark.usefixtures("shapes_once")  # the experiment images are rendered once, not at every load
+
 STEPS = 3  # the tiny runs' steps (the declared CI strength is checked on the settings themselves)
 
 
