@@ -10,6 +10,7 @@ import pytest
 
 import dance
 from dance_book.experiments import attacks as R
+from dance_book.experiments import claims as Cl
 from dance_book.experiments.inputs import clean_decoys
 from dance_book.experiments.stats import paired_difference
 
@@ -119,6 +120,10 @@ def test_claims_count_the_label_selection_of_the_decoys_only(tiny, small):
     assert len(counted) == 3 and all("label" in c.measure and "decoys − raw" in c.measure for c in counted)
     assert all(c.paper_claim == "attacks" and c.chapter == "attacks.md" for c in rows)
     assert all("underpowered" in c.note for c in rows)
+    # the agreed keys of every claim row (tests/test_experiments_robustness.py checks the other chapters' rows)
+    for c in rows:
+        assert isinstance(c, Cl.Claim) and c.paper_claim in Cl.PAPER_CLAIMS
+        assert c.supports in (True, False, None) and isinstance(c.value, float)
 
 
 def test_bad_arguments_are_named(tiny):
