@@ -172,3 +172,28 @@ def tiny(tmp_path_factory):
         os.environ.pop("DANCE_CACHE_DIR", None)
     else:
         os.environ["DANCE_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def shapes_once():
+    """Generate each Shapes set once per module: ``dance_book.data.shapes`` renders a whole chunk of 256 images
+    (about 0.4 CPU s) for every call, and the experiment code calls it for each of its few images' loads. The
+    stand-in returns the real function's output (computed on the first call with those arguments) as fresh
+    tensors, so a caller that changes its copy changes nothing else. For experiment modules that do not test the
+    generator (tests/test_data.py does, and must not use this)."""
+    import dance_book.data as data
+
+    real, memo = data.shapes, {}
+
+    def shapes(n=1000, *, seed=data.SHAPES_TEST_SEED, distractors=True, objects=True):
+        key = (n, seed, distractors, objects)
+        if key not in memo:
+            memo[key] = real(n, seed=seed, distractors=distractors, objects=objects)
+        d = memo[key]
+        return data.ImageSet(images=d.images.clone(), labels=d.labels.clone(), classes=d.classes,
+                             masks=d.masks.clone(), boxes=d.boxes.clone(), names=d.names)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(data, "shapes", shapes)
+    yield
+    mp.undo()

@@ -11,6 +11,8 @@ from scipy import stats
 
 from dance_book.experiments import adaptive as D
 
+pytestmark = pytest.mark.usefixtures("shapes_once")  # the experiment images are rendered once, not at every load
+
 
 def test_n_needed_is_the_smallest_n_with_the_declared_power():
     for effect in (0.5, 1.0, 1.5):
@@ -159,11 +161,21 @@ def test_other_kinds_run_every_condition_with_their_own_attack(tiny, monkeypatch
     import dataclasses
 
     monkeypatch.setitem(D.ADAPTIVE_SETTINGS, "ci", dataclasses.replace(D.ADAPTIVE_SETTINGS["ci"], iterations=1))
+    # the kinds' budget for N = n_min = 2 images (the main rule's N stays 10, so the run must still take the
+    # kinds' N; the rule itself: test_kind_sample_sizes_follow_the_rule_under_the_kinds_budget)
+    monkeypatch.setattr(D, "KIND_BUDGET_S", 2 * D.COST_PER_IMAGE["ci"]["gradient"])
+    assert D.kind_sample_sizes(tiny)["gradient"]["n"] == 2 < D.sample_sizes(tiny, ["gradient"])["gradient"]["n"]
     seen = []
     real_attack, real_adaptive = D._attacks.attack, D._attacks.adaptive_attack
+    first_call_only = []
+
+    class FirstCall(Exception):
+        pass
 
     def attack(*args, **kwargs):
         seen.append(("attack", kwargs["kind"]))
+        if first_call_only:
+            raise FirstCall  # the run's first attack and its kind are all that is checked
         return real_attack(*args, **kwargs)
 
     def adaptive(*args, **kwargs):
@@ -181,8 +193,10 @@ def test_other_kinds_run_every_condition_with_their_own_attack(tiny, monkeypatch
         assert run[cond]["ss"].shape == (run["n"],) and np.all(run[cond]["label_kept"])
     # the default kind keeps the top-k runs' configuration (and so their stored entries)
     seen.clear()
-    D.adaptive_run(tiny, "gradient", 1, kind="topk")
-    assert seen[0] == ("attack", "topk")
+    first_call_only.append(True)
+    with pytest.raises(FirstCall):
+        D.adaptive_run(tiny, "gradient", 1, kind="topk")
+    assert seen == [("attack", "topk")]
 
 
 def test_other_kinds_bad_input(tiny):

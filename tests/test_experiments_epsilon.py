@@ -13,6 +13,8 @@ import dance_book.experiments as E
 from dance_book.experiments import claims as Cl
 from dance_book.experiments import epsilon as Ep
 
+pytestmark = pytest.mark.usefixtures("shapes_once")  # the experiment images are rendered once, not at every load
+
 
 # ---------------------------------------------------------------------------------------------
 # The selection rule (pure)

@@ -22,14 +22,20 @@ from dance_book.experiments import layers as La
 from dance_book.experiments import power as Pw
 from dance_book.experiments import scores as Sc
 
+pytestmark = pytest.mark.usefixtures("shapes_once")  # the experiment images are rendered once, not at every load
+
 
 @pytest.fixture(scope="module")
 def S(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("DANCE_CACHE_DIR", str(tmp_path_factory.mktemp("dance-cache")))
     mp.setattr(F, "POWERED_SCALES", ())  # the claims at these settings' own 2 images (the powered run: below)
-    yield dataclasses.replace(E.settings("ci"), n_fidelity=2, n_small=2, smoothgrad_samples=2, ig_steps=2,
-                              architectures=("vgg-shapes", "resnet-shapes"))
+    # 4x4 patches (a quarter of the masks and decoys of CI's 3x3) and 20 Adam steps per decoy round instead of 200
+    # (as conftest's tiny): shapes, bookkeeping and invariants hold at any patch size and step budget
+    ci = E.settings("ci")
+    yield dataclasses.replace(ci, n_fidelity=2, n_small=2, smoothgrad_samples=2, ig_steps=2,
+                              architectures=("vgg-shapes", "resnet-shapes"), decoys=dataclasses.replace(ci.decoys, patch_size=4),
+                              extra={**ci.extra, "adam_steps": 20})
     mp.undo()
 
 

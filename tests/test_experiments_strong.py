@@ -10,8 +10,11 @@ import pytest
 
 import dance
 from dance_book.experiments import attacks as R
+from dance_book.experiments import claims as Cl
 from dance_book.experiments.inputs import clean_decoys
 from dance_book.experiments.stats import paired_difference
+
+pytestmark = pytest.mark.usefixtures("shapes_once")  # the experiment images are rendered once, not at every load
 
 STEPS = 3  # the tiny runs' steps (the declared CI strength is checked on the settings themselves)
 
@@ -117,6 +120,10 @@ def test_claims_count_the_label_selection_of_the_decoys_only(tiny, small):
     assert len(counted) == 3 and all("label" in c.measure and "decoys − raw" in c.measure for c in counted)
     assert all(c.paper_claim == "attacks" and c.chapter == "attacks.md" for c in rows)
     assert all("underpowered" in c.note for c in rows)
+    # the agreed keys of every claim row (tests/test_experiments_robustness.py checks the other chapters' rows)
+    for c in rows:
+        assert isinstance(c, Cl.Claim) and c.paper_claim in Cl.PAPER_CLAIMS
+        assert c.supports in (True, False, None) and isinstance(c.value, float)
 
 
 def test_bad_arguments_are_named(tiny):

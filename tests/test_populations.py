@@ -21,6 +21,8 @@ from dance_book.experiments import fidelity as F
 from dance_book.experiments import scores as Sc
 from dance_book.experiments.maps import equal_size_populations, one_decoy_per_mask
 
+pytestmark = pytest.mark.usefixtures("shapes_once")  # the experiment images are rendered once, not at every load
+
 
 @pytest.fixture(scope="module")
 def S(tmp_path_factory):
@@ -28,9 +30,11 @@ def S(tmp_path_factory):
     mp.setenv("DANCE_CACHE_DIR", str(tmp_path_factory.mktemp("dance-cache")))
     ci = E.settings("ci")
     mp.setattr(F, "POWERED_SCALES", ())  # the fidelity claim at these settings' own 2 images, no powered run
-    # 8x8 patches: few masks and decoys, so that every population of two images is computed in seconds
+    # 8x8 patches: few masks and decoys, and 20 Adam steps per decoy round instead of 200 (as conftest's tiny: the
+    # tests count maps and compare populations, which hold at any step budget), so that every population of two
+    # images is computed in seconds
     yield dataclasses.replace(ci, n_fidelity=2, n_small=2, smoothgrad_samples=2, ig_steps=2,
-                              decoys=dataclasses.replace(ci.decoys, patch_size=8))
+                              decoys=dataclasses.replace(ci.decoys, patch_size=8), extra={**ci.extra, "adam_steps": 20})
     mp.undo()
 
 

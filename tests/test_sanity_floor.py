@@ -21,6 +21,8 @@ from dance_book.experiments import claims as Cl
 from dance_book.experiments import power as Pw
 from dance_book.experiments import sanity as Sa
 
+pytestmark = pytest.mark.usefixtures("shapes_once")  # the experiment images are rendered once, not at every load
+
 
 def _net():
     torch.manual_seed(0)
