@@ -61,7 +61,8 @@ endif
 ## without boxes, and those that read object masks again with boxes; all chapters in $(JOBS) interpreters
 ## (tools/paper_smoke.py), the claims page last (it reads the others' results); a cell that raises fails.
 ## It skips the chapters that run the same code at both scales (SCALE_FREE and CI_SIZED in tools/paper_smoke.py,
-## which make notebooks executes); make paper-smoke-all runs those too.
+## which make notebooks executes) and, for CI's 20 minutes, those of OVER_BUDGET there (adaptive, attacks,
+## sanity, claims); make paper-smoke-all runs every chapter (about 8 minutes on 2 cores).
 paper-smoke: setup
 	rm -rf $(NBDIR)/paper
 	$(PY) tools/paper_smoke.py --data $(NBDIR)/paper --jobs $(JOBS)
