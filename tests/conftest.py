@@ -185,10 +185,10 @@ def shapes_once():
 
     real, memo = data.shapes, {}
 
-    def shapes(n=1000, *, seed=data.SHAPES_TEST_SEED, distractors=True, objects=True):
-        key = (n, seed, distractors, objects)
+    def shapes(*args, **kwargs):  # the real signature and defaults: only the key is spelled here
+        key = (args, tuple(sorted(kwargs.items())))
         if key not in memo:
-            memo[key] = real(n, seed=seed, distractors=distractors, objects=objects)
+            memo[key] = real(*args, **kwargs)
         d = memo[key]
         return data.ImageSet(images=d.images.clone(), labels=d.labels.clone(), classes=d.classes,
                              masks=d.masks.clone(), boxes=d.boxes.clone(), names=d.names)
