@@ -288,11 +288,14 @@ def explainer(name: str, **options) -> Callable:
 # --------------------------------------------------------------------------------------------
 
 def softplus_copy(model: nn.Module, beta: float = 10.0) -> nn.Module:
-    """Deep copy of ``model`` with every ``nn.ReLU`` module replaced by ``nn.Softplus(beta)``.
+    """Copy of ``model`` with every ``nn.ReLU`` module replaced by ``nn.Softplus(beta)``.
 
     Softplus :math:`\\log(1 + e^{\\beta z}) / \\beta` tends to ReLU as :math:`\\beta \\to \\infty` and has
     a non-zero second derivative, so gradients of gradient maps exist. The copy keeps the
-    original's train/eval mode; its parameters do not require gradients. The original is untouched.
+    original's train/eval mode. Its parameters are frozen views of the original's (the same storage,
+    not copied: a VGG16 copy would be 0.5 GB per attack; they do not require gradients); its buffers
+    (e.g. batch-norm statistics, which a forward pass in train mode updates) are copies. The
+    original is untouched; do not change the copy's parameters in place (that changes the original's).
 
     Args:
         model: the network.
@@ -304,7 +307,10 @@ def softplus_copy(model: nn.Module, beta: float = 10.0) -> nn.Module:
     """
     check_model(model)
     beta = check_positive(beta, "beta")
-    net = copy.deepcopy(model)
+    # deepcopy with the parameters pre-mapped to frozen views of themselves: the modules are copied,
+    # the weights are not (the attack only reads them)
+    memo = {id(p): nn.Parameter(p.detach(), requires_grad=False) for p in model.parameters()}
+    net = copy.deepcopy(model, memo)
     replaced = 0
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
@@ -314,8 +320,6 @@ def softplus_copy(model: nn.Module, beta: float = 10.0) -> nn.Module:
     if replaced == 0:
         warnings.warn("softplus_copy found no nn.ReLU module; functional ReLUs (F.relu) are not replaced, "
                       "so second derivatives of a piecewise-linear network stay zero", UserWarning, stacklevel=2)
-    for p in net.parameters():
-        p.requires_grad_(False)
     return net
 
 

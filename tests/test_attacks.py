@@ -135,6 +135,20 @@ def test_softplus_copy(trained):
         A.softplus_copy(nn.Sequential(nn.Linear(2, 2)))
 
 
+def test_softplus_copy_shares_the_weights_and_copies_the_buffers():
+    # the weights are frozen views (no 0.5 GB copy of a VGG16 per attack); buffers, which a forward pass in
+    # train mode updates, are the copy's own
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).train()
+    stats = net[1].running_mean.clone()
+    sp = A.softplus_copy(net)
+    for p, q in zip(net.parameters(), sp.parameters()):
+        assert q.data_ptr() == p.data_ptr() and not q.requires_grad and p.requires_grad
+    assert sp[1].running_mean.data_ptr() != net[1].running_mean.data_ptr()
+    sp(torch.rand(2, 3, 6, 6))
+    assert torch.equal(net[1].running_mean, stats) and not torch.equal(sp[1].running_mean, stats)
+    assert sp.training and isinstance(sp[2], nn.Softplus)
+
+
 # ----------------------------------------------------------------------------------------------
 # Guarantees
 # ----------------------------------------------------------------------------------------------
