@@ -477,6 +477,32 @@ def test_cascading_randomization_leaves_the_model_untouched(trained):
     assert len(r.to_frame()) == 16
 
 
+def test_cascading_randomization_explains_only_the_steps_asked_for(trained):
+    # the same cascade (layers, seeds, last model), explained at steps 1 and 3 only: those maps equal the full
+    # run's rows, and the explainer is called once per explained step (plus the trained model's map)
+    from captum.attr import Saliency
+
+    x, _, _ = make_shapes(3, seed=9)
+    full = M.cascading_randomization(trained, Saliency, x, seed=4)
+    calls = []
+
+    def counting(m):
+        def explain(xx, t):
+            calls.append(1)
+            return Saliency(m).attribute(xx, target=t)
+        return explain
+
+    some = M.cascading_randomization(trained, counting, x, seed=4, steps=[3, 1])
+    assert some.layers == ["original", "7", "0"] and len(calls) == 3
+    assert torch.equal(some.maps, full.maps[[0, 1, 3]]) and torch.equal(some.ssim, full.ssim[[0, 1, 3]])
+    with pytest.raises(ValueError, match="steps"):
+        M.cascading_randomization(trained, Saliency, x, steps=[0])
+    with pytest.raises(ValueError, match="steps"):
+        M.cascading_randomization(trained, Saliency, x, steps=[])
+    with pytest.raises(TypeError, match="steps"):
+        M.cascading_randomization(trained, Saliency, x, steps=[1.0])
+
+
 def test_cascading_randomization_keeps_training_mode():
     from captum.attr import Saliency
 

@@ -30,7 +30,9 @@ class SanityResult:
 
     Attributes:
         layers: ``S + 1`` names: ``"original"``, then the layer randomised at each step (top first;
-            each step keeps the randomisation of the previous ones).
+            each step keeps the randomisation of the previous ones). With ``steps`` of
+            :func:`cascading_randomization`, the explained steps only, each named by its layer: the
+            layer randomised last before that map.
         maps: ``[S + 1, B, H, W]`` heatmaps (:func:`dance.to_heatmap`) at each step.
         ssim: ``[S + 1, B]`` SSIM of each step's map with the original map (1 at step 0).
         spearman: ``[S + 1, B]`` Spearman rank correlation with the original map (1 at step 0).
@@ -115,7 +117,7 @@ def _explain_fn(explainer: Callable, model: nn.Module) -> Callable:
         "pretrained VGG16, layers randomised from top to bottom, compared by SSIM (Fig. A9)")
 def cascading_randomization(model: nn.Module, explainer: Callable, inputs: torch.Tensor, target: TargetType = None,
                             *, layers: Optional[Sequence[str]] = None, seed: int = 0, percentile: float = 95.0,
-                            win_size: Optional[int] = None) -> SanityResult:
+                            win_size: Optional[int] = None, steps: Optional[Sequence[int]] = None) -> SanityResult:
     """Cascading model-parameter randomisation test on a deep copy of ``model``.
 
     Args:
@@ -135,6 +137,11 @@ def cascading_randomization(model: nn.Module, explainer: Callable, inputs: torch
         seed: seed of the re-initialisation (step ``s`` uses ``seed + s``).
         percentile: winsorising level of :func:`dance.to_heatmap` for the compared maps.
         win_size: SSIM window (see :func:`dance.metrics.ssim`).
+        steps: the steps at which to explain, ``1`` (the first layer randomised) to ``len(layers)``
+            (all of them); the others are randomised without being explained, so the cascade, its
+            seeds and its last model are the same. Default: every step. Explaining is the costly
+            part (a decoy-enhanced explainer re-optimises its decoys), so a quick check can explain
+            the first and the last step only.
 
     Returns:
         :class:`SanityResult`. **Lower** similarity after randomisation is better: the map depends
@@ -160,6 +167,14 @@ def cascading_randomization(model: nn.Module, explainer: Callable, inputs: torch
     missing = [n for n in names if n not in modules]
     if missing:
         raise ValueError(f"layers {missing} are not in model.named_modules(); available: {parameter_layers(model)}")
+    if steps is None:
+        wanted = set(range(1, len(names) + 1))
+    else:
+        if isinstance(steps, (str, bytes)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
+            raise TypeError(f"steps must be a sequence of ints (cascade steps, 1 to {len(names)}), got {steps!r}")
+        wanted = set(steps)
+        if not wanted or not all(1 <= s <= len(names) for s in wanted):
+            raise ValueError(f"steps must be non-empty and within 1..{len(names)} (the number of layers), got {steps!r}")
     t = resolve_target(forward(model, x), target)  # forward runs in eval mode
 
     with gradients_on():  # ordinary tensors (and copied parameters) even under torch.inference_mode()
@@ -168,11 +183,13 @@ def cascading_randomization(model: nn.Module, explainer: Callable, inputs: torch
         net_modules = dict(net.named_modules())
         explain = _explain_fn(explainer, net)
         base = heatmaps(explain(x, t).detach(), "attributions", percentile)
-        maps = [base]
+        maps, explained = [base], ["original"]
         for s, name in enumerate(names, start=1):
             randomize_(net_modules[name], seed + s)
-            maps.append(heatmaps(explain(x, t).detach(), "attributions", percentile).to(base.device))
+            if s in wanted:
+                maps.append(heatmaps(explain(x, t).detach(), "attributions", percentile).to(base.device))
+                explained.append(name)
     stacked = torch.stack(maps)  # [S+1, B, H, W]
     ssims = torch.stack([ssim(base, m, win_size=win_size) for m in maps])
     spear = torch.stack([spearman(base, m) for m in maps])
-    return SanityResult(["original"] + names, stacked, ssims, spear)
+    return SanityResult(explained, stacked, ssims, spear)

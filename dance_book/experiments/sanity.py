@@ -104,7 +104,8 @@ def sanity_run(settings: Settings, method: str, n: int, enhanced: bool = True, s
     The layers with parameters are re-initialised from the top (logits) down, cumulatively
     (:func:`dance.metrics.cascading_randomization`); the target is the trained model's predicted
     class throughout. With ``enhanced`` the decoys are re-optimised for every randomised model
-    (through :class:`DecoyMemo`; the trained model's decoys are the shared ones).
+    (through :class:`DecoyMemo`; the trained model's decoys are the shared ones). The paper-scale
+    smoke run explains only the first and the last step (:meth:`Settings.sweep`).
 
     Returns:
         dict with ``layers`` (``"original"`` then the layer randomised at each step),
@@ -138,7 +139,10 @@ def sanity_run(settings: Settings, method: str, n: int, enhanced: bool = True, s
 
         label = ("decoy-enhanced " if enhanced else "") + METHODS[method]
         print(f"cascading randomisation: {label}, {n} images ...", file=sys.stderr, flush=True)
-        r = cascading_randomization(model, factory, x, t, layers=parameter_layers(model), seed=settings.seed)
+        layers = parameter_layers(model)
+        # the paper-scale smoke run explains the first and the last step only (the same cascade and last model)
+        steps = settings.sweep(range(1, len(layers) + 1))
+        r = cascading_randomization(model, factory, x, t, layers=layers, seed=settings.seed, steps=steps)
         return {"method": method, "enhanced": bool(enhanced), "n": n, "layers": r.layers,
                 "ssim": r.ssim.cpu().numpy(), "spearman": r.spearman.cpu().numpy(),
                 "maps": r.maps[:, :N_EXAMPLES].cpu().clone(), "optimisations": memo.optimisations - optimised_before,
