@@ -1,5 +1,10 @@
 # Two entry points (see README): `make book` and `make test`. Both set up .venv on a fresh machine.
 PYTHON ?= python3
+# Python writes the bytecode of the modules it imports (its default), even where the environment says not to: the
+# packages are installed with --no-compile (see below), so without it every process (each chapter's kernel, each
+# test worker and torchrun rank) would compile torch, scipy, pandas ... from source again. The imports of a chapter
+# took 12 s of CPU per process that way and 5 s with the bytecode written by the first (2026-11-28, 2-core machine).
+unexport PYTHONDONTWRITEBYTECODE
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -61,8 +66,8 @@ endif
 ## without boxes, and those that read object masks again with boxes; all chapters in $(JOBS) interpreters
 ## (tools/paper_smoke.py), the claims page last (it reads the others' results); a cell that raises fails.
 ## It skips the chapters that run the same code at both scales (SCALE_FREE and CI_SIZED in tools/paper_smoke.py,
-## which make notebooks executes) and, for CI's 20 minutes, those of OVER_BUDGET there (adaptive, attacks,
-## sanity, claims); make paper-smoke-all runs every chapter (about 8 minutes on 2 cores).
+## which make notebooks executes); make paper-smoke-all runs those too. Every other chapter runs (18 runs of 14
+## chapters, 168 s wall and 316 CPU s on the quiet 2-core machine, 2026-11-28).
 paper-smoke: setup
 	rm -rf $(NBDIR)/paper
 	$(PY) tools/paper_smoke.py --data $(NBDIR)/paper --jobs $(JOBS)

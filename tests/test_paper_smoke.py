@@ -48,17 +48,15 @@ def test_every_chapter_that_reads_the_scale_is_smoke_tested(smoke):
 
 def test_make_test_smoke_runs_every_chapter_that_reads_the_scale(smoke):
     """``make test`` runs ``make paper-smoke``, which runs the default chapters: every chapter but those whose code
-    never reads the scale (:data:`SCALE_FREE`), would repeat make notebooks' run (:data:`CI_SIZED`) or are
-    documented as over CI's budget (:data:`OVER_BUDGET`, run by ``make paper-smoke-all``)."""
+    never reads the scale (:data:`SCALE_FREE`) or would repeat make notebooks' run (:data:`CI_SIZED`)."""
     make = (ROOT / "Makefile").read_text()
     assert re.search(r"^test:.*\bpaper-smoke\b", make, re.M), "make test no longer runs the paper smoke"
     recipe = re.search(r"^paper-smoke:.*\n((?:\t.*\n)+)", make, re.M).group(1)
     assert "tools/paper_smoke.py" in recipe and "--chapters" not in recipe and "--all" not in recipe
     reading = [n for n in smoke.chapter_names(ROOT) if SCALE.search("\n".join(smoke.code_cells(ROOT / "book" / f"{n}.md")))]
     chosen = set(smoke.default_chapters(ROOT))
-    assert chosen == set(smoke.chapter_names(ROOT)) - set(smoke.SCALE_FREE) - set(smoke.CI_SIZED) - set(smoke.OVER_BUDGET)
-    assert set(reading) - set(smoke.CI_SIZED) - set(smoke.OVER_BUDGET) <= chosen
-    assert set(smoke.OVER_BUDGET) <= set(reading)  # documented, and run by make paper-smoke-all
+    assert chosen == set(smoke.chapter_names(ROOT)) - set(smoke.SCALE_FREE) - set(smoke.CI_SIZED)
+    assert set(reading) - set(smoke.CI_SIZED) <= chosen
     assert set(smoke.default_chapters(ROOT, everything=True)) == set(smoke.chapter_names(ROOT))
     assert set(smoke.CI_SIZED) <= set(reading)
 

@@ -104,24 +104,15 @@ SCALE_FREE = ("quickstart", "measures", "performance")
 #: tests/test_paper_smoke.py checks that they still read the scale only so.
 CI_SIZED = ("theory",)
 #: The smoke run's chapters, the costliest first, so that the ``--jobs`` workers finish together: by the CPU
-#: seconds per folder measured with ``--profile --jobs 2`` on the 2-core machine (2026-11-28, quiet): adaptive 105,
-#: sanity 98, attacks 96, fidelity 90 (both folders), hyperparameters 53, benchmark 39, control 30 (both), layers
-#: 22, architectures 17 (both), localization 12 (both), yeh 9, remedies 3 (its CI-scale studies come from the
-#: results store), claims 3 (after all others), representation 1: 599 CPU seconds, 318 s wall. The attacks
+#: seconds per folder measured with ``--profile --jobs 2`` on the 2-core machine (2026-11-28, quiet): attacks 69,
+#: adaptive 67, fidelity 51 (both folders), sanity 39, hyperparameters 30, benchmark 24, control 17 (both), layers
+#: 13, architectures 10 (both), localization 7 (both), yeh 4, remedies 2 (its CI-scale studies come from the
+#: results store), claims 1 (after all others), representation 1: 316 CPU seconds, 168 s wall in all. The attacks
 #: chapter's answer box computes the adaptive study, so the adaptive chapter goes first. The claims page, alone the
 #: costliest (it computes every chapter's claims), is ranked by that cost but runs last (:data:`LAST`), when it only
 #: reads the others' results. A chapter missing here runs after these.
 COSTLIEST_FIRST = ("adaptive", "attacks", "sanity", "fidelity", "hyperparameters", "claims", "layers", "control",
                    "benchmark", "remedies", "architectures", "localization", "yeh", "representation", "theory")
-
-
-#: Chapters left out of ``make test``'s smoke run for CI's 20 minutes (``make paper-smoke-all`` and ``--all`` run them;
-#: every one passed there on 2026-11-28). With every chapter, CI took 1,324 s from a fresh clone (2026-11-28): the
-#: smoke ran 449 s wall beside ``make book`` and ``make site-test`` (190 s), the attacks and adaptive chapters
-#: alone 218 and 240 s wall side by side (their attack studies at smoke size, 201 CPU seconds together), sanity 113
-#: s (its cascade re-optimises the decoys of every randomised VGG16). The claims page, run last, only reads the
-#: others' results, but alone it would compute every chapter's claims, these three's included.
-OVER_BUDGET = ("adaptive", "attacks", "sanity", "claims")
 
 
 #: Chapters that read the other chapters' results (the claims page collects every chapter's claims, as
@@ -132,8 +123,8 @@ LAST = ("claims",)
 
 def default_chapters(root: Path = ROOT, everything: bool = False) -> list[str]:
     """The chapters the smoke run executes without ``--chapters`` (``make paper-smoke``, part of ``make test``):
-    every chapter but those of :data:`SCALE_FREE`, :data:`CI_SIZED` and :data:`OVER_BUDGET` (``everything``: all of them)."""
-    return [n for n in chapter_names(root) if everything or n not in SCALE_FREE + CI_SIZED + OVER_BUDGET]
+    every chapter but those of :data:`SCALE_FREE` and :data:`CI_SIZED` (``everything``: all of them)."""
+    return [n for n in chapter_names(root) if everything or n not in SCALE_FREE + CI_SIZED]
 
 
 _SHELL = None
@@ -168,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="folder for the fake ImageNet images and the cache (default: a temporary one)")
     parser.add_argument("--chapters", nargs="+",
-                        help="these chapters only (default: every chapter but SCALE_FREE, CI_SIZED and OVER_BUDGET)")
-    parser.add_argument("--all", action="store_true", help="the chapters of SCALE_FREE, CI_SIZED and OVER_BUDGET too")
+                        help="these chapters only (default: every chapter but SCALE_FREE and CI_SIZED)")
+    parser.add_argument("--all", action="store_true", help="the chapters of SCALE_FREE and CI_SIZED too")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                         help="plain: every chapter without boxes; boxes: the chapters of BOX_CHAPTERS with boxes")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (each runs whole chapters)")
