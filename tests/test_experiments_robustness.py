@@ -90,6 +90,24 @@ def test_bad_arguments_are_named(tiny):
         R.attack_run(tiny, "topk", "gradient", k_share=1.5)
 
 
+def test_decoy_family_run_attacks_the_main_runs_images_with_populations_of_equal_size(tiny, study):
+    runs, _ = study
+    fam = R.family_attack_run(tiny)
+    main = runs[R.FAMILY_ATTACK]
+    # the main run's attacked images and raw maps: the families differ in the decoy-enhanced map only
+    np.testing.assert_allclose(fam["ss_raw"], main["ss_raw"], rtol=1e-6, atol=1e-9)
+    one, lattice = fam["one patch"], fam["lattice"]
+    if one["dropped"].sum() == lattice["dropped"].sum() == 0:
+        assert np.array_equal(one["n_decoys"], lattice["n_decoys"])  # 2M decoys each: equal populations
+    assert one["mask_pixels"] < lattice["mask_pixels"]  # one patch per mask against a lattice of patches
+    table = R.family_attack_table(fam)
+    assert list(table.family) == ["one patch", "lattice"] and set(table.solver) == {"linesearch"}
+    np.testing.assert_allclose(table.diff_mean, [np.mean(one["ss_dance"] - fam["ss_raw"]),
+                                                 np.mean(lattice["ss_dance"] - fam["ss_raw"])])
+    rows = R.family_claims(tiny)
+    assert len(rows) == 2 and not any(c.counts for c in rows) and all("line search" in c.claim for c in rows)
+
+
 def test_k_sweep_reuses_the_paper_k_and_attacks_the_declared_shares(tiny, study):
     ks = R.k_sweep(tiny, shares=(0.02, R.K_SHARES[-1]))
     assert list(ks.paper) == [False, True]

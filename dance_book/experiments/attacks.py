@@ -20,6 +20,7 @@ frozen here, per scale (:data:`ATTACK_SETTINGS`, :data:`STRONG_SETTINGS`).
 from __future__ import annotations
 
 import sys
+import warnings
 
 import hashlib
 from dataclasses import asdict, dataclass, replace
@@ -35,16 +36,17 @@ from dance.metrics.similarity import center_shift, spearman, topk_intersection
 
 from .cache import cached
 from .claims import Claim, direction
-from .inputs import clean_decoys, load_images, load_model
-from .maps import (MAP_BATCH, METHODS, N_EXAMPLES, base_maps, check_methods, check_n, enhanced_maps, optimised_quietly,
-                   predicted)
+from .inputs import clean_decoys, load_images, load_model, shared_decoys
+from .maps import (MAP_BATCH, METHODS, N_EXAMPLES, base_maps, check_methods, check_n, enhanced_maps, mask_family,
+                   optimised_decoys, optimised_quietly, predicted)
 from .settings import Settings
 from .stats import mean_sd, paired_difference
 
 __all__ = ["ATTACKS", "N_EXAMPLES", "AttackSettings", "ATTACK_SETTINGS", "attack_settings", "clean_maps",
            "attack_run", "study_pairs", "attack_study", "excess_table", "K_SHARES", "K_SWEEP_METHODS",
            "k_sweep", "SAME_ORDER", "AttackSummary", "summarize",
-           "attack_claims", "claims", "STRONG_MAPS", "STRONG_MEASURES", "StrongSettings", "STRONG_SETTINGS",
+           "attack_claims", "claims", "FAMILY_ATTACK", "family_attack_run", "family_attack_table", "family_claims",
+           "STRONG_MAPS", "STRONG_MEASURES", "StrongSettings", "STRONG_SETTINGS",
            "STRONG_COST_PER_IMAGE", "strong_settings", "strong_sample_sizes", "strong_run", "strong_pairs", "strong_study",
            "STRONG_CONTEXT_KINDS", "strong_context_kinds", "strong_context_study",
            "STRONG_COMPARISONS", "strong_table", "strong_costs", "strong_controls", "strong_claims"]
@@ -423,7 +425,122 @@ def attack_claims(settings: Settings) -> List[Claim]:
 
 def claims(settings: Settings) -> List[Claim]:
     """The paper's attack claims with the numbers of the attacks chapter (reads its cached results)."""
-    return attack_claims(settings) + strong_claims(settings)
+    return attack_claims(settings) + family_claims(settings) + strong_claims(settings)
+
+
+# --------------------------------------------------------------------------------------------
+# The decoy family (issue 12, section 1): the paper's one-patch masks against the book's lattice
+# --------------------------------------------------------------------------------------------
+
+#: The attack and base method of the decoy-family sensitivity run: the main run's top-k attack on the gradient
+#: (the cheapest attack; declared before the run, 2026-11-28).
+FAMILY_ATTACK = ("topk", "gradient")
+
+
+def family_attack_run(settings: Settings, n: Optional[int] = None) -> dict:
+    """The top-k attack on the gradient (:data:`FAMILY_ATTACK`, the main run's attack, settings and images) with
+    the decoy-enhanced map made of each decoy family of the fidelity chapter's sensitivity run (cached, one entry).
+
+    The families are :data:`dance_book.experiments.fidelity.FAMILIES`, both solved by its line search
+    (:data:`~dance_book.experiments.fidelity.FAMILY_SOLVER`, not the paper's Adam): one 3x3 patch per mask, a
+    seeded subset of as many masks as the book's lattice family has (the same subset for every image), against
+    the lattice. Both populations have ``2M + 1`` maps per image, so the families differ by their masks alone.
+    The attacked images are those of :func:`attack_run` (the attack is deterministic); the clean and the
+    attacked images get decoys of each family, and :math:`S_S` compares their heatmaps as in :func:`attack_run`.
+
+    Returns:
+        dict with ``ss_raw`` and, per family, ``ss_dance`` and ``topk_dance`` (numpy ``[n]``), ``n_decoys``,
+        ``dropped`` (decoys over epsilon, clean and attacked images), ``mask_pixels``; ``n``, ``k``, ``kind``,
+        ``method``, ``solver`` and ``seconds``.
+    """
+    import time
+
+    from .fidelity import FAMILIES, FAMILY_SOLVER
+
+    kind, method = FAMILY_ATTACK
+    n = settings.n_attack if n is None else check_n(n)
+    cfg = attack_settings(settings)
+    config = dict(settings=repr(settings), kind=kind, method=method, n=n, attack=asdict(cfg),
+                  families=list(FAMILIES), solver=FAMILY_SOLVER)
+
+    def compute():
+        start = time.perf_counter()
+        model = load_model(settings.main_model)
+        layer = settings.layer(settings.main_model)
+        x = load_images(settings, n).images
+        t = predicted(model, x)
+        print(f"decoy families under the {ATTACKS[kind]} attack on {METHODS[method]}: {n} images ...",
+              file=sys.stderr, flush=True)
+        r = _attacks.attack(model, x, t, kind=kind, explain=_attack_explainer(method, settings, cfg),
+                            epsilon=cfg.epsilon, step_size=cfg.step_size, iterations=cfg.iterations,
+                            beta=cfg.beta, seed=cfg.seed)
+        xh = r.inputs.detach()
+        xc, xhc = x.cpu(), xh.cpu()
+        raw_clean = to_heatmap(base_maps(model, x, t, method, settings)).cpu()
+        raw_attacked = to_heatmap(base_maps(model, xh, t, method, settings)).cpu()
+        n_masks = int(mask_family(model, x[:1], layer, settings).shape[0])
+        out = {"kind": kind, "method": method, "n": n, "k": int(r.k), "solver": FAMILY_SOLVER,
+               "ss_raw": sensitivity(raw_clean, raw_attacked, xc, xhc).numpy()}
+        for family, options in FAMILIES.items():
+            options = dict(options, solver=FAMILY_SOLVER)
+            if family == "one patch":
+                options["n_masks"] = n_masks
+            before = shared_decoys(settings, settings.main_model, n, **options)
+            with warnings.catch_warnings():  # dropped decoys are counted, not warned about
+                warnings.simplefilter("ignore", RuntimeWarning)
+                after = optimised_decoys(model, xh, layer, settings, **options)
+            clean = to_heatmap(enhanced_maps(model, x, t, method, settings, before, batch_size=MAP_BATCH)).cpu()
+            attacked = to_heatmap(enhanced_maps(model, xh, t, method, settings, after, batch_size=MAP_BATCH)).cpu()
+            out[family] = {"ss_dance": sensitivity(clean, attacked, xc, xhc).numpy(),
+                           "topk_dance": topk_intersection(clean, attacked, int(r.k)).numpy(),
+                           "n_decoys": np.array([len(d) for d in before]),
+                           "dropped": np.array([int(a.dropped) + int(b.dropped) for a, b in zip(before, after)]),
+                           "mask_pixels": float(np.mean([float(d.masks.sum(dim=(1, 2, 3)).float().mean())
+                                                         for d in before]))}
+        out["seconds"] = time.perf_counter() - start
+        return out
+
+    return cached("attack-family", config, compute)
+
+
+def family_attack_table(run: dict):
+    """Per decoy family of :func:`family_attack_run`: S_S raw and with decoys, and their paired difference
+    (decoys - raw, mean with its 95 % t-interval; lower = the decoys make the map more robust). A DataFrame."""
+    import pandas as pd
+
+    rows = []
+    for family in (k for k in run if isinstance(run[k], dict)):
+        r = run[family]
+        d = paired_difference(r["ss_dance"], run["ss_raw"])
+        rows.append({"family": family, "solver": run["solver"], "n": int(run["n"]),
+                     "maps": int(np.min(r["n_decoys"])) + 1 if np.ptp(r["n_decoys"]) == 0 else
+                     f"{int(np.min(r['n_decoys'])) + 1}–{int(np.max(r['n_decoys'])) + 1}",
+                     "mask_pixels": r["mask_pixels"], "ss_raw": float(np.mean(run["ss_raw"])),
+                     "ss_dance": float(np.mean(r["ss_dance"])), "diff_mean": d["mean_diff"],
+                     "diff_ci_low": d["ci_low"], "diff_ci_high": d["ci_high"], "dropped": int(np.sum(r["dropped"]))})
+    return pd.DataFrame(rows)
+
+
+def family_claims(settings: Settings) -> List[Claim]:
+    """Context rows (``counts=False``) of the attack claim from the decoy-family sensitivity run
+    (:func:`family_attack_run`): per family, S_S with decoys - raw, labelled with the solver."""
+    kind, method = FAMILY_ATTACK
+    out = []
+    for row in family_attack_table(family_attack_run(settings)).itertuples():
+        out.append(Claim(
+            paper_claim="attacks",
+            claim=f"decoys lower the sensitivity S_S under the {ATTACKS[kind].lower()} attack ({METHODS[method]}), "
+                  f"{row.family} masks, line search (context: decoy family)",
+            chapter="attacks.md",
+            measure=f"mean paired difference of S_S, decoys ({row.family} masks, {row.maps} maps, {row.solver} "
+                    f"solver) - raw, {METHODS[method]}, {ATTACKS[kind]} attack, N={row.n}",
+            value=float(row.diff_mean), ci_low=float(row.diff_ci_low), ci_high=float(row.diff_ci_high), n=int(row.n),
+            supports=direction(row.diff_ci_low, row.diff_ci_high, "below"), counts=False,
+            note=f"S_S {row.ss_raw:.2f} raw vs {row.ss_dance:.2f} with decoys. Context, not counted: a sensitivity "
+                 f"run of the decoy family with the line-search solver (not the paper's Adam); one-patch masks "
+                 f"subsampled to the lattice family's number of masks.",
+        ))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
