@@ -112,6 +112,13 @@ def _attack_explainer(method: str, settings: Settings, config: AttackSettings):
     raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
 
 
+def _main_attack(model, x, t, kind: str, method: str, settings: Settings, config: AttackSettings, k=None):
+    """The main run's attack (:func:`attack_run`) on the base method, with the frozen :class:`AttackSettings`."""
+    return _attacks.attack(model, x, t, kind=kind, explain=_attack_explainer(method, settings, config),
+                           epsilon=config.epsilon, step_size=config.step_size, iterations=config.iterations,
+                           beta=config.beta, seed=config.seed, k=k)
+
+
 # In-process memo of the decoys of attacked images, keyed by the images themselves: the random-sign
 # control does not depend on the explanation, so its three runs (one per method) perturb the
 # images identically and share one decoy optimisation.
@@ -195,9 +202,7 @@ def attack_run(settings: Settings, kind: str, method: str, n: Optional[int] = No
         t = clean["target"].to(x.device)
         k = None if k_share is None else max(1, int(round(k_share * x.shape[-2] * x.shape[-1])))
         print(f"attack {ATTACKS[kind]} on {METHODS[method]}: {n} images ...", file=sys.stderr, flush=True)
-        r = _attacks.attack(model, x, t, kind=kind, explain=_attack_explainer(method, settings, cfg),
-                            epsilon=cfg.epsilon, step_size=cfg.step_size, iterations=cfg.iterations,
-                            beta=cfg.beta, seed=cfg.seed, k=k)
+        r = _main_attack(model, x, t, kind, method, settings, cfg, k=k)
         xh = r.inputs.detach()
         print(f"  decoys of the {n} attacked images ...", file=sys.stderr, flush=True)
         decoys = _attacked_decoys(model, xh, settings.layer(settings.main_model), settings)
@@ -471,9 +476,7 @@ def family_attack_run(settings: Settings, n: Optional[int] = None) -> dict:
         t = predicted(model, x)
         print(f"decoy families under the {ATTACKS[kind]} attack on {METHODS[method]}: {n} images ...",
               file=sys.stderr, flush=True)
-        r = _attacks.attack(model, x, t, kind=kind, explain=_attack_explainer(method, settings, cfg),
-                            epsilon=cfg.epsilon, step_size=cfg.step_size, iterations=cfg.iterations,
-                            beta=cfg.beta, seed=cfg.seed)
+        r = _main_attack(model, x, t, kind, method, settings, cfg)  # attack_run's attack: its attacked images
         xh = r.inputs.detach()
         xc, xhc = x.cpu(), xh.cpu()
         raw_clean = to_heatmap(base_maps(model, x, t, method, settings)).cpu()
