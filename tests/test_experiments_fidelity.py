@@ -30,6 +30,7 @@ def S(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("DANCE_CACHE_DIR", str(tmp_path_factory.mktemp("dance-cache")))
     mp.setattr(F, "POWERED_SCALES", ())  # the claims at these settings' own 2 images (the powered run: below)
+    mp.setattr(La, "POWERED_SCALES", ())  # the layer claim likewise
     # 4x4 patches (a quarter of the masks and decoys of CI's 3x3) and 20 Adam steps per decoy round instead of 200
     # (as conftest's tiny): shapes, bookkeeping and invariants hold at any patch size and step budget
     ci = E.settings("ci")
@@ -290,3 +291,53 @@ def test_the_powered_runs_give_the_counted_rows(S, monkeypatch):
     assert len([c for c in arch if c.counts]) == 3 * len(S.architectures)
     assert all(c.n == 3 and "powered run" in c.measure for c in arch if c.counts)
     assert all(c.n == S.n_small and "pilot" in c.claim for c in arch if not c.counts)
+
+
+def test_budgeted_n_plans_from_the_pilot_up_to_the_budget():
+    size = Pw.budgeted_n(8239, pilot_n=8, budget_s=1800.0, cost_per_image_s=24.0, powered=True)
+    assert size == dict(n=75, needed=8239, affordable=75, binds=True, powered=True, estimate_s=1800.0)
+    # a rule below the budget: its N, not bound; never below the pilot's N
+    assert Pw.budgeted_n(40, 8, 1800.0, 24.0, True)["n"] == 40 and not Pw.budgeted_n(40, 8, 1800.0, 24.0, True)["binds"]
+    assert Pw.budgeted_n(3, 8, 1800.0, 24.0, True)["n"] == 8
+    assert Pw.budgeted_n(100, 8, 10.0, 24.0, True)["n"] == 8  # a budget below one image: the pilot
+    # no powered run on this scale, or nothing planned: the pilot's N
+    assert Pw.budgeted_n(8239, 8, 1800.0, 24.0, False) == dict(n=8, needed=8239, affordable=75, binds=False,
+                                                               powered=False, estimate_s=192.0)
+    assert Pw.budgeted_n(None, 8, 1800.0, 24.0, True)["n"] == 8
+    with pytest.raises(ValueError, match="budget_s"):
+        Pw.budgeted_n(10, 8, 0.0, 24.0, True)
+    with pytest.raises(TypeError, match="pilot_n"):
+        Pw.budgeted_n(10, 8.0, 1800.0, 24.0, True)
+
+
+def test_the_layer_claims_powered_run_gives_the_counted_rows(S, monkeypatch):
+    """With a powered run (here 3 images; the sweep's 2 are its pilot), the counted layer rows are the powered run's
+    equivalence rows, the sweep's are context, and N follows the claims page's plan for the pilot, capped by the
+    budget."""
+    layers = ["features.conv1_1", S.layer(S.main_model)]
+    monkeypatch.setattr(La.zoo, "layers", lambda name: list(layers))
+    pilot_rows = La.claims(S)  # no powered run on the fixture's settings
+    assert all(r.counts == (r.test == "equivalence") for r in pilot_rows) and all(r.n == 2 for r in pilot_rows)
+    monkeypatch.setattr(La, "POWERED_SCALES", ("ci",))
+    monkeypatch.setattr(La, "POWERED_COST_PER_IMAGE_S", 1.0)
+    monkeypatch.setattr(La, "POWERED_BUDGET_S", 3.0)
+    size = La.powered_size(S)
+    assert size["needed"] == Cl.planned_n(pilot_rows) and size["n"] == 3 and size["powered"]
+    assert size["binds"] == (size["needed"] > 3)
+    assert La.powered_rule(S).startswith(f"N = 3 images (the rule asks for {size['needed']}")
+    rows = La.claims(S)
+    counted = [r for r in rows if r.counts]
+    assert len(counted) == len(E.METHODS) * (len(layers) - 1)
+    assert all(r.n == 3 and "powered run" in r.claim and r.test == "equivalence" for r in counted)
+    powered = La.powered_layer_scores(S)
+    want = pd.concat([La.layer_equivalence(powered, m, S.layer(S.main_model)) for m in E.METHODS])
+    np.testing.assert_allclose(sorted(r.value for r in counted), sorted(want.hl), rtol=1e-9)
+    context = [r for r in rows if not r.counts and "pilot of the powered run" in r.claim]
+    assert len(context) == len(pilot_rows) and all(r.n == 2 for r in context)
+    # the pilot's images are the powered run's first ones
+    ldf = La.layer_scores(S)
+    first = powered[powered.image < 2].sort_values(["layer", "method", "population", "image"]).sf.to_numpy()
+    np.testing.assert_allclose(first, ldf.sort_values(["layer", "method", "population", "image"]).sf.to_numpy(),
+                               rtol=1e-5, atol=1e-6)
+    # the paper-scale smoke run has no powered run
+    assert not La.powered_size(dataclasses.replace(S, extra={**S.extra, "smoke": True}))["powered"]

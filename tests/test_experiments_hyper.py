@@ -207,3 +207,29 @@ def test_runtime_times_one_round_under_the_paper_smoke_switch(monkeypatch):
     for settings in (PAPER_SMOKE, E.CI, E.PAPER):
         Rt.runtime(settings)
     assert seen == [1, Rt.ROUNDS, Rt.ROUNDS] and Rt.ROUNDS > 1
+
+
+def test_the_c_claims_powered_run_gives_the_counted_rows(tiny, monkeypatch):
+    """With a powered run (here 3 images; the sweep's 2 are its pilot), the counted c rows are the powered sweep's,
+    the sweep's are context, and N follows the claims page's plan for the pilot, capped by the budget."""
+    pilot_rows = H.claims(tiny)  # the fixture's scale has no powered run
+    assert all(r.counts and r.n == N for r in pilot_rows)
+    monkeypatch.setattr(H, "POWERED_SCALES", ("tiny",))
+    monkeypatch.setattr(H, "POWERED_COST_PER_IMAGE_S", 1.0)
+    monkeypatch.setattr(H, "POWERED_BUDGET_S", 3.0)
+    size = H.powered_size(tiny)
+    assert size["needed"] == Cl.planned_n(pilot_rows) and size["n"] == 3 and size["powered"]
+    assert H.powered_rule(tiny).startswith(f"N = 3 images (the rule asks for {size['needed']}")
+    rows = H.claims(tiny)
+    counted = [r for r in rows if r.counts]
+    assert len(counted) == len(pilot_rows) and all(r.n == 3 and "powered run" in r.claim for r in counted)
+    context = [r for r in rows if not r.counts]
+    assert len(context) == len(pilot_rows) and all(r.n == N and "pilot of the powered run" in r.claim for r in context)
+    powered = H.powered_sweep(tiny)
+    assert powered["n"] == 3
+    # the pilot's images are the powered sweep's first ones
+    pilot = H.c_sweep(tiny)["fidelity"].sort_values(["setting", "method", "image"], key=lambda s: s.astype(str))
+    first = powered["fidelity"][powered["fidelity"].image < N].sort_values(["setting", "method", "image"],
+                                                                            key=lambda s: s.astype(str))
+    np.testing.assert_allclose(first.S_F.to_numpy(), pilot.S_F.to_numpy(), rtol=1e-5, atol=1e-6)
+    assert not H.powered_size(dataclasses.replace(tiny, extra={**tiny.extra, "smoke": True}))["powered"]

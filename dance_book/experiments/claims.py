@@ -396,6 +396,15 @@ def n_decide(group: pd.DataFrame) -> Optional[int]:
     return int(max(values)) if len(values) else None
 
 
+def planned_n(rows: List[Claim]) -> Optional[int]:
+    """The N a powered run needs, planned from its pilot's rows: the largest ``n_needed`` (:func:`assess`, the plan
+    this page prints) over the counted rows, so that every counted measure gets its 80 % power; None when no
+    counted row has an N planned."""
+    table = frame(rows)
+    values = pd.to_numeric(table.loc[table["counts"], "n_needed"], errors="coerce").dropna()
+    return int(values.max()) if len(values) else None
+
+
 def why(group: pd.DataFrame) -> str:
     """One sentence, built from the measures, on why a claim is not (fully) reproduced; '' when it is."""
     counted = group[group.counts]

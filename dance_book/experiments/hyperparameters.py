@@ -23,6 +23,7 @@ across-image standard deviation of ``S_F(c_ref)`` (a "small" standardised effect
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -36,7 +37,7 @@ from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import METHODS, base_maps, enhanced_maps, predicted
 from . import power as Pw
-from .claims import Claim, direction, equivalence_reading
+from .claims import Claim, direction, equivalence_reading, planned_n
 from .settings import Settings
 from .stats import mean_sd, paired_difference
 
@@ -235,16 +236,22 @@ def insensitivity(result: Dict[str, object], d: float = EQUIVALENCE_D) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def claims(settings: Settings) -> List[Claim]:
-    """The paper's claim "insensitive to the initial c" as measured by this chapter (cached results only).
+#: Scales whose c claim is judged on the powered run (:func:`powered_size`); any other scale, and the paper-scale
+#: smoke run, judge it on the sweep of :func:`sweep_size`. Tests that shrink the CI settings clear it.
+POWERED_SCALES = ("ci",)
+#: The compute budget of the powered c sweep (fresh CPU seconds), declared on 2026-11-28 before it ran: the 1,800 s
+#: that each powered run of the fidelity chapter has (``fidelity.POWERED_BUDGET_S``).
+POWERED_BUDGET_S = 1800.0
+#: CPU seconds per image of the sweep (decoys at every c, the three methods' maps), from the store entry of the
+#: N = 4 sweep (2026-11-27): 108 s for 4 images.
+POWERED_COST_PER_IMAGE_S = 27.0
 
-    Per method: one S_F equivalence row per c other than the reference (every c is judged, none
-    selected; the margin is :data:`EQUIVALENCE_D` across-image SDs of S_F at the reference c), and the
-    map-similarity comparison of :func:`insensitivity` at the least similar c.
-    """
-    result = c_sweep(settings)
+
+def _rows(result: Dict[str, object], counts: bool = True, run: str = "") -> List[Claim]:
+    """The claim's rows from a sweep (:func:`c_sweep`), counted when ``counts``; ``run`` names the run in the
+    sub-claim (e.g. ", powered run")."""
     ref = result["reference_c"]
-    claim = "the choice of the initial c makes a negligible difference (A9, Fig. A10)"
+    claim = f"the choice of the initial c makes a negligible difference (A9, Fig. A10){run}"
     summary = c_summary(result)
     out = []
     for _, r in insensitivity(result).iterrows():
@@ -259,11 +266,11 @@ def claims(settings: Settings) -> List[Claim]:
                 measure=f"S_F: Hodges-Lehmann paired difference S_F(c={row.c:g}) - S_F(c={ref:g}), {name}, "
                         f"N={int(row.n)}",
                 value=float(row.hl), ci_low=float(row.hl_low), ci_high=float(row.hl_high), n=int(row.n),
-                supports=supports, interval="hodges-lehmann", sd_diff=float(row.sd_diff),
+                supports=supports, interval="hodges-lehmann", sd_diff=float(row.sd_diff), counts=counts,
                 test="equivalence" if r.margin > 0 else "other", margin=float(r.margin) if r.margin > 0 else None,
                 note=f"equivalence margin +-{r.margin:.3g} ({EQUIVALENCE_D} sd of S_F): the interval is {word}"))
         out.append(Claim(
-            paper_claim="c", claim=claim, chapter="hyperparameters.md",
+            paper_claim="c", claim=claim, chapter="hyperparameters.md", counts=counts,
             measure=(f"maps: Spearman with the c={ref:g} map at the least similar c ({r.sim_c:g}) minus that of "
                      f"the base map, {name}, N={r.n}"),
             value=float(r.sim_gap), ci_low=float(r.sim_ci_low), ci_high=float(r.sim_ci_high), n=int(r.n),
@@ -272,3 +279,49 @@ def claims(settings: Settings) -> List[Claim]:
                   + ("c moves the map less than the decoys themselves do" if r.sim_ci_low > 0 else
                      "c does not move the map demonstrably less than the decoys do"))))
     return out
+
+
+def powered_size(settings: Settings) -> dict:
+    """The N of the c claim's powered run (:func:`~dance_book.experiments.power.budgeted_n`): the N the claims page
+    plans for the sweep of :func:`sweep_size` (its pilot: the largest N any of its counted rows needs,
+    :func:`~dance_book.experiments.claims.planned_n`), capped by :data:`POWERED_BUDGET_S` at
+    :data:`POWERED_COST_PER_IMAGE_S`; the pilot's N on a scale without powered runs (:data:`POWERED_SCALES`) and under
+    the paper-scale smoke run."""
+    pilot_n = sweep_size(settings)
+    powered = settings.scale in POWERED_SCALES and not settings.extra.get("smoke")
+    needed = planned_n(_rows(c_sweep(settings))) if powered else None
+    return Pw.budgeted_n(needed, pilot_n, POWERED_BUDGET_S, POWERED_COST_PER_IMAGE_S, powered)
+
+
+def powered_rule(settings: Settings) -> str:
+    """How :func:`powered_size` chose N, in words (the chapter pastes it above the powered run)."""
+    size = powered_size(settings)
+    return (f"N = {size['n']} images (the rule asks for {size['needed']}: the largest N that a counted measure of the "
+            f"N = {sweep_size(settings)} sweep needs for {100 * Pw.POWER:g} % power; the budget of "
+            f"{POWERED_BUDGET_S:.0f} CPU-seconds at about {POWERED_COST_PER_IMAGE_S:g} s per image allows "
+            f"{size['affordable']}, so it {'binds' if size['binds'] else 'does not bind'})")
+
+
+def powered_sweep(settings: Settings) -> Optional[Dict[str, object]]:
+    """The powered run: :func:`c_sweep` on the first ``powered_size(settings)["n"]`` images (its first
+    :func:`sweep_size` images are the pilot's); None when there is none (the N is the pilot's)."""
+    size = powered_size(settings)
+    return c_sweep(settings, n=size["n"]) if size["n"] > sweep_size(settings) else None
+
+
+def claims(settings: Settings) -> List[Claim]:
+    """The paper's claim "insensitive to the initial c" as measured by this chapter (cached results only).
+
+    Per method: one S_F equivalence row per c other than the reference (every c is judged, none
+    selected; the margin is :data:`EQUIVALENCE_D` across-image SDs of S_F at the reference c), and the
+    map-similarity comparison of :func:`insensitivity` at the least similar c. With a powered run
+    (:func:`powered_size`) its rows count and the sweep's rows (its pilot) are context.
+    """
+    pilot = _rows(c_sweep(settings))
+    powered = powered_sweep(settings)
+    if powered is None:
+        return pilot
+    under = " (underpowered: the budget binds)" if powered_size(settings)["binds"] else ""
+    return (_rows(powered, run=f", powered run{under}")
+            + [dataclasses.replace(r, claim=r.claim + ", the sweep (context: the pilot of the powered run)",
+                                   counts=False) for r in pilot])

@@ -5,6 +5,7 @@ so only the representation the decoys preserve changes; see :mod:`dance_book.exp
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from typing import List, Optional, Sequence
@@ -15,7 +16,7 @@ from scipy import stats
 
 from .. import zoo
 from . import power as Pw
-from .claims import Claim, direction, equivalence_reading
+from .claims import Claim, direction, equivalence_reading, planned_n
 from .inputs import load_model
 from .maps import METHODS
 from .scores import N_SHOW, decoy_population, decoy_summary, example_heatmaps, frame, mask_spacing, summary
@@ -27,7 +28,8 @@ __all__ = ["LAYER_SWEEP_N", "LAYER_RATIO_THRESHOLD", "LAYER_MARGIN_FRACTION", "P
            "layer_scores", "layer_spread", "layer_insensitive", "layer_equivalence", "equivalence_reading", "claims",
            "N_SHOW", "decoy_population", "decoy_summary",
            "example_heatmaps",
-           "mask_spacing", "summary"]
+           "mask_spacing", "summary", "POWERED_SCALES", "POWERED_BUDGET_S", "POWERED_COST_PER_IMAGE_S", "powered_size",
+           "powered_rule", "powered_layer_scores"]
 
 #: Images of the layer sweep, per scale. At CI scale the minimum of 8 (below ``n_small``): each of
 #: the ten layers re-optimises every decoy with the paper's Adam solver, and at the deep layers it
@@ -169,29 +171,41 @@ def layer_equivalence(df: pd.DataFrame, method: str, main: str, value: str = "sf
     return pd.DataFrame(rows)
 
 
-def claims(settings: Settings) -> List[Claim]:
-    """The paper's layer-insensitivity claim (the layers chapter), from the cached results: one
-    equivalence row per method and non-main layer (:func:`layer_equivalence`), and the bootstrap
-    ratio of :func:`layer_spread` per method as context."""
+#: Scales whose layer claim is judged on the powered run (:func:`powered_size`); any other scale, and the
+#: paper-scale smoke run, judge it on the sweep of :func:`layer_sweep_size`. Tests that shrink the CI settings clear it.
+POWERED_SCALES = ("ci",)
+#: The compute budget of the powered layer sweep (fresh CPU seconds), declared on 2026-11-28 before it ran: the
+#: 1,800 s that each powered run of the fidelity chapter has (``fidelity.POWERED_BUDGET_S``).
+POWERED_BUDGET_S = 1800.0
+#: CPU seconds per image of the sweep (decoys re-optimised at the nine other layers, the maps of all ten, three
+#: methods), from the store entries of the N = 8 sweep (2026-11-28): about 185 s per 8 images, and a second for the
+#: raw maps.
+POWERED_COST_PER_IMAGE_S = 24.0
+
+
+def _rows(settings: Settings, ldf: pd.DataFrame, counts: bool = True, run: str = "") -> List[Claim]:
+    """The claim's rows from a sweep's table: one equivalence row per method and non-main layer
+    (:func:`layer_equivalence`, counted when ``counts``), and the bootstrap ratio of :func:`layer_spread` per method
+    as context; ``run`` names the run in the sub-claim (e.g. ", powered run")."""
     out = []
-    ldf = layer_scores(settings)
     main = settings.layer(settings.main_model)
     for method, name in METHODS.items():
         for r in layer_equivalence(ldf, method, main).itertuples():
             supports = None if r.equivalent is None or pd.isna(r.equivalent) else bool(r.equivalent)
             word = {True: "equivalent", False: "different", None: "undecided at this N"}[supports]
             out.append(Claim(
-                paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5)", chapter="layers.md",
+                paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5){run}", chapter="layers.md",
                 measure=f"S_F with decoys at {r.layer} minus at the main layer {main}, {name}, N={r.n}",
                 value=float(r.hl), ci_low=float(r.hl_low), ci_high=float(r.hl_high), n=int(r.n),
                 supports=supports, test="equivalence", margin=float(r.margin) if r.margin > 0 else 1e-12,
-                interval="hodges-lehmann", sd_diff=float(r.sd_diff),
+                interval="hodges-lehmann", sd_diff=float(r.sd_diff), counts=counts,
                 note=(f"margin +-{r.margin:.3g} = {LAYER_MARGIN_FRACTION:g} x the decoys' effect on S_F at the main layer "
                       f"({r.decoy_effect:+.3g}): {word}")))
         s = layer_spread(ldf, method)
         supports = layer_insensitive(s)
         verdict = {True: "insensitive", False: "sensitive", None: "undecided at this N"}[supports]
-        out.append(Claim(paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5)", chapter="layers.md",
+        out.append(Claim(paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5){run}",
+                        chapter="layers.md",
                         measure=f"range of per-layer mean S_F / between-image sd, {name}, {s['k']} layers, "
                                 f"N={s['n']} (bootstrap 95% CI; the first rule, context since 2026-11-28)",
                         value=s["ratio"], ci_low=s["ratio_ci_low"], ci_high=s["ratio_ci_high"], n=s["n"],
@@ -201,3 +215,46 @@ def claims(settings: Settings) -> List[Claim]:
                              f"{s['kendall_w']:.2f}; S_F pooled over layers {s['grand_mean']:+.3f} (paper on ImageNet: "
                              f"{PAPER_LAYER_SF[method][0]:+.2f} +- {PAPER_LAYER_SF[method][1]:.2f})."))
     return out
+
+
+def powered_size(settings: Settings) -> dict:
+    """The N of the layer claim's powered run (:func:`~dance_book.experiments.power.budgeted_n`): the N the claims
+    page plans for the sweep of :func:`layer_sweep_size` (its pilot: the largest N any of its equivalence rows needs
+    for its interval to land inside its margin with 80 % power, :func:`~dance_book.experiments.claims.planned_n`),
+    capped by :data:`POWERED_BUDGET_S` at :data:`POWERED_COST_PER_IMAGE_S`; the pilot's N on a scale without
+    powered runs (:data:`POWERED_SCALES`) and under the paper-scale smoke run."""
+    pilot_n = layer_sweep_size(settings)
+    powered = settings.scale in POWERED_SCALES and not settings.extra.get("smoke")
+    needed = planned_n(_rows(settings, layer_scores(settings))) if powered else None
+    return Pw.budgeted_n(needed, pilot_n, POWERED_BUDGET_S, POWERED_COST_PER_IMAGE_S, powered)
+
+
+def powered_rule(settings: Settings) -> str:
+    """How :func:`powered_size` chose N, in words (the chapter pastes it above the powered run)."""
+    size = powered_size(settings)
+    return (f"N = {size['n']} images (the rule asks for {size['needed']}: the largest N at which an equivalence "
+            f"interval of the N = {layer_sweep_size(settings)} sweep lands inside its margin with {100 * Pw.POWER:g} % "
+            f"power; the budget of {POWERED_BUDGET_S:.0f} CPU-seconds at about {POWERED_COST_PER_IMAGE_S:g} s per image "
+            f"allows {size['affordable']}, so it {'binds' if size['binds'] else 'does not bind'})")
+
+
+def powered_layer_scores(settings: Settings) -> Optional[pd.DataFrame]:
+    """The powered run: :func:`layer_scores` on the first ``powered_size(settings)["n"]`` images (its first
+    :func:`layer_sweep_size` images are the pilot's); None when there is none (the N is the pilot's)."""
+    size = powered_size(settings)
+    return layer_scores(settings, n=size["n"]) if size["n"] > layer_sweep_size(settings) else None
+
+
+def claims(settings: Settings) -> List[Claim]:
+    """The paper's layer-insensitivity claim (the layers chapter), from the cached results: one
+    equivalence row per method and non-main layer (:func:`layer_equivalence`), and the bootstrap
+    ratio of :func:`layer_spread` per method as context. With a powered run (:func:`powered_size`) its rows
+    count and the sweep's rows (its pilot) are context."""
+    pilot = _rows(settings, layer_scores(settings), counts=True)
+    powered = powered_layer_scores(settings)
+    if powered is None:
+        return pilot
+    under = " (underpowered: the budget binds)" if powered_size(settings)["binds"] else ""
+    return (_rows(settings, powered, counts=True, run=f", powered run{under}")
+            + [dataclasses.replace(r, claim=r.claim + ", the sweep (context: the pilot of the powered run)",
+                                   counts=False) for r in pilot])

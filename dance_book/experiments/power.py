@@ -332,6 +332,34 @@ def n_equivalence(sd: float, margin: float, power: float = POWER, confidence: fl
     return _smallest_n(enough, n_max)
 
 
+def budgeted_n(needed: Optional[int], pilot_n: int, budget_s: float, cost_per_image_s: float, powered: bool) -> dict:
+    """The N of a powered run planned from its pilot: the rule's ``needed`` images, capped by what ``budget_s``
+    CPU seconds buy at ``cost_per_image_s``, never below the pilot's ``pilot_n`` (its first images are the
+    pilot's); the pilot's N when the scale has no powered run (``powered`` False) or nothing could be planned
+    (``needed`` None).
+
+    Returns:
+        dict with ``n``, ``needed``, ``affordable`` (whole images the budget buys), ``binds`` (a powered run whose
+        budget leaves fewer than ``needed`` images: its verdicts can at best be underpowered), ``powered`` and
+        ``estimate_s`` (the cost estimate of ``n`` images).
+
+    Example:
+        >>> size = budgeted_n(131, pilot_n=4, budget_s=1800.0, cost_per_image_s=27.0, powered=True)
+        >>> size["n"], size["affordable"], size["binds"]
+        (66, 66, True)
+    """
+    pilot_n = _check_n(pilot_n, "pilot_n")
+    if needed is not None:
+        needed = _check_n(needed, "needed")
+    if not (cost_per_image_s > 0 and budget_s > 0):
+        raise ValueError(f"budget_s and cost_per_image_s must be positive seconds, got {budget_s!r}, {cost_per_image_s!r}")
+    affordable = int(budget_s / cost_per_image_s + 1e-9)  # whole images (1e-9: float division)
+    planned = powered and needed is not None
+    n = max(pilot_n, min(needed, affordable)) if planned else pilot_n
+    return dict(n=n, needed=needed, affordable=affordable, binds=bool(planned and affordable < needed),
+                powered=bool(powered), estimate_s=n * cost_per_image_s)
+
+
 def _smallest_n(enough, n_max: int) -> Optional[int]:
     """The smallest n in [2, n_max] with ``enough(n)`` (None if there is none), for a condition that, once
     true, stays true as n grows (power grows with n). Doubling, then bisection: about 2 log2(n) evaluations
