@@ -341,3 +341,27 @@ def test_the_layer_claims_powered_run_gives_the_counted_rows(S, monkeypatch):
                                rtol=1e-5, atol=1e-6)
     # the paper-scale smoke run has no powered run
     assert not La.powered_size(dataclasses.replace(S, extra={**S.extra, "smoke": True}))["powered"]
+
+
+def test_own_lattice_sensitivity_matches_population_sizes(S):
+    """Each other layer or architecture with its own default lattice against the main layer's lattice forced onto
+    it: both subsampled to the smaller family's number of masks, so both populations have 2M + 1 maps per image."""
+    targets = [("resnet-shapes", S.layer("resnet-shapes"), 2), (S.main_model, "features.conv3_1", 2)]
+    table = F.own_family_table(S, targets=targets, methods=["gradient"])
+    assert len(table) == 2 and set(table.model) == {"resnet-shapes", S.main_model}
+    for r in table.itertuples():
+        assert r.masks == min(r.masks_own, r.masks_main) and r.n == 2
+        own = F.family_scores(S, "gradient", F.OWN_LATTICE, 2, layer=r.layer, model_name=r.model, masks=r.masks)
+        lattice = F.family_scores(S, "gradient", "lattice", 2, layer=r.layer, model_name=r.model, masks=r.masks)
+        # equal populations: at most M masks x 2 directions + the image, in both families (none dropped here)
+        assert (own["n_decoys"] <= 2 * r.masks).all() and (lattice["n_decoys"] <= 2 * r.masks).all()
+        np.testing.assert_array_equal(own["n_decoys"] + own["dropped"], lattice["n_decoys"] + lattice["dropped"])
+        # the same raw maps: only the decoys differ
+        np.testing.assert_allclose(own["sf_none"], lattice["sf_none"], rtol=1e-6)
+    # the main layer's own lattice is the main lattice: the run leaves it out
+    assert all(layer != S.layer(S.main_model) or model != S.main_model
+               for model, layer, _ in F.own_family_targets(S))
+    with pytest.raises(ValueError, match="masks"):
+        F.family_scores(S, "gradient", F.OWN_LATTICE, 2, masks=0)
+    with pytest.raises(ValueError, match="family"):
+        F.family_scores(S, "gradient", "own")

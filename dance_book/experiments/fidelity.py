@@ -33,7 +33,8 @@ from .claims import Claim
 from .settings import Settings
 from .stats import paired_difference
 
-__all__ = ["FIDELITY_KINDS", "EQUAL_SIZE_DECOYS", "REPLACEMENTS", "FAMILIES", "FAMILY_SOLVER",
+__all__ = ["FIDELITY_KINDS", "EQUAL_SIZE_DECOYS", "REPLACEMENTS", "FAMILIES", "FAMILY_SOLVER", "OWN_LATTICE",
+           "own_family_targets", "own_family_table",
            "POWERED_KINDS", "POWERED_AGGREGATES", "POWERED_MEASURES", "POWERED_SCALES", "powered_measures", "POWERED_BUDGET_S",
            "POWERED_COST_PER_IMAGE_S", "powered_size", "powered_rule",
            "powered_scores", "fidelity_scores", "family_scores", "family_table", "family_claims", "claims", "N_SHOW", "compare",
@@ -246,7 +247,7 @@ PAPER_KIND_LAYER = {"vgg-shapes": "features.relu1_1"}
 
 
 def family_scores(settings: Settings, method: str, family: str, n: Optional[int] = None,
-                  layer: Optional[str] = None) -> dict:
+                  layer: Optional[str] = None, model_name: Optional[str] = None, masks: Optional[int] = None) -> dict:
     """S_F of the raw and the decoy-enhanced (range) maps of the first ``n`` images with one decoy family
     (cached, one entry per base method and family; ``n`` defaults to ``settings.n_fidelity``).
 
@@ -259,6 +260,11 @@ def family_scores(settings: Settings, method: str, family: str, n: Optional[int]
     ``layer`` (default: the main layer) constrains the decoys at another layer of the main model, with the
     main layer's masks (the lattice spacing of :func:`~dance_book.experiments.scores.mask_spacing`, the
     number of masks of the main layer's family): the layer-kind sensitivity row (:data:`PAPER_KIND_LAYER`).
+    ``model_name`` (default: the main model) optimises them on another architecture, at ``layer`` (default: that
+    model's layer). There the family :data:`OWN_LATTICE` is that layer's own default lattice (the spacing measured
+    at that layer, what DANCE would use there), against ``"lattice"``, the main layer's lattice forced onto it (the
+    book's default there); ``masks`` keeps a seeded random subset of that many masks (:func:`own_family_table`
+    matches both families' population sizes with it).
 
     Returns:
         dict with ``sf_none``, ``sf_decoys`` (numpy ``[n]``), ``n_decoys``, ``dropped`` (per image),
@@ -266,21 +272,26 @@ def family_scores(settings: Settings, method: str, family: str, n: Optional[int]
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {list(FAMILIES)}, got {family!r}")
+    if family not in FAMILIES and family != OWN_LATTICE:
+        raise ValueError(f"family must be one of {list(FAMILIES) + [OWN_LATTICE]}, got {family!r}")
     n = settings.n_fidelity if n is None else n
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
-    model_name = settings.main_model
-    main = settings.layer(model_name)
-    layer = main if layer is None else layer
+    if masks is not None and (isinstance(masks, bool) or not isinstance(masks, int) or masks < 1):
+        raise ValueError(f"masks must be a positive int or None, got {masks!r}")
+    main = settings.layer(settings.main_model)
+    model_name = settings.main_model if model_name is None else model_name
+    layer = settings.layer(model_name) if layer is None else layer
     model = load_model(model_name)
-    n_masks = int(mask_family(model, load_images(settings, 1).images, main, settings).shape[0])
-    options = dict(FAMILIES[family], solver=FAMILY_SOLVER)
+    n_masks = int(mask_family(load_model(settings.main_model), load_images(settings, 1).images, main,
+                              settings).shape[0])
+    options = dict(FAMILIES.get(family, {}), solver=FAMILY_SOLVER)
     if family == "one patch":
         options["n_masks"] = n_masks
-    elif layer != main:  # the main layer's lattice, not the one measured at this layer
-        options["spacing"] = mask_spacing(settings)
+    elif family == "lattice" and (model_name, layer) != (settings.main_model, main):
+        options["spacing"] = mask_spacing(settings)  # the main layer's lattice, not the one measured at this layer
+    if masks is not None:
+        options["n_masks"] = masks
     config = dict(settings=repr(settings), model=model_name, layer=layer, method=method, family=family, n=n,
                   options=sorted(options.items()))
 
@@ -338,3 +349,52 @@ def family_claims(settings: Settings) -> List[Claim]:
             f"(not the paper's Adam); one-patch masks subsampled to the lattice family's number of masks."),
             counts=False))
     return out
+
+
+#: The family of another layer or architecture: its own default lattice (issue 12, section 1), against the main
+#: layer's lattice, which the layers and architectures chapters force onto it so that every layer and model has
+#: the same number of decoys per image.
+OWN_LATTICE = "own lattice"
+
+
+def own_family_targets(settings: Settings) -> List[tuple]:
+    """The (model, layer, N) the own-lattice sensitivity run covers: every architecture other than the main model
+    at its layer (N = ``settings.n_small``, the architectures chapter's run) and every decoy layer of the layers
+    chapter other than the main one (its sweep's N)."""
+    from .layers import layer_sweep_size, sweep_layers  # layers imports this module
+
+    main_model, main = settings.main_model, settings.layer(settings.main_model)
+    out = [(m, settings.layer(m), settings.n_small) for m in settings.architectures if m != main_model]
+    return out + [(main_model, layer, layer_sweep_size(settings)) for layer in sweep_layers(settings) if layer != main]
+
+
+def own_family_table(settings: Settings, targets: Optional[Sequence[tuple]] = None,
+                     methods: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """The own-lattice sensitivity run: per (model, layer, N) of ``targets`` (default :func:`own_family_targets`)
+    and base method, S_F(decoys) - S_F(raw) with the layer's own lattice and with the main layer's lattice, both
+    subsampled to the same number of masks ``masks`` (the smaller of the two families' counts: equal populations,
+    2 masks + 1 maps per image) and solved by :data:`FAMILY_SOLVER`, and their paired difference (own - main).
+
+    Hodges-Lehmann estimates with their distribution-free 95 % intervals (the reading of every S_F measure):
+    ``own``, ``own_low``, ``own_high``; ``main``, ``main_low``, ``main_high``; ``hl``, ``hl_low``, ``hl_high``
+    (own - main); ``masks_own`` and ``masks_main`` (the families' sizes before subsampling), ``maps``."""
+    rows = []
+    main_model, main = settings.main_model, settings.layer(settings.main_model)
+    x = load_images(settings, 1).images
+    masks_main = int(mask_family(load_model(main_model), x, main, settings).shape[0])
+    for model_name, layer, n in (own_family_targets(settings) if targets is None else targets):
+        masks_own = int(mask_family(load_model(model_name), x, layer, settings).shape[0])
+        masks = min(masks_own, masks_main)
+        for method in (settings.sweep(METHODS) if methods is None else methods):
+            own, lattice = (family_scores(settings, method, family, n, layer=layer, model_name=model_name, masks=masks)
+                            for family in (OWN_LATTICE, "lattice"))
+            d_own = paired_difference(own["sf_decoys"], own["sf_none"], robust=True)
+            d_main = paired_difference(lattice["sf_decoys"], lattice["sf_none"], robust=True)
+            diff = paired_difference(own["sf_decoys"], lattice["sf_decoys"], robust=True)
+            sizes = np.concatenate([own["n_decoys"], lattice["n_decoys"]]) + 1
+            rows.append(dict(model=model_name, layer=layer, method=method, n=int(n), masks_own=masks_own,
+                             masks_main=masks_main, masks=masks, own=d_own["hl"], own_low=d_own["hl_low"],
+                             own_high=d_own["hl_high"], main=d_main["hl"], main_low=d_main["hl_low"],
+                             main_high=d_main["hl_high"], hl=diff["hl"], hl_low=diff["hl_low"], hl_high=diff["hl_high"],
+                             maps=f"{sizes.min()}" if sizes.min() == sizes.max() else f"{sizes.min()}–{sizes.max()}"))
+    return pd.DataFrame(rows)
