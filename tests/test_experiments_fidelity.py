@@ -290,7 +290,9 @@ def test_the_powered_runs_give_the_counted_rows(S, monkeypatch):
     arch = Ar.claims(S)
     assert len([c for c in arch if c.counts]) == 3 * len(S.architectures)
     assert all(c.n == 3 and "powered run" in c.measure for c in arch if c.counts)
-    assert all(c.n == S.n_small and "pilot" in c.claim for c in arch if not c.counts)
+    assert all(c.n == S.n_small and "pilot" in c.claim for c in arch if not c.counts and "decoy family" not in c.claim)
+    # the own-lattice sensitivity rows of every other model are context too
+    assert len([c for c in arch if "decoy family" in c.claim and not c.counts]) == 3 * (len(S.architectures) - 1)
 
 
 def test_budgeted_n_plans_from_the_pilot_up_to_the_budget():

@@ -12,13 +12,13 @@ from typing import List, Optional, Sequence
 
 import pandas as pd
 
-from .fidelity import powered_scores, powered_size
+from .fidelity import FAMILY_SOLVER, own_family_table, own_family_targets, powered_scores, powered_size
 from .maps import METHODS
 from .scores import N_SHOW, SF_NOTE, compare, example_heatmaps, frame, lower_sf, mask_spacing, sf_claim, summary
 from .claims import Claim
 from .settings import Settings
 
-__all__ = ["architecture_scores", "claims", "N_SHOW", "compare", "example_heatmaps", "mask_spacing", "summary"]
+__all__ = ["architecture_scores", "claims", "own_family_claims", "N_SHOW", "compare", "example_heatmaps", "mask_spacing", "summary"]
 
 def architecture_scores(settings: Settings, n: Optional[int] = None, models: Optional[Sequence[str]] = None,
                         methods: Sequence[str] = tuple(METHODS)) -> pd.DataFrame:
@@ -54,4 +54,25 @@ def claims(settings: Settings) -> List[Claim]:
                                f"{SF_NOTE} Higher-is-better reading: "
                                f"{'supported' if d['hl_low'] > 0 else 'not supported'}.")
                 out.append(row if counts else dataclasses.replace(row, counts=False))
+    return out + own_family_claims(settings)
+
+
+def own_family_claims(settings: Settings) -> List[Claim]:
+    """Context rows (``counts=False``) of the architectures claim from the own-lattice sensitivity run
+    (:func:`~dance_book.experiments.fidelity.own_family_table`): per other model and base method, S_F(decoys) -
+    S_F(raw) with the model's own lattice, labelled with the solver and the masks used."""
+    targets = [t for t in own_family_targets(settings) if t[0] != settings.main_model]
+    out = []
+    for r in own_family_table(settings, targets=targets).itertuples():
+        name = METHODS[r.method]
+        d = dict(hl=r.own, hl_low=r.own_low, hl_high=r.own_high, n=r.n, p_signed_rank=r.own_p, sd_diff=r.own_sd)
+        out.append(dataclasses.replace(sf_claim(
+            "architectures", f"{name}: fidelity better with decoys on {r.model}, its own mask lattice, line search "
+                             "(context: decoy family)", "architectures.md",
+            f"Hodges-Lehmann paired difference of S_F, decoys ({r.model}'s own lattice, {r.masks} of {r.masks_own} "
+            f"masks, {r.maps} maps, {FAMILY_SOLVER} solver) - none, {name}, {r.model} at {r.layer}, N={r.n}",
+            d, lower_sf(d),
+            f"{SF_NOTE} Context, not counted: the model's own default lattice instead of the main layer's, with the "
+            f"line-search solver; own minus main lattice {r.hl:+.3g} [{r.hl_low:+.3g}, {r.hl_high:+.3g}]."),
+            counts=False))
     return out

@@ -376,7 +376,8 @@ def own_family_table(settings: Settings, targets: Optional[Sequence[tuple]] = No
     2 masks + 1 maps per image) and solved by :data:`FAMILY_SOLVER`, and their paired difference (own - main).
 
     Hodges-Lehmann estimates with their distribution-free 95 % intervals (the reading of every S_F measure):
-    ``own``, ``own_low``, ``own_high``; ``main``, ``main_low``, ``main_high``; ``hl``, ``hl_low``, ``hl_high``
+    ``own``, ``own_low``, ``own_high`` (with ``own_p``, the signed-rank p, and ``own_sd``, the paired SD);
+    ``main``, ``main_low``, ``main_high``; ``hl``, ``hl_low``, ``hl_high``
     (own - main); ``masks_own`` and ``masks_main`` (the families' sizes before subsampling), ``maps``."""
     rows = []
     main_model, main = settings.main_model, settings.layer(settings.main_model)
@@ -394,7 +395,8 @@ def own_family_table(settings: Settings, targets: Optional[Sequence[tuple]] = No
             sizes = np.concatenate([own["n_decoys"], lattice["n_decoys"]]) + 1
             rows.append(dict(model=model_name, layer=layer, method=method, n=int(n), masks_own=masks_own,
                              masks_main=masks_main, masks=masks, own=d_own["hl"], own_low=d_own["hl_low"],
-                             own_high=d_own["hl_high"], main=d_main["hl"], main_low=d_main["hl_low"],
+                             own_high=d_own["hl_high"], own_p=d_own["p_signed_rank"], own_sd=d_own["sd_diff"],
+                             main=d_main["hl"], main_low=d_main["hl_low"],
                              main_high=d_main["hl_high"], hl=diff["hl"], hl_low=diff["hl_low"], hl_high=diff["hl_high"],
                              maps=f"{sizes.min()}" if sizes.min() == sizes.max() else f"{sizes.min()}–{sizes.max()}"))
     return pd.DataFrame(rows)
