@@ -378,11 +378,14 @@ def own_family_table(settings: Settings, targets: Optional[Sequence[tuple]] = No
     Hodges-Lehmann estimates with their distribution-free 95 % intervals (the reading of every S_F measure):
     ``own``, ``own_low``, ``own_high`` (with ``own_p``, the signed-rank p, and ``own_sd``, the paired SD);
     ``main``, ``main_low``, ``main_high``; ``hl``, ``hl_low``, ``hl_high``
-    (own - main); ``masks_own`` and ``masks_main`` (the families' sizes before subsampling), ``maps``."""
+    (own - main); ``masks_own`` and ``masks_main`` (the families' sizes before subsampling), ``maps``, and
+    ``own_cover`` / ``main_cover``, the share of the image's pixels the masks used cover: cutting a family of many
+    small masks to a few leaves most of the image without a decoy."""
     rows = []
     main_model, main = settings.main_model, settings.layer(settings.main_model)
     x = load_images(settings, 1).images
     masks_main = int(mask_family(load_model(main_model), x, main, settings).shape[0])
+    pixels = x.shape[-2] * x.shape[-1]
     for model_name, layer, n in (own_family_targets(settings) if targets is None else targets):
         masks_own = int(mask_family(load_model(model_name), x, layer, settings).shape[0])
         masks = min(masks_own, masks_main)
@@ -398,5 +401,7 @@ def own_family_table(settings: Settings, targets: Optional[Sequence[tuple]] = No
                              own_high=d_own["hl_high"], own_p=d_own["p_signed_rank"], own_sd=d_own["sd_diff"],
                              main=d_main["hl"], main_low=d_main["hl_low"],
                              main_high=d_main["hl_high"], hl=diff["hl"], hl_low=diff["hl_low"], hl_high=diff["hl_high"],
-                             maps=f"{sizes.min()}" if sizes.min() == sizes.max() else f"{sizes.min()}–{sizes.max()}"))
+                             maps=f"{sizes.min()}" if sizes.min() == sizes.max() else f"{sizes.min()}–{sizes.max()}",
+                             # the share of the image the masks cover (tiled patches: a family's masks are disjoint)
+                             own_cover=masks * own["mask_pixels"] / pixels, main_cover=masks * lattice["mask_pixels"] / pixels))
     return pd.DataFrame(rows)
