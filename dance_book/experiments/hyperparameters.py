@@ -321,7 +321,8 @@ def claims(settings: Settings) -> List[Claim]:
     powered = powered_sweep(settings)
     if powered is None:
         return pilot
-    under = " (underpowered: the budget binds)" if powered_size(settings)["binds"] else ""
+    size = powered_size(settings)
+    under = f" (N capped by the budget; the rule asks for {size['needed']})" if size["binds"] else ""
     return (_rows(powered, run=f", powered run{under}")
             + [dataclasses.replace(r, claim=r.claim + ", the sweep (context: the pilot of the powered run)",
                                    counts=False) for r in pilot])
