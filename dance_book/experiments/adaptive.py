@@ -124,7 +124,7 @@ def adaptive_settings(settings: Settings) -> AdaptiveSettings:
     """The frozen :class:`AdaptiveSettings` of ``settings.scale`` (a smoke run of paper scale gets CI's,
     shrunk to the smoke run's attack steps, SmoothGrad samples, IG steps, two EOT populations (the defender's and
     one shifted) and one image: it checks that the code runs; its intervals are NaN)."""
-    if settings.scale == "paper" and settings.extra.get("smoke"):
+    if settings.scale == "paper" and settings.smoke:
         return replace(ADAPTIVE_SETTINGS["ci"], iterations=int(settings.extra.get("attack_iterations", 2)), n_max=1,
                        n_min=1, eot_samples=2, smoothgrad_samples=settings.smoothgrad_samples, ig_steps=settings.ig_steps)
     return ADAPTIVE_SETTINGS[settings.scale]
@@ -187,7 +187,7 @@ def sample_sizes(settings: Settings, methods: Sequence[str] = tuple(METHODS)) ->
     """:func:`choose_n` per method for ``settings`` (the rule of :class:`AdaptiveSettings`)."""
     cfg = adaptive_settings(settings)
     needed = n_needed(cfg.smallest_effect, cfg.power, cfg.alpha)
-    costs = COST_PER_IMAGE.get(settings.scale if not settings.extra.get("smoke") else "ci")
+    costs = COST_PER_IMAGE.get(settings.scale if not settings.smoke else "ci")
     out = {}
     for method in check_methods(methods):
         if costs is None:  # paper scale: the cap is n_max
@@ -297,7 +297,7 @@ SMOKE_METHODS = {"main": ("gradient",), "kinds": ("smoothgrad",), "unrolled": ("
 def study_methods(settings: Settings) -> Tuple[str, ...]:
     """The methods of :func:`adaptive_study` (and of the claims): every method, but :data:`SMOKE_METHODS`
     in the paper-scale smoke run."""
-    return SMOKE_METHODS["main"] if settings.extra.get("smoke") else tuple(METHODS)
+    return SMOKE_METHODS["main"] if settings.smoke else tuple(METHODS)
 
 
 def adaptive_study(settings: Settings, methods: Optional[Sequence[str]] = None, n: Optional[int] = None) -> dict:
@@ -319,7 +319,7 @@ def kind_plan(settings: Settings) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
     """``(kinds, methods)`` of :func:`kind_study`: :data:`OTHER_KINDS` on :data:`KIND_METHODS`; in the paper-scale
     smoke run the first kind only, on :data:`SMOKE_METHODS`' method (the other kind's attack runs in the attacks
     chapter; this run checks the code path of a kind other than the settings' own)."""
-    if settings.extra.get("smoke"):
+    if settings.smoke:
         return OTHER_KINDS[:1], SMOKE_METHODS["kinds"]
     return OTHER_KINDS, KIND_METHODS
 
@@ -329,7 +329,7 @@ def kind_sample_sizes(settings: Settings) -> Dict[str, dict]:
     (the chapter's rule, capped by :data:`KIND_BUDGET_S` over :data:`COST_PER_IMAGE`; paper scale: its ``n_max``)."""
     cfg = adaptive_settings(settings)
     needed = n_needed(cfg.smallest_effect, cfg.power, cfg.alpha)
-    costs = COST_PER_IMAGE.get(settings.scale if not settings.extra.get("smoke") else "ci")
+    costs = COST_PER_IMAGE.get(settings.scale if not settings.smoke else "ci")
     return {m: (choose_n(needed, 1.0, float(cfg.n_max or needed), cfg.n_min) if costs is None else
                 choose_n(needed, costs[m], KIND_BUDGET_S, cfg.n_min, cfg.n_max)) for m in kind_plan(settings)[1]}
 
@@ -367,14 +367,14 @@ UNROLL_STEPS_SWEEP = (1, 10)
 def unrolled_methods(settings: Settings) -> Tuple[str, ...]:
     """The methods of the chapter's unrolled study: :data:`UNROLLED_METHODS` (the paper-scale smoke run:
     :data:`SMOKE_METHODS`' own, whose main run the unrolled study reuses)."""
-    return SMOKE_METHODS["unrolled"] if settings.extra.get("smoke") else UNROLLED_METHODS
+    return SMOKE_METHODS["unrolled"] if settings.smoke else UNROLLED_METHODS
 
 
 def unroll_steps_sweep(settings: Settings) -> List[int]:
     """The unrolled step counts of the chapter's check (gradient): :data:`UNROLL_STEPS_SWEEP` and
     :data:`UNROLL_STEPS`, sorted; the paper-scale smoke run keeps :data:`UNROLL_STEPS` only (its run is the
     unrolled study's own, so the check adds none)."""
-    if settings.extra.get("smoke"):
+    if settings.smoke:
         return [UNROLL_STEPS]
     return sorted(set(UNROLL_STEPS_SWEEP) | {UNROLL_STEPS})
 
@@ -394,7 +394,7 @@ def unrolled_chunks(settings: Settings, method: str = "gradient", unroll_steps: 
     :func:`adaptive_run`) in chunks that :data:`UNROLLED_BUDGET_S` buys at :data:`UNROLLED_COST_PER_IMAGE`
     (scaled by ``unroll_steps / UNROLL_STEPS``; paper scale: one chunk)."""
     n = sample_sizes(settings, [method])[method]["n"]
-    costs = UNROLLED_COST_PER_IMAGE.get(settings.scale if not settings.extra.get("smoke") else "ci")
+    costs = UNROLLED_COST_PER_IMAGE.get(settings.scale if not settings.smoke else "ci")
     per_image = None if costs is None else costs[method] * unroll_steps / UNROLL_STEPS
     size = n if per_image is None else max(1, int(UNROLLED_BUDGET_S // per_image))
     return [(lo, min(n, lo + size)) for lo in range(0, n, size)]

@@ -235,7 +235,7 @@ def study_pairs(settings: Settings, methods: Sequence[str], kinds: Sequence[str]
     the random-sign control on every method (the summary, the excess table and the claims compare each attack
     with the control on its method): every attack and every method still runs, in half the runs."""
     pairs = [(kind, method) for method in methods for kind in kinds]
-    if not settings.extra.get("smoke"):
+    if not settings.smoke:
         return pairs
     aimed = [kind for kind in kinds if kind != "random"]
     keep = {(kind, methods[i % len(methods)]) for i, kind in enumerate(aimed)} | {("random", m) for m in methods}
@@ -616,7 +616,7 @@ STRONG_COST_PER_IMAGE = {"ci": {"gradient": 20.0, "smoothgrad": 40.0, "integrate
 def strong_settings(settings: Settings) -> StrongSettings:
     """The frozen :class:`StrongSettings` of ``settings.scale`` (a paper-scale smoke run: CI's, one image,
     the smoke run's few steps)."""
-    if settings.scale == "paper" and settings.extra.get("smoke"):
+    if settings.scale == "paper" and settings.smoke:
         return replace(STRONG_SETTINGS["ci"], iterations=int(settings.extra.get("attack_iterations", 2)), n_max=1)
     return STRONG_SETTINGS[settings.scale]
 
@@ -632,7 +632,7 @@ def strong_sample_sizes(settings: Settings, methods: Sequence[str] = tuple(METHO
     needed = int(Pw.n_needed(1.0, Pw.DECLARATIONS["attacks"].effect_dz))
     # never more than the main run's images: the corner control of the same images is read from it
     cap = settings.n_attack if cfg.n_max is None else min(cfg.n_max, settings.n_attack)
-    costs = STRONG_COST_PER_IMAGE.get("ci" if settings.scale == "ci" or settings.extra.get("smoke") else settings.scale)
+    costs = STRONG_COST_PER_IMAGE.get("ci" if settings.scale == "ci" or settings.smoke else settings.scale)
     out = {}
     for method in check_methods(methods):
         if costs is None:
@@ -764,7 +764,7 @@ def strong_pairs(settings: Settings, methods: Sequence[str], kinds: Sequence[str
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValueError(f"offset must be a non-negative int (the first method's position), got {offset!r}")
     pairs = [(kind, method) for method in methods for kind in kinds]
-    if not settings.extra.get("smoke") or not methods:
+    if not settings.smoke or not methods:
         return pairs
     keep = {(kind, methods[(offset + i) % len(methods)]) for i, kind in enumerate(kinds)}
     return [p for p in pairs if p in keep]

@@ -129,7 +129,7 @@ def sample_size(settings: Settings) -> dict:
     effect = Pw.DECLARATIONS["fidelity"].effect_dz
     needed = Pw.n_needed(1.0, effect, alpha=Pw.ALPHA / len(METHODS))
     if settings.scale == "paper":
-        cap = 2 if settings.extra.get("smoke") else settings.n_fidelity
+        cap = 2 if settings.smoke else settings.n_fidelity
         return choose_n(needed, 1.0, float(cap), n_min=2)
     return choose_n(needed, COST_PER_IMAGE["ci"] * NEW_EPSILONS, BUDGET_S["ci"], n_min=2)
 
@@ -158,7 +158,7 @@ def pilot(settings: Settings, grid: Optional[Sequence[float]] = None, model_name
         and ``seconds``.
     """
     model_name = model_name or settings.main_model
-    n = PILOT_IMAGES.get(settings.scale, 3) if not settings.extra.get("smoke") else 1
+    n = PILOT_IMAGES.get(settings.scale, 3) if not settings.smoke else 1
     grid = tuple(float(e) for e in settings.sweep(PILOT_GRID if grid is None else grid))  # smoke run: the ends
     offset = settings.n_fidelity  # disjoint from every image of the fidelity experiments
     config = dict(settings=repr(settings), model=model_name, n=n, grid=grid, offset=offset, target=PAPER_DRIFT)

@@ -112,7 +112,7 @@ def powered_size(settings: Settings, claim: str = "fidelity") -> dict:
     needed = int(Pw.n_needed(1.0, Pw.DECLARATIONS[claim].effect_dz, alpha=Pw.ALPHA / powered_measures(settings, claim)))
     cost = POWERED_COST_PER_IMAGE_S[claim]
     affordable = int(POWERED_BUDGET_S[claim] / cost + 1e-9)  # whole images (1e-9: float division)
-    powered = settings.scale in POWERED_SCALES and not settings.extra.get("smoke")
+    powered = settings.scale in POWERED_SCALES and not settings.smoke
     main_n = settings.n_small if claim == "architectures" else settings.n_fidelity  # the chapter's own run
     n = max(main_n, min(needed, affordable)) if powered else main_n
     return dict(n=n, needed=needed, affordable=affordable, binds=powered and affordable < needed, powered=powered,

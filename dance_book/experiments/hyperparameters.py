@@ -64,7 +64,7 @@ def sweep_size(settings: Settings) -> int:
     """Number of images the c sweep uses at this scale (:data:`SWEEP_IMAGES`; no more than
     ``settings.n_small`` under the paper-scale smoke test, whose folder holds a few images)."""
     n = SWEEP_IMAGES.get(settings.scale, settings.n_small)
-    return min(n, settings.n_small) if settings.extra.get("smoke") else n
+    return min(n, settings.n_small) if settings.smoke else n
 
 
 def _overrides(settings: Settings, c: float) -> dict:
@@ -288,7 +288,7 @@ def powered_size(settings: Settings) -> dict:
     :data:`POWERED_COST_PER_IMAGE_S`; the pilot's N on a scale without powered runs (:data:`POWERED_SCALES`) and under
     the paper-scale smoke run."""
     pilot_n = sweep_size(settings)
-    powered = settings.scale in POWERED_SCALES and not settings.extra.get("smoke")
+    powered = settings.scale in POWERED_SCALES and not settings.smoke
     needed = planned_n(_rows(c_sweep(settings))) if powered else None
     return Pw.budgeted_n(needed, pilot_n, POWERED_BUDGET_S, POWERED_COST_PER_IMAGE_S, powered)
 

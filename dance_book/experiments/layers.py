@@ -224,7 +224,7 @@ def powered_size(settings: Settings) -> dict:
     capped by :data:`POWERED_BUDGET_S` at :data:`POWERED_COST_PER_IMAGE_S`; the pilot's N on a scale without
     powered runs (:data:`POWERED_SCALES`) and under the paper-scale smoke run."""
     pilot_n = layer_sweep_size(settings)
-    powered = settings.scale in POWERED_SCALES and not settings.extra.get("smoke")
+    powered = settings.scale in POWERED_SCALES and not settings.smoke
     needed = planned_n(_rows(settings, layer_scores(settings))) if powered else None
     return Pw.budgeted_n(needed, pilot_n, POWERED_BUDGET_S, POWERED_COST_PER_IMAGE_S, powered)
 

@@ -322,7 +322,7 @@ def runtime(settings: Settings, rounds: Optional[int] = None) -> Dict[str, objec
     that every chapter of one build (the hyperparameters chapter, the claims page) reads the same
     measurement instead of timing again, and memoised in the process."""
     if rounds is None:  # the paper-scale smoke test times one round: its numbers mean nothing
-        rounds = 1 if settings.extra.get("smoke") else ROUNDS
+        rounds = 1 if settings.smoke else ROUNDS
     key = (repr(settings), rounds)
     if key not in _MEMO:
         _MEMO[key] = cached("runtime", dict(settings=key[0], rounds=rounds, machine=platform.node()),

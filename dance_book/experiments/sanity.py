@@ -216,7 +216,7 @@ def sanity_n(settings: Settings) -> int:
         (8, 2)
     """
     n = SANITY_N[settings.scale]
-    return min(n, settings.n_small) if settings.extra.get("smoke") else n
+    return min(n, settings.n_small) if settings.smoke else n
 
 
 #: Methods of the sanity chapter whose decoy-enhanced maps are checked (CI: the gradient only, as
@@ -234,7 +234,7 @@ def sanity_methods(settings: Settings) -> Tuple[str, ...]:
         >>> sanity_methods(CI), sanity_methods(PAPER_SMOKE), len(sanity_methods(PAPER))
         (('gradient',), ('gradient',), 3)
     """
-    return SANITY_METHODS["ci" if settings.extra.get("smoke") else settings.scale]
+    return SANITY_METHODS["ci" if settings.smoke else settings.scale]
 
 
 SANITY_RAW_METHODS = tuple(METHODS)
@@ -294,7 +294,7 @@ def floor_n(settings: Settings) -> Dict[str, object]:
     m = 2 * len(FLOOR_METHODS)
     planned = Pw.n_needed(1.0, Pw.DECLARATIONS["sanity"].effect_dz, alpha=Pw.ALPHA / m)
     cap = FLOOR_N_CAP[settings.scale]
-    if settings.extra.get("smoke"):
+    if settings.smoke:
         cap = min(cap, settings.n_small)
     n = cap if planned is None else min(planned, cap)
     return {"n": int(n), "planned": planned, "cap": int(cap), "capped": planned is None or planned > cap}

@@ -112,6 +112,12 @@ class Settings:
     def with_decoys(self, **changes) -> "Settings":
         return replace(self, decoys=replace(self.decoys, **changes))
 
+    @property
+    def smoke(self) -> bool:
+        """Whether these are the paper-scale smoke run's settings (:data:`PAPER_SMOKE`: ``extra["smoke"]`` set), which
+        shrink every experiment to a few seconds so that each kind of cell runs once."""
+        return bool(self.extra.get("smoke"))
+
     def sweep(self, values: Iterable, keep: Iterable = ()) -> List:
         """The values of a sweep (layers, c values, epsilons, attack shares) that a chapter runs at these settings.
 
@@ -126,7 +132,7 @@ class Settings:
             ([1, 2, 3, 4, 5], [1, 4, 5])
         """
         values = list(values)
-        if not self.extra.get("smoke"):
+        if not self.smoke:
             return values
         keep = list(keep)
         return [v for i, v in enumerate(values) if i in (0, len(values) - 1) or v in keep]
