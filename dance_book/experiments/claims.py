@@ -405,6 +405,17 @@ def planned_n(rows: List[Claim]) -> Optional[int]:
     return int(values.max()) if len(values) else None
 
 
+def powered_label(size: dict) -> str:
+    """The suffix of a powered run's sub-claims (``size`` from :func:`~dance_book.experiments.power.budgeted_n`)."""
+    return ", powered run" + (f" (N capped by the budget; the rule asks for {size['needed']})" if size["binds"] else "")
+
+
+def pilot_context(rows: List[Claim]) -> List[Claim]:
+    """A chapter's own rows turned into context beside its powered run: the pilot's, not counted."""
+    return [dataclasses.replace(r, claim=r.claim + ", the sweep (context: the pilot of the powered run)", counts=False)
+            for r in rows]
+
+
 def why(group: pd.DataFrame) -> str:
     """One sentence, built from the measures, on why a claim is not (fully) reproduced; '' when it is."""
     counted = group[group.counts]

@@ -23,7 +23,6 @@ across-image standard deviation of ``S_F(c_ref)`` (a "small" standardised effect
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -37,7 +36,7 @@ from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import METHODS, base_maps, enhanced_maps, predicted
 from . import power as Pw
-from .claims import Claim, direction, equivalence_reading, planned_n
+from .claims import Claim, direction, equivalence_reading, pilot_context, planned_n, powered_label
 from .settings import Settings
 from .stats import mean_sd, paired_difference
 
@@ -297,9 +296,8 @@ def powered_rule(settings: Settings) -> str:
     """How :func:`powered_size` chose N, in words (the chapter pastes it above the powered run)."""
     size = powered_size(settings)
     return (f"N = {size['n']} images (the rule asks for {size['needed']}: the largest N that a counted measure of the "
-            f"N = {sweep_size(settings)} sweep needs for {100 * Pw.POWER:g} % power; the budget of "
-            f"{POWERED_BUDGET_S:.0f} CPU-seconds at about {POWERED_COST_PER_IMAGE_S:g} s per image allows "
-            f"{size['affordable']}, so it {'binds' if size['binds'] else 'does not bind'})")
+            f"N = {sweep_size(settings)} sweep needs for {100 * Pw.POWER:g} % power; "
+            f"{Pw.budget_clause(size, POWERED_BUDGET_S, POWERED_COST_PER_IMAGE_S)})")
 
 
 def powered_sweep(settings: Settings) -> Optional[Dict[str, object]]:
@@ -321,8 +319,4 @@ def claims(settings: Settings) -> List[Claim]:
     powered = powered_sweep(settings)
     if powered is None:
         return pilot
-    size = powered_size(settings)
-    under = f" (N capped by the budget; the rule asks for {size['needed']})" if size["binds"] else ""
-    return (_rows(powered, run=f", powered run{under}")
-            + [dataclasses.replace(r, claim=r.claim + ", the sweep (context: the pilot of the powered run)",
-                                   counts=False) for r in pilot])
+    return _rows(powered, run=powered_label(powered_size(settings))) + pilot_context(pilot)

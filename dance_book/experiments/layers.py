@@ -5,7 +5,6 @@ so only the representation the decoys preserve changes; see :mod:`dance_book.exp
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 from typing import List, Optional, Sequence
@@ -16,7 +15,7 @@ from scipy import stats
 
 from .. import zoo
 from . import power as Pw
-from .claims import Claim, direction, equivalence_reading, planned_n
+from .claims import Claim, direction, equivalence_reading, pilot_context, planned_n, powered_label
 from .inputs import load_model
 from .maps import METHODS
 from .scores import N_SHOW, decoy_population, decoy_summary, example_heatmaps, frame, mask_spacing, summary
@@ -234,8 +233,7 @@ def powered_rule(settings: Settings) -> str:
     size = powered_size(settings)
     return (f"N = {size['n']} images (the rule asks for {size['needed']}: the largest N at which an equivalence "
             f"interval of the N = {layer_sweep_size(settings)} sweep lands inside its margin with {100 * Pw.POWER:g} % "
-            f"power; the budget of {POWERED_BUDGET_S:.0f} CPU-seconds at about {POWERED_COST_PER_IMAGE_S:g} s per image "
-            f"allows {size['affordable']}, so it {'binds' if size['binds'] else 'does not bind'})")
+            f"power; {Pw.budget_clause(size, POWERED_BUDGET_S, POWERED_COST_PER_IMAGE_S)})")
 
 
 def powered_layer_scores(settings: Settings) -> Optional[pd.DataFrame]:
@@ -254,8 +252,4 @@ def claims(settings: Settings) -> List[Claim]:
     powered = powered_layer_scores(settings)
     if powered is None:
         return pilot
-    size = powered_size(settings)
-    under = f" (N capped by the budget; the rule asks for {size['needed']})" if size["binds"] else ""
-    return (_rows(settings, powered, counts=True, run=f", powered run{under}")
-            + [dataclasses.replace(r, claim=r.claim + ", the sweep (context: the pilot of the powered run)",
-                                   counts=False) for r in pilot])
+    return _rows(settings, powered, counts=True, run=powered_label(powered_size(settings))) + pilot_context(pilot)

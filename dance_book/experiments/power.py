@@ -372,6 +372,12 @@ def budgeted_n(needed: Optional[int], pilot_n: int, budget_s: float, cost_per_im
                 powered=bool(powered), estimate_s=n * cost_per_image_s)
 
 
+def budget_clause(size: dict, budget_s: float, cost_per_image_s: float) -> str:
+    """The budget's part of a powered run's rule in words (``size`` from :func:`budgeted_n`)."""
+    return (f"the budget of {budget_s:.0f} CPU-seconds at about {cost_per_image_s:g} s per image allows "
+            f"{size['affordable']}, so it {'binds' if size['binds'] else 'does not bind'}")
+
+
 def _smallest_n(enough, n_max: int) -> Optional[int]:
     """The smallest n in [2, n_max] with ``enough(n)`` (None if there is none), for a condition that, once
     true, stays true as n grows (power grows with n). Doubling, then bisection: about 2 log2(n) evaluations
