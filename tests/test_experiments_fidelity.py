@@ -360,6 +360,11 @@ def test_own_lattice_sensitivity_matches_population_sizes(S):
         np.testing.assert_array_equal(own["n_decoys"] + own["dropped"], lattice["n_decoys"] + lattice["dropped"])
         # the same raw maps: only the decoys differ
         np.testing.assert_allclose(own["sf_none"], lattice["sf_none"], rtol=1e-6)
+    shown = F.own_family_display(table[table.model != S.main_model], by="model")
+    assert list(shown.index) == ["resnet-shapes"] and list(shown.columns) == ["masks (own → used)", "covered (own / main)",
+                                                                              E.METHODS["gradient"]]
+    with pytest.raises(ValueError, match="by"):
+        F.own_family_display(table, by="method")
     # the main layer's own lattice is the main lattice: the run leaves it out
     assert all(layer != S.layer(S.main_model) or model != S.main_model
                for model, layer, _ in F.own_family_targets(S))

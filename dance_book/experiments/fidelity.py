@@ -34,7 +34,7 @@ from .settings import Settings
 from .stats import paired_difference
 
 __all__ = ["FIDELITY_KINDS", "EQUAL_SIZE_DECOYS", "REPLACEMENTS", "FAMILIES", "FAMILY_SOLVER", "OWN_LATTICE",
-           "own_family_targets", "own_family_table",
+           "own_family_targets", "own_family_table", "own_family_display",
            "POWERED_KINDS", "POWERED_AGGREGATES", "POWERED_MEASURES", "POWERED_SCALES", "powered_measures", "POWERED_BUDGET_S",
            "POWERED_COST_PER_IMAGE_S", "powered_size", "powered_rule",
            "powered_scores", "fidelity_scores", "family_scores", "family_table", "family_claims", "claims", "N_SHOW", "compare",
@@ -405,3 +405,19 @@ def own_family_table(settings: Settings, targets: Optional[Sequence[tuple]] = No
                              # the share of the image the masks cover (tiled patches: a family's masks are disjoint)
                              own_cover=masks * own["mask_pixels"] / pixels, main_cover=masks * lattice["mask_pixels"] / pixels))
     return pd.DataFrame(rows)
+
+
+def own_family_display(table: pd.DataFrame, by: str = "model") -> pd.DataFrame:
+    """The own-lattice table as the chapters show it: one row per ``by`` (``"model"`` or ``"layer"``), the masks of
+    its own family and the number used, the share of the image each family covers, and per base method S_F(own
+    lattice) - S_F(main lattice) (Hodges-Lehmann estimate [95 % interval], one decimal)."""
+    if by not in ("model", "layer"):
+        raise ValueError(f"by must be 'model' or 'layer', got {by!r}")
+    first = table.groupby(by, sort=False).first()
+    out = pd.DataFrame({"masks (own → used)": [f"{a} → {b}" for a, b in zip(first.masks_own, first.masks)],
+                        "covered (own / main)": [f"{a:.0%} / {b:.0%}" for a, b in zip(first.own_cover, first.main_cover)]},
+                       index=first.index)
+    for method in table.method.unique():
+        rows = table[table.method == method].set_index(by)
+        out[METHODS[method]] = [f"{r.hl:+.1f} [{r.hl_low:+.1f}, {r.hl_high:+.1f}]" for r in rows.loc[out.index].itertuples()]
+    return out
