@@ -163,11 +163,17 @@ def tiny(tmp_path_factory):
 
     import dance_book.experiments as E
 
+    from dance_book.experiments import hyperparameters, layers, localization
+
     old = os.environ.get("DANCE_CACHE_DIR")
     os.environ["DANCE_CACHE_DIR"] = str(tmp_path_factory.mktemp("dance-cache"))
+    mp = pytest.MonkeyPatch()
+    for module in (hyperparameters, layers, localization):  # the claims at these settings' own images: no powered run
+        mp.setattr(module, "POWERED_SCALES", ())
     ci = E.settings("ci")
     yield dataclasses.replace(ci, n_attack=2, n_fidelity=2, decoys=dataclasses.replace(ci.decoys, patch_size=8),
                               extra={**ci.extra, "adam_steps": 20})
+    mp.undo()
     if old is None:
         os.environ.pop("DANCE_CACHE_DIR", None)
     else:

@@ -249,3 +249,28 @@ def test_attack_summary_reads_verdicts_and_the_control_from_the_table():
     assert some.verdict == "some" and some.n_lower == 8 and not some.control_similar
     none = R.summarize(runs, _study_table({c: 1.1 for c in cases}), excess)
     assert none.verdict == "none" and none.n_lower == 0
+
+
+def test_the_localization_claims_powered_run_gives_the_counted_rows(tiny, monkeypatch):
+    """With a powered run (here 3 images; the chapter's 2 are its pilot), the counted rows are the powered run's, the
+    chapter's run is context, and N follows the claims page's plan for the pilot, capped by the budget."""
+    pilot_rows = Lc.claims(tiny)  # the fixture clears the powered scales
+    monkeypatch.setattr(Lc, "POWERED_SCALES", ("ci",))
+    monkeypatch.setattr(Lc, "POWERED_COST_PER_IMAGE_S", 1.0)
+    monkeypatch.setattr(Lc, "POWERED_BUDGET_S", 3.0)
+    size = Lc.powered_size(tiny)
+    assert size["needed"] == Cl.planned_n(pilot_rows) and size["powered"]
+    assert size["needed"] > 3 and size["n"] == 3 and size["binds"]  # two images plan a large N; the budget buys 3
+    assert size["n"] == 3 and Lc.powered_rule(tiny).startswith("N = 3 images")
+    rows = Lc.claims(tiny)
+    counted = [r for r in rows if r.counts]
+    assert len(counted) == len([r for r in pilot_rows if r.counts]) and all(r.n == 3 and "powered run" in r.claim
+                                                                              for r in counted)
+    context = [r for r in rows if "pilot of the powered run" in r.claim]
+    assert len(context) == len(pilot_rows) and not any(r.counts for r in context)
+    run, pilot = Lc.powered_run(tiny), Lc.localization_run(tiny)
+    # the pilot's images are the powered run's first ones
+    for v in Lc.VARIANTS:
+        np.testing.assert_allclose(run["mass"]["paper"][v][:2], pilot["mass"]["paper"][v], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="n must"):
+        Lc.localization_run(tiny, 0)
