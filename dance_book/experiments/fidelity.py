@@ -110,13 +110,9 @@ def powered_size(settings: Settings, claim: str = "fidelity") -> dict:
     """
     claim = _check_powered(claim)
     needed = int(Pw.n_needed(1.0, Pw.DECLARATIONS[claim].effect_dz, alpha=Pw.ALPHA / powered_measures(settings, claim)))
-    cost = POWERED_COST_PER_IMAGE_S[claim]
-    affordable = int(POWERED_BUDGET_S[claim] / cost + 1e-9)  # whole images (1e-9: float division)
     powered = settings.scale in POWERED_SCALES and not settings.smoke
     main_n = settings.n_small if claim == "architectures" else settings.n_fidelity  # the chapter's own run
-    n = max(main_n, min(needed, affordable)) if powered else main_n
-    return dict(n=n, needed=needed, affordable=affordable, binds=powered and affordable < needed, powered=powered,
-                estimate_s=n * cost)
+    return Pw.budgeted_n(needed, main_n, POWERED_BUDGET_S[claim], POWERED_COST_PER_IMAGE_S[claim], powered)
 
 
 def powered_rule(settings: Settings, claim: str = "fidelity") -> str:
@@ -126,8 +122,7 @@ def powered_rule(settings: Settings, claim: str = "fidelity") -> str:
     per = " per model" if claim == "architectures" else ""
     return (f"N = {size['n']} images{per} (the rule asks for {size['needed']}: d_z = {Pw.DECLARATIONS[claim].effect_dz:g}, "
             f"{100 * Pw.POWER:g} % power, Holm's α/{powered_measures(settings, claim)} over the claim's counted measures; "
-            f"the budget of {POWERED_BUDGET_S[claim]:.0f} CPU-seconds at about {POWERED_COST_PER_IMAGE_S[claim]:g} s per "
-            f"image allows {size['affordable']}, so it {'binds' if size['binds'] else 'does not bind'})")
+            f"{Pw.budget_clause(size, POWERED_BUDGET_S[claim], POWERED_COST_PER_IMAGE_S[claim])})")
 
 
 def powered_scores(settings: Settings, claim: str = "fidelity", methods: Sequence[str] = tuple(METHODS)) -> pd.DataFrame:
