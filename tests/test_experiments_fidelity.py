@@ -286,13 +286,34 @@ def test_the_powered_runs_give_the_counted_rows(S, monkeypatch):
         np.testing.assert_allclose(got, want, rtol=1e-9)  # at N = 3 the rank interval is [-inf, inf]
         pilot = [c for c in rows if c.paper_claim == claim and not c.counts and "pilot" in c.claim]
         assert len(pilot) == 3 * len(others) and all(c.n == 2 for c in pilot)
-    # the architectures claim: the powered run of every model counts, the chapter's own N = n_small is context
+    # the architectures claim: every model's own mask family at the powered N counts (the main lattice for the
+    # main model, own_family_powered for the others); the main lattice forced onto the others and the chapter's
+    # own N = n_small are context
     arch = Ar.claims(S)
-    assert len([c for c in arch if c.counts]) == 3 * len(S.architectures)
-    assert all(c.n == 3 and "powered run" in c.measure for c in arch if c.counts)
-    assert all(c.n == S.n_small and "pilot" in c.claim for c in arch if not c.counts and "decoy family" not in c.claim)
+    counted = [c for c in arch if c.counts]
+    assert len(counted) == 3 * len(S.architectures) and all(c.n == 3 and "powered run" in c.measure for c in counted)
+    others = [m for m in S.architectures if m != S.main_model]
+    assert all(("own lattice" in c.measure) == any(m in c.claim for m in others) for c in counted)
+    own = Ar.own_family_powered(S)
+    assert sorted(own.model.unique()) == sorted(others) and (own.masks <= own.masks_own).all()
+    pw = F.powered_scores(S, "architectures")
+    for r in own.itertuples():
+        c = next(c for c in counted if r.model in c.claim and c.claim.startswith(E.METHODS[r.method] + ":"))
+        assert (c.value, c.ci_low, c.ci_high) == pytest.approx((r.hl, r.hl_low, r.hl_high), nan_ok=True)
+        got = F.family_scores(S, r.method, F.OWN_LATTICE, 3, model_name=r.model, masks=int(r.masks), solver="adam")
+        if r.method != "smoothgrad":  # (SmoothGrad's raw map draws its noise with the population's, not alone)
+            # the same images as the main-lattice powered run: the raw maps' S_F agree image by image
+            raw = pw[(pw.model == r.model) & (pw.method == r.method) & (pw.population == "none")].sort_values("image")
+            np.testing.assert_allclose(got["sf_none"], raw.sf.to_numpy(), rtol=1e-5, atol=1e-6, err_msg=r.method)
+        assert got["solver"] == "adam" and (got["n_decoys"] <= 2 * r.masks).all()
+    forced = [c for c in arch if not c.counts and "main layer's lattice" in c.claim]
+    assert len(forced) == 3 * len(others) and all(c.n == 3 for c in forced)
+    assert all(c.n == S.n_small for c in arch if not c.counts and "pilot" in c.claim)
+    assert len([c for c in arch if not c.counts and "pilot" in c.claim]) == 3 * len(S.architectures)
     # the own-lattice sensitivity rows of every other model are context too
     assert len([c for c in arch if "decoy family" in c.claim and not c.counts]) == 3 * (len(S.architectures) - 1)
+    with pytest.raises(ValueError, match="solver"):
+        F.family_scores(S, "gradient", F.OWN_LATTICE, 2, solver="sgd")
 
 
 def test_budgeted_n_plans_from_the_pilot_up_to_the_budget():

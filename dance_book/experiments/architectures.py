@@ -12,13 +12,16 @@ from typing import List, Optional, Sequence
 
 import pandas as pd
 
-from .fidelity import FAMILY_SOLVER, own_family_table, own_family_targets, powered_scores, powered_size
-from .maps import METHODS
+from .fidelity import (FAMILY_SOLVER, OWN_LATTICE, family_scores, own_family_table, own_family_targets,
+                       powered_scores, powered_size)
+from .inputs import load_images, load_model
+from .maps import METHODS, mask_family
+from .stats import paired_difference
 from .scores import N_SHOW, SF_NOTE, compare, example_heatmaps, frame, lower_sf, mask_spacing, sf_claim, summary
 from .claims import Claim
 from .settings import Settings
 
-__all__ = ["architecture_scores", "claims", "own_family_claims", "N_SHOW", "compare", "example_heatmaps", "mask_spacing", "summary"]
+__all__ = ["architecture_scores", "claims", "own_family_claims", "own_family_powered", "OWN_FAMILY_SOLVER", "N_SHOW", "compare", "example_heatmaps", "mask_spacing", "summary"]
 
 def architecture_scores(settings: Settings, n: Optional[int] = None, models: Optional[Sequence[str]] = None,
                         methods: Sequence[str] = tuple(METHODS)) -> pd.DataFrame:
@@ -32,29 +35,107 @@ def architecture_scores(settings: Settings, n: Optional[int] = None, models: Opt
     return pd.concat(parts, ignore_index=True)
 
 
+#: The solver of the own-family powered run: the paper's (Adam), that of the main-lattice powered run, so that the
+#: two runs differ only in the masks.
+OWN_FAMILY_SOLVER = "adam"
+
+
+def own_family_powered(settings: Settings, methods: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """The architectures claim's counted run on the models other than the main one (issue 12, section 1): each
+    model's decoys on its **own** default mask family (the lattice DANCE measures at that model's layer), cut by a
+    seeded random subset to at most the main layer's number of masks (equal populations with the main model's,
+    ``2 M + 1`` maps per image), solved by :data:`OWN_FAMILY_SOLVER` on the first ``powered_size(settings,
+    "architectures")["n"]`` images. The main model needs no such run: its own family is the main lattice, which the
+    main-lattice powered run (:func:`~dance_book.experiments.fidelity.powered_scores`) already uses.
+
+    Returns:
+        one row per (model, method): ``model``, ``layer``, ``method``, ``masks_own`` (the own family's size),
+        ``masks`` (the number used), ``masks_main`` (the main layer's family's size), ``maps`` (per image, the image's included), ``cover`` (the share of the image
+        the masks used cover) and the paired difference S_F(decoys) - S_F(raw) of
+        :func:`~dance_book.experiments.stats.paired_difference` (``robust=True``: ``hl``, ``hl_low``, ``hl_high``,
+        ``p_signed_rank``, ``n``, ...).
+    """
+    n = powered_size(settings, "architectures")["n"]
+    x = load_images(settings, 1).images
+    pixels = x.shape[-2] * x.shape[-1]
+    masks_main = int(mask_family(load_model(settings.main_model), x, settings.layer(settings.main_model),
+                                 settings).shape[0])
+    rows = []
+    for model_name in settings.architectures:
+        if model_name == settings.main_model:
+            continue
+        layer = settings.layer(model_name)
+        masks_own = int(mask_family(load_model(model_name), x, layer, settings).shape[0])
+        masks = min(masks_own, masks_main)
+        for method in (settings.sweep(METHODS) if methods is None else methods):
+            r = family_scores(settings, method, OWN_LATTICE, n, model_name=model_name, masks=masks,
+                              solver=OWN_FAMILY_SOLVER)
+            sizes = r["n_decoys"] + 1
+            rows.append(dict(model=model_name, layer=layer, method=method, masks_own=masks_own, masks=masks,
+                             masks_main=masks_main,
+                             maps=f"{sizes.min()}" if sizes.min() == sizes.max() else f"{sizes.min()}–{sizes.max()}",
+                             cover=masks * r["mask_pixels"] / pixels,
+                             **paired_difference(r["sf_decoys"], r["sf_none"], robust=True)))
+    return pd.DataFrame(rows)
+
+
 def claims(settings: Settings) -> List[Claim]:
-    """The paper's claim that decoys improve fidelity on every architecture, from the cached results."""
+    """The paper's claim that decoys improve fidelity on every architecture, from the cached results.
+
+    With a powered run (:func:`~dance_book.experiments.fidelity.powered_size`) the counted rows are each model's
+    decoys on its own default mask family at the powered N (issue 12, section 1): the main-lattice powered run for
+    the main model (its own family), :func:`own_family_powered` for the others; the main lattice forced onto the
+    other models and the chapter's own run (the pilot) are context. Without one (other scales, the paper-scale
+    smoke run) the chapter's own run counts."""
     out = []
     adf = architecture_scores(settings)
     size = powered_size(settings, "architectures")
-    pdf = powered_scores(settings, "architectures") if size["powered"] else None
-    # (label, scores, counted): the powered run counts and the chapter's own run is its context (the pilot)
-    runs = [("", adf, True)] if pdf is None else [(", powered run", pdf, True),
-                                                  (", main run (context: the pilot of the powered run)", adf, False)]
+    if not size["powered"]:
+        return _sf_rows(settings, adf, "", True) + own_family_claims(settings)
+    pdf = powered_scores(settings, "architectures")
+    own = own_family_powered(settings)
     for model_name in settings.architectures:
+        main = model_name == settings.main_model
         for method, name in METHODS.items():
-            for label, frame_, counts in runs:
-                g = frame_[(frame_.model == model_name) & (frame_.method == method)]
-                d = compare(g, {"population": "decoys"}, {"population": "none"}).iloc[0]
-                row = sf_claim("architectures", f"{name}: fidelity better with decoys on {model_name} (Fig. 6){label}",
-                               "architectures.md",
-                               f"Hodges-Lehmann paired difference of S_F, decoys - none, {name}, {model_name} at "
-                               f"{settings.layer(model_name)}, N={int(d['n'])}{' (powered run)' if frame_ is pdf else ''}",
-                               d, lower_sf(d),
-                               f"{SF_NOTE} Higher-is-better reading: "
-                               f"{'supported' if d['hl_low'] > 0 else 'not supported'}.")
-                out.append(row if counts else dataclasses.replace(row, counts=False))
+            if not main:
+                r = own[(own.model == model_name) & (own.method == method)].iloc[0]
+                out.append(sf_claim(
+                    "architectures", f"{name}: fidelity better with decoys on {model_name} (Fig. 6), powered run, "
+                                     "its own mask family", "architectures.md",
+                    f"Hodges-Lehmann paired difference of S_F, decoys ({model_name}'s own lattice, {r.masks} of "
+                    f"{r.masks_own} masks, {r.maps} maps, covering {r.cover:.0%} of the image, {OWN_FAMILY_SOLVER}) - "
+                    f"none, {name}, {model_name} at {r.layer}, N={int(r.n)} (powered run)",
+                    r.to_dict(), lower_sf(r.to_dict()),
+                    f"{SF_NOTE} Higher-is-better reading: {'supported' if r.hl_low > 0 else 'not supported'}. The "
+                    f"model's own default mask family (the lattice measured at its layer), cut to at most the main "
+                    f"layer's number of masks; the main layer's lattice on this model is context."))
+            label = ", powered run" + ("" if main else " (context: the main layer's lattice)")
+            out += _sf_rows(settings, pdf, label, main, [model_name], [method], powered=True)
+            out += _sf_rows(settings, adf, ", main run (context: the pilot of the powered run)", False,
+                            [model_name], [method])
     return out + own_family_claims(settings)
+
+
+def _sf_rows(settings: Settings, frame_: pd.DataFrame, label: str, counts: bool,
+             models: Optional[Sequence[str]] = None, methods: Optional[Sequence[str]] = None,
+             powered: bool = False) -> List[Claim]:
+    """Claims rows of S_F(decoys) - S_F(raw) per model and method of a :func:`frame`-format run (the main
+    layer's lattice on every model), ``counts`` or context."""
+    out = []
+    for model_name in (settings.architectures if models is None else models):
+        for method in (tuple(METHODS) if methods is None else methods):
+            name = METHODS[method]
+            g = frame_[(frame_.model == model_name) & (frame_.method == method)]
+            d = compare(g, {"population": "decoys"}, {"population": "none"}).iloc[0]
+            row = sf_claim("architectures", f"{name}: fidelity better with decoys on {model_name} (Fig. 6){label}",
+                           "architectures.md",
+                           f"Hodges-Lehmann paired difference of S_F, decoys - none, {name}, {model_name} at "
+                           f"{settings.layer(model_name)}, N={int(d['n'])}{' (powered run)' if powered else ''}",
+                           d, lower_sf(d),
+                           f"{SF_NOTE} Higher-is-better reading: "
+                           f"{'supported' if d['hl_low'] > 0 else 'not supported'}.")
+            out.append(row if counts else dataclasses.replace(row, counts=False))
+    return out
 
 
 def own_family_claims(settings: Settings) -> List[Claim]:

@@ -242,7 +242,8 @@ PAPER_KIND_LAYER = {"vgg-shapes": "features.relu1_1"}
 
 
 def family_scores(settings: Settings, method: str, family: str, n: Optional[int] = None,
-                  layer: Optional[str] = None, model_name: Optional[str] = None, masks: Optional[int] = None) -> dict:
+                  layer: Optional[str] = None, model_name: Optional[str] = None, masks: Optional[int] = None,
+                  solver: str = FAMILY_SOLVER) -> dict:
     """S_F of the raw and the decoy-enhanced (range) maps of the first ``n`` images with one decoy family
     (cached, one entry per base method and family; ``n`` defaults to ``settings.n_fidelity``).
 
@@ -259,7 +260,8 @@ def family_scores(settings: Settings, method: str, family: str, n: Optional[int]
     model's layer). There the family :data:`OWN_LATTICE` is that layer's own default lattice (the spacing measured
     at that layer, what DANCE would use there), against ``"lattice"``, the main layer's lattice forced onto it (the
     book's default there); ``masks`` keeps a seeded random subset of that many masks (:func:`own_family_table`
-    matches both families' population sizes with it).
+    matches both families' population sizes with it). ``solver`` (default :data:`FAMILY_SOLVER`) is
+    ``"linesearch"`` or ``"adam"`` (the paper's, what the architectures claim's own-family run uses).
 
     Returns:
         dict with ``sf_none``, ``sf_decoys`` (numpy ``[n]``), ``n_decoys``, ``dropped`` (per image),
@@ -274,13 +276,15 @@ def family_scores(settings: Settings, method: str, family: str, n: Optional[int]
         raise ValueError(f"n must be a positive int, got {n!r}")
     if masks is not None and (isinstance(masks, bool) or not isinstance(masks, int) or masks < 1):
         raise ValueError(f"masks must be a positive int or None, got {masks!r}")
+    if solver not in ("adam", "linesearch"):
+        raise ValueError(f"solver must be 'adam' or 'linesearch', got {solver!r}")
     main = settings.layer(settings.main_model)
     model_name = settings.main_model if model_name is None else model_name
     layer = settings.layer(model_name) if layer is None else layer
     model = load_model(model_name)
     n_masks = int(mask_family(load_model(settings.main_model), load_images(settings, 1).images, main,
                               settings).shape[0])
-    options = dict(FAMILIES.get(family, {}), solver=FAMILY_SOLVER)
+    options = dict(FAMILIES.get(family, {}), solver=solver)
     if family == "one patch":
         options["n_masks"] = n_masks
     elif family == "lattice" and (model_name, layer) != (settings.main_model, main):
@@ -293,7 +297,7 @@ def family_scores(settings: Settings, method: str, family: str, n: Optional[int]
     def compute():
         start = time.perf_counter()
         pops = shared_decoys(settings, model_name, n, layer=layer, **options)
-        print(f"S_F: {family} decoys ({FAMILY_SOLVER}), {METHODS[method]}, {n} images ...", file=sys.stderr, flush=True)
+        print(f"S_F: {family} decoys ({solver}), {METHODS[method]}, {n} images ...", file=sys.stderr, flush=True)
         x = load_images(settings, n).images
         target = predicted(model, x)
         maps = population_maps(model, x, target, method, settings, pops, seed=settings.seed)
@@ -304,7 +308,7 @@ def family_scores(settings: Settings, method: str, family: str, n: Optional[int]
                     n_decoys=np.array([len(p) for p in pops]), dropped=np.array([int(p.dropped) for p in pops]),
                     n_masks=n_masks, mask_pixels=float(np.mean([float(p.masks.sum(dim=(1, 2, 3)).float().mean())
                                                                 for p in pops])),
-                    family=family, solver=FAMILY_SOLVER, seconds=time.perf_counter() - start)
+                    family=family, solver=solver, seconds=time.perf_counter() - start)
 
     return cached("fidelity-family", config, compute)
 
