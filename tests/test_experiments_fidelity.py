@@ -352,9 +352,26 @@ def test_the_layer_claims_powered_run_gives_the_counted_rows(S, monkeypatch):
     counted = [r for r in rows if r.counts]
     assert len(counted) == len(E.METHODS) * (len(layers) - 1)
     assert all(r.n == 3 and "powered run" in r.claim and r.test == "equivalence" for r in counted)
+    # the counted rows: each layer on its own mask family against the main layer on its own, equal mask counts
+    assert all("own mask family" in r.claim and "own mask lattice" in r.measure for r in counted)
+    own = La.own_family_layers(S)
+    assert len(own) == len(counted) and (own.masks == np.minimum(own.masks_own, own.masks_main)).all()
+    np.testing.assert_allclose(sorted(r.value for r in counted), sorted(own.hl), rtol=1e-9)
+    for r in own.itertuples():
+        at, ref = (F.family_scores(S, r.method, F.OWN_LATTICE, 3, layer=where, masks=int(r.masks), solver="adam")
+                   for where in (r.layer, S.layer(S.main_model)))
+        assert (at["n_decoys"] <= 2 * r.masks).all() and (ref["n_decoys"] <= 2 * r.masks).all()
+        assert r.hl == pytest.approx(F.paired_difference(at["sf_decoys"], ref["sf_decoys"], robust=True)["hl"])
+        assert r.margin == pytest.approx(La.LAYER_MARGIN_FRACTION * abs(
+            F.paired_difference(ref["sf_decoys"], ref["sf_none"], robust=True)["hl"]))
+        if r.method != "smoothgrad":  # the same images: the raw maps agree (SmoothGrad's draw their noise with each population)
+            np.testing.assert_allclose(at["sf_none"], ref["sf_none"], rtol=1e-5, atol=1e-6)
+    # the main layer's lattice forced onto each layer (the powered sweep) is context
     powered = La.powered_layer_scores(S)
+    forced = [r for r in rows if not r.counts and "main layer's lattice" in r.claim and r.test == "equivalence"]
     want = pd.concat([La.layer_equivalence(powered, m, S.layer(S.main_model)) for m in E.METHODS])
-    np.testing.assert_allclose(sorted(r.value for r in counted), sorted(want.hl), rtol=1e-9)
+    assert len(forced) == len(want) and all(r.n == 3 for r in forced)
+    np.testing.assert_allclose(sorted(r.value for r in forced), sorted(want.hl), rtol=1e-9)
     context = [r for r in rows if not r.counts and "pilot of the powered run" in r.claim]
     assert len(context) == len(pilot_rows) and all(r.n == 2 for r in context)
     # the pilot's images are the powered run's first ones

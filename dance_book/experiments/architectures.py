@@ -1,7 +1,8 @@
 r"""The architectures chapter (paper Fig. 6 / A15): S_F with and without decoys on each architecture.
 
-Each model's decoys use the main layer's mask family at its Table-A2-position layer; see
-:mod:`dance_book.experiments.scores`.
+The chapter's runs give each model's decoys the main layer's mask family at its Table-A2-position layer; see
+:mod:`dance_book.experiments.scores`. The claim's counted run (:func:`own_family_powered`) gives each model its own
+default family instead.
 """
 from __future__ import annotations
 

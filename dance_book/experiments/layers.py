@@ -1,10 +1,12 @@
 r"""The layers chapter (paper Fig. 5 / A16): S_F of decoy-enhanced maps with decoys at every layer.
 
-Every layer uses the main layer's mask family (:func:`~dance_book.experiments.scores.mask_spacing`),
-so only the representation the decoys preserve changes; see :mod:`dance_book.experiments.scores`.
+The sweep gives every layer the main layer's mask family (:func:`~dance_book.experiments.scores.mask_spacing`),
+so only the representation the decoys preserve changes; see :mod:`dance_book.experiments.scores`. The claim's
+counted run (:func:`own_family_layers`) gives each layer its own default family instead, with equal populations.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from typing import List, Optional, Sequence
@@ -16,8 +18,8 @@ from scipy import stats
 from .. import zoo
 from . import power as Pw
 from .claims import Claim, direction, equivalence_reading, pilot_context, planned_n, powered_label
-from .inputs import load_model
-from .maps import METHODS
+from .inputs import load_images, load_model
+from .maps import METHODS, mask_family
 from .scores import N_SHOW, decoy_population, decoy_summary, example_heatmaps, frame, mask_spacing, summary
 from .settings import Settings
 from .stats import paired_difference
@@ -28,7 +30,7 @@ __all__ = ["LAYER_SWEEP_N", "LAYER_RATIO_THRESHOLD", "LAYER_MARGIN_FRACTION", "P
            "N_SHOW", "decoy_population", "decoy_summary",
            "example_heatmaps",
            "mask_spacing", "summary", "POWERED_SCALES", "POWERED_BUDGET_S", "POWERED_COST_PER_IMAGE_S", "powered_size",
-           "powered_rule", "powered_layer_scores"]
+           "powered_rule", "powered_layer_scores", "OWN_FAMILY_SOLVER", "own_family_layers"]
 
 #: Images of the layer sweep, per scale. At CI scale the minimum of 8 (below ``n_small``): each of
 #: the ten layers re-optimises every decoy with the paper's Adam solver, and at the deep layers it
@@ -243,6 +245,78 @@ def powered_layer_scores(settings: Settings) -> Optional[pd.DataFrame]:
     return layer_scores(settings, n=size["n"]) if size["n"] > layer_sweep_size(settings) else None
 
 
+#: The solver of the own-family powered run: the paper's (Adam), that of the powered sweep, so that the two runs
+#: differ only in the masks.
+OWN_FAMILY_SOLVER = "adam"
+
+
+def own_family_layers(settings: Settings, n: Optional[int] = None, layers: Optional[Sequence[str]] = None,
+                      methods: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """The layer claim's counted run (issue 12, section 1): the decoys at each layer on that layer's **own** default
+    mask family (the lattice DANCE measures there), against the main layer's own family, both cut by a seeded random
+    subset to the same number of masks (the smaller of the layer's family and the main layer's: equal populations,
+    ``2 M + 1`` maps per image) and solved by :data:`OWN_FAMILY_SOLVER`, on the first ``n`` images (default the
+    powered run's N, :func:`powered_size`).
+
+    Returns:
+        one row per (layer other than the main one, method): ``layer``, ``method``, ``n``, ``masks_own``,
+        ``masks_main`` (the two families' sizes), ``masks`` (the number used), ``maps``, ``cover`` (the share of the
+        image the layer's masks cover), the paired difference S_F(decoys at the layer) - S_F(decoys at the main
+        layer) (``hl``, ``hl_low``, ``hl_high``, ``sd_diff``, ...), ``decoy_effect`` (the Hodges-Lehmann estimate
+        of S_F(decoys at the main layer) - S_F(raw map) with the same masks), ``margin`` (:data:`LAYER_MARGIN_FRACTION`
+        times its size) and ``equivalent`` (:func:`equivalence_reading` of the Hodges-Lehmann interval).
+    """
+    from .fidelity import OWN_LATTICE, family_scores  # fidelity imports this module
+
+    n = powered_size(settings)["n"] if n is None else n
+    model_name, main = settings.main_model, settings.layer(settings.main_model)
+    model = load_model(model_name)
+    x = load_images(settings, 1).images
+    pixels = x.shape[-2] * x.shape[-1]
+    masks_main = int(mask_family(model, x, main, settings).shape[0])
+    rows = []
+    for layer in (sweep_layers(settings) if layers is None else layers):
+        if layer == main:
+            continue
+        masks_own = int(mask_family(model, x, layer, settings).shape[0])
+        masks = min(masks_own, masks_main)
+        for method in (settings.sweep(METHODS) if methods is None else methods):
+            at, ref = (family_scores(settings, method, OWN_LATTICE, n, layer=where, masks=masks,
+                                     solver=OWN_FAMILY_SOLVER) for where in (layer, main))
+            diff = paired_difference(at["sf_decoys"], ref["sf_decoys"], robust=True)
+            effect = paired_difference(ref["sf_decoys"], ref["sf_none"], robust=True)["hl"]
+            margin = LAYER_MARGIN_FRACTION * abs(effect)
+            sizes = np.concatenate([at["n_decoys"], ref["n_decoys"]]) + 1
+            rows.append(dict(layer=layer, method=method, masks_own=masks_own, masks_main=masks_main, masks=masks,
+                             maps=f"{sizes.min()}" if sizes.min() == sizes.max() else f"{sizes.min()}–{sizes.max()}",
+                             cover=masks * at["mask_pixels"] / pixels, **diff, decoy_effect=effect, margin=margin,
+                             equivalent=equivalence_reading(diff["hl_low"], diff["hl_high"], margin)))
+    return pd.DataFrame(rows)
+
+
+def _own_rows(settings: Settings, table: pd.DataFrame, run: str) -> List[Claim]:
+    """The claim's counted rows from :func:`own_family_layers`: one equivalence row per method and non-main layer."""
+    out = []
+    main = settings.layer(settings.main_model)
+    for r in table.itertuples():
+        name = METHODS[r.method]
+        supports = None if r.equivalent is None or pd.isna(r.equivalent) else bool(r.equivalent)
+        word = {True: "equivalent", False: "different", None: "undecided at this N"}[supports]
+        out.append(Claim(
+            paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5){run}, each layer's own mask "
+                                       "family", chapter="layers.md",
+            measure=f"S_F with decoys at {r.layer} minus at the main layer {main}, each on its own mask lattice "
+                    f"({r.masks} masks, {r.maps} maps, {OWN_FAMILY_SOLVER}), {name}, N={r.n}",
+            value=float(r.hl), ci_low=float(r.hl_low), ci_high=float(r.hl_high), n=int(r.n),
+            supports=supports, test="equivalence", margin=float(r.margin) if r.margin > 0 else 1e-12,
+            interval="hodges-lehmann", sd_diff=float(r.sd_diff),
+            note=(f"margin +-{r.margin:.3g} = {LAYER_MARGIN_FRACTION:g} x the decoys' effect on S_F at the main layer "
+                  f"with the same number of masks ({r.decoy_effect:+.3g}): {word}. The layer's own default family "
+                  f"({r.masks_own} masks, cut to {r.masks}; they cover {r.cover:.0%} of the image); the main layer's "
+                  f"lattice forced onto the layer is context.")))
+    return out
+
+
 def claims(settings: Settings) -> List[Claim]:
     """The paper's layer-insensitivity claim (the layers chapter), from the cached results: one
     equivalence row per method and non-main layer (:func:`layer_equivalence`), and the bootstrap
@@ -252,4 +326,8 @@ def claims(settings: Settings) -> List[Claim]:
     powered = powered_layer_scores(settings)
     if powered is None:
         return pilot
-    return _rows(settings, powered, counts=True, run=powered_label(powered_size(settings))) + pilot_context(pilot)
+    label = powered_label(powered_size(settings))
+    forced = [r if not r.counts else dataclasses.replace(r, counts=False, claim=r.claim + " (context: the main "
+                                                                                             "layer's lattice)")
+              for r in _rows(settings, powered, counts=True, run=label)]
+    return _own_rows(settings, own_family_layers(settings), label) + forced + pilot_context(pilot)

@@ -158,6 +158,16 @@ RULE_CHANGES = (
                "larger decoy effect than the main lattice for gradient and IG; ResNet no difference) and after the "
                "main-lattice powered rows (7 of 9 supporting), before the Adam run on the own families; the N is the "
                "one the rule had fixed, not chosen from those results"},
+    {"date": "2026-11-28", "commit": None,
+     "change": "the layer claim counts each layer's decoys on its own default mask family against the main layer's "
+               "own family, both cut by a seeded random subset to the smaller family's number of masks (4 at conv1_1 "
+               "and pool1, 16 elsewhere), at the powered N (75, unchanged) with Adam (layers.own_family_layers); the "
+               "margin is LAYER_MARGIN_FRACTION x the decoys' effect at the main layer with as many masks; the main "
+               "layer's lattice forced onto every layer becomes context",
+     "reason": "issue 12, section 1 asks for each layer's own default family; it had been a sensitivity run only. "
+               "Declared after that run's N = 8 line-search results (0 of 27 pairs moved by the family) and the "
+               "forced-lattice powered rows (19 of 27 equivalent, 8 undecided) had been seen, before the Adam run on "
+               "the own families; the N is the one the rule had fixed"},
 )
 
 #: Which measures are read with a robust interval since 2026-11-28 (see :data:`RULE_CHANGES`): every paired
