@@ -22,7 +22,8 @@ from .scores import N_SHOW, SF_NOTE, compare, example_heatmaps, frame, lower_sf,
 from .claims import Claim
 from .settings import Settings
 
-__all__ = ["architecture_scores", "claims", "own_family_claims", "own_family_powered", "OWN_FAMILY_SOLVER", "N_SHOW", "compare", "example_heatmaps", "mask_spacing", "summary"]
+__all__ = ["architecture_scores", "claims", "own_family_claims", "own_family_powered", "OWN_FAMILY_SOLVER", "N_SHOW",
+           "compare", "example_heatmaps", "mask_spacing", "summary"]
 
 def architecture_scores(settings: Settings, n: Optional[int] = None, models: Optional[Sequence[str]] = None,
                         methods: Sequence[str] = tuple(METHODS)) -> pd.DataFrame:
@@ -51,8 +52,8 @@ def own_family_powered(settings: Settings, methods: Optional[Sequence[str]] = No
 
     Returns:
         one row per (model, method): ``model``, ``layer``, ``method``, ``masks_own`` (the own family's size),
-        ``masks`` (the number used), ``masks_main`` (the main layer's family's size), ``maps`` (per image, the image's included), ``cover`` (the share of the image
-        the masks used cover) and the paired difference S_F(decoys) - S_F(raw) of
+        ``masks`` (the number used), ``masks_main`` (the main layer's family's size), ``maps`` (per image, the
+        image's included), ``cover`` (the share of the image the masks used cover) and the paired difference S_F(decoys) - S_F(raw) of
         :func:`~dance_book.experiments.stats.paired_difference` (``robust=True``: ``hl``, ``hl_low``, ``hl_high``,
         ``p_signed_rank``, ``n``, ...).
     """
