@@ -283,7 +283,7 @@ def test_every_rule_change_is_recorded_with_date_and_reason():
     for c in Pw.RULE_CHANGES:
         if c["date"] > Pw.DECLARED_ON:
             assert any(word in c["change"] for word in ("layer", "c claim", "sanity", "localization", "S_F", "attacks claim",
-                                                               "runtime claim", "adaptive claim"))
+                                                               "runtime claim", "adaptive claim", "SCAAT claim", "architectures claim"))
 
 
 def test_the_robust_rule_is_declared_and_recorded():
@@ -355,3 +355,19 @@ def test_runtime_ranges_read_against_their_tolerance():
     assert list(plain.reading) == ["inconclusive"]
     assert (Rt.cost_word(0.7, 0.9), Rt.cost_word(0.5, 1.5)) == ("less than or about as much as",
                                                                 "anything from less than to more than")
+
+
+def test_a_row_at_its_planned_n_does_not_ask_for_it_again():
+    # undecided rows that already have the N planned for the declared d_z: no "N = ... would decide"
+    planned = Pw.n_needed(1.0, Pw.DECLARATIONS["attacks"].effect_dz, alpha=0.05 / 2)
+    rows = [row("attacks", supports=None, value=2.0, ci=(-0.1, 4.1), n=planned + 5) for _ in range(2)]
+    t = Cl.frame(rows)
+    assert list(t.reading) == ["inconclusive"] * 2 and list(t.n_needed) == [planned] * 2
+    s = Cl.summary(t).iloc[0]
+    assert pd.isna(s.n_decide) and "would decide" not in s.why
+    assert "2 of them already have the N planned for the declared smallest effect" in s.why
+    # one row below its planned N: only that one asks for more
+    t = Cl.frame(rows[:1] + [row("attacks", supports=None, value=2.0, ci=(-0.1, 4.1), n=planned - 5)])
+    s = Cl.summary(t).iloc[0]
+    assert s.n_decide == planned and f"N = {planned} would decide them" in s.why
+    assert "1 of them already have" in s.why

@@ -390,10 +390,20 @@ def _fmt(row) -> str:
 
 def n_decide(group: pd.DataFrame) -> Optional[int]:
     """The N that would decide a claim's undecided measures: the largest ``n_needed`` over its counted
-    measures that read *inconclusive*; None when none does or none has an N planned."""
+    measures that read *inconclusive* and have fewer images than that; None when none does or none has an N
+    planned (a measure already at its planned N stays undecided only for an effect smaller than the declared
+    one, or by the 20 % chance of missing one of that size: no planned N decides it)."""
     unsure = group[group.counts & (group.reading == "inconclusive")]
-    values = pd.to_numeric(unsure["n_needed"], errors="coerce").dropna() if "n_needed" in unsure else []
+    if "n_needed" not in unsure:
+        return None
+    needed = pd.to_numeric(unsure["n_needed"], errors="coerce")
+    values = needed[needed > pd.to_numeric(unsure["n"], errors="coerce")].dropna()
     return int(max(values)) if len(values) else None
+
+
+def at_planned_n(row) -> bool:
+    """Whether an *inconclusive* row already has the N planned for it (``n >= n_needed``)."""
+    return row.reading == "inconclusive" and not pd.isna(row.n_needed) and int(row.n) >= int(row.n_needed)
 
 
 def planned_n(rows: List[Claim]) -> Optional[int]:
@@ -446,6 +456,10 @@ def why(group: pd.DataFrame) -> str:
         n = n_decide(group)
         if n is not None:
             text += f"; N = {n} would decide them"
+        reached = sum(at_planned_n(r) for r in unsure.itertuples()) if "n_needed" in unsure else 0
+        if reached:
+            text += (f"; {reached} of them already have the N planned for the declared smallest effect, so an effect "
+                     "that size would most likely have been decided")
         parts.append(text)
     return "; ".join(parts) + "."
 
@@ -625,7 +639,10 @@ def answer(table: pd.DataFrame, chapter: str, label=_bold, max_listed: Optional[
                 item += " (context, not counted)"
             if row.reading == "inconclusive" and getattr(row, "reading_95", None) in ("supports", "contradicts"):
                 item += f" ({row.reading_95} at the 95 % level, not after Holm's correction)"
-            if row.reading == "inconclusive" and not pd.isna(row.n_needed):
+            if at_planned_n(row):
+                item += (f"; N = {int(row.n_needed)} was planned for the declared smallest effect and is reached: an "
+                         "effect that size would most likely (80 %) have been decided")
+            elif row.reading == "inconclusive" and not pd.isna(row.n_needed):
                 item += f"; N = {int(row.n_needed)} would decide"
             elif row.reading == "inconclusive" and row.ci_low == row.ci_high:
                 item += "; no N can be planned from an interval without width"
