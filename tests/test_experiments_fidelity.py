@@ -296,6 +296,9 @@ def test_the_powered_runs_give_the_counted_rows(S, monkeypatch):
     assert all(("own lattice" in c.measure) == any(m in c.claim for m in others) for c in counted)
     own = Ar.own_family_powered(S)
     assert sorted(own.model.unique()) == sorted(others) and (own.masks <= own.masks_own).all()
+    shown = Ar.own_family_powered_display(own)
+    assert len(shown) == len(own) and list(shown.model) == list(own.model)
+    assert all(f"{r.hl:+.2f}" in cell for r, cell in zip(own.itertuples(), shown["S_F decoys − raw, HL [95 % CI]"]))
     pw = F.powered_scores(S, "architectures")
     for r in own.itertuples():
         c = next(c for c in counted if r.model in c.claim and c.claim.startswith(E.METHODS[r.method] + ":"))
@@ -356,6 +359,9 @@ def test_the_layer_claims_powered_run_gives_the_counted_rows(S, monkeypatch):
     assert all("own mask family" in r.claim and "own mask lattice" in r.measure for r in counted)
     own = La.own_family_layers(S)
     assert len(own) == len(counted) and (own.masks == np.minimum(own.masks_own, own.masks_main)).all()
+    shown = La.own_family_layers_display(own)
+    assert list(shown.index) == [name.rsplit(".", 1)[-1] for name in own.layer.unique()]
+    assert list(shown.columns) == ["masks", "cover"] + [E.METHODS[m] for m in own.method.unique()]
     np.testing.assert_allclose(sorted(r.value for r in counted), sorted(own.hl), rtol=1e-9)
     for r in own.itertuples():
         at, ref = (F.family_scores(S, r.method, F.OWN_LATTICE, 3, layer=where, masks=int(r.masks), solver="adam")

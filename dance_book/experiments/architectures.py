@@ -22,7 +22,8 @@ from .scores import N_SHOW, SF_NOTE, compare, example_heatmaps, frame, lower_sf,
 from .claims import Claim
 from .settings import Settings
 
-__all__ = ["architecture_scores", "claims", "own_family_claims", "own_family_powered", "OWN_FAMILY_SOLVER", "N_SHOW",
+__all__ = ["architecture_scores", "claims", "own_family_claims", "own_family_powered", "own_family_powered_display",
+           "OWN_FAMILY_SOLVER", "N_SHOW",
            "compare", "example_heatmaps", "mask_spacing", "summary"]
 
 def architecture_scores(settings: Settings, n: Optional[int] = None, models: Optional[Sequence[str]] = None,
@@ -79,6 +80,18 @@ def own_family_powered(settings: Settings, methods: Optional[Sequence[str]] = No
                              cover=masks * r["mask_pixels"] / pixels,
                              **paired_difference(r["sf_decoys"], r["sf_none"], robust=True)))
     return pd.DataFrame(rows)
+
+
+def own_family_powered_display(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`own_family_powered` as the chapter shows it: per model and method, N, the own family's masks and the
+    number used (``masks``: own → used), the maps per image, the share of the image the masks cover, and
+    S_F(decoys) - S_F(raw) (Hodges-Lehmann estimate [95 % interval])."""
+    return pd.DataFrame({
+        "model": table.model, "method": table.method.map(METHODS), "N": table.n,
+        "masks": [f"{a} → {b}" for a, b in zip(table.masks_own, table.masks)],
+        "maps": table.maps, "cover": [f"{c:.0%}" for c in table.cover],
+        "S_F decoys − raw, HL [95 % CI]": [f"{r.hl:+.2f} [{r.hl_low:+.2f}, {r.hl_high:+.2f}]"
+                                           for r in table.itertuples()]})
 
 
 def claims(settings: Settings) -> List[Claim]:

@@ -30,7 +30,7 @@ __all__ = ["LAYER_SWEEP_N", "LAYER_RATIO_THRESHOLD", "LAYER_MARGIN_FRACTION", "P
            "N_SHOW", "decoy_population", "decoy_summary",
            "example_heatmaps",
            "mask_spacing", "summary", "POWERED_SCALES", "POWERED_BUDGET_S", "POWERED_COST_PER_IMAGE_S", "powered_size",
-           "powered_rule", "powered_layer_scores", "OWN_FAMILY_SOLVER", "own_family_layers"]
+           "powered_rule", "powered_layer_scores", "OWN_FAMILY_SOLVER", "own_family_layers", "own_family_layers_display"]
 
 #: Images of the layer sweep, per scale. At CI scale the minimum of 8 (below ``n_small``): each of
 #: the ten layers re-optimises every decoy with the paper's Adam solver, and at the deep layers it
@@ -292,6 +292,22 @@ def own_family_layers(settings: Settings, n: Optional[int] = None, layers: Optio
                              cover=masks * at["mask_pixels"] / pixels, **diff, decoy_effect=effect, margin=margin,
                              equivalent=equivalence_reading(diff["hl_low"], diff["hl_high"], margin)))
     return pd.DataFrame(rows)
+
+
+def own_family_layers_display(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`own_family_layers` as the chapter shows it: one row per layer (in the table's order, by its last name),
+    the masks of its own family and the number used (``masks``: own → used), the share of the image they cover, and
+    per method S_F(layer) - S_F(main layer) (Hodges-Lehmann estimate [95 % interval]) with its equivalence margin
+    (+-)."""
+    first = table.groupby("layer", sort=False).first()
+    out = pd.DataFrame({"masks": [f"{a} → {b}" for a, b in zip(first.masks_own, first.masks)],
+                        "cover": [f"{c:.0%}" for c in first.cover]}, index=first.index)
+    for method in table.method.unique():
+        rows = table[table.method == method].set_index("layer").loc[out.index]
+        out[METHODS[method]] = [f"{r.hl:+.2f} [{r.hl_low:+.2f}, {r.hl_high:+.2f}] (±{r.margin:.2f})"
+                                for r in rows.itertuples()]
+    # the short layer name ("conv4_2", not "features.conv4_2"): the table is wide enough without it
+    return out.rename(index=lambda name: name.rsplit(".", 1)[-1])
 
 
 def _own_rows(settings: Settings, table: pd.DataFrame, run: str) -> List[Claim]:
