@@ -370,4 +370,4 @@ def test_a_row_at_its_planned_n_does_not_ask_for_it_again():
     t = Cl.frame(rows[:1] + [row("attacks", supports=None, value=2.0, ci=(-0.1, 4.1), n=planned - 5)])
     s = Cl.summary(t).iloc[0]
     assert s.n_decide == planned and f"N = {planned} would decide them" in s.why
-    assert "1 of them already have" in s.why
+    assert "1 of them already has the N planned" in s.why

@@ -458,8 +458,8 @@ def why(group: pd.DataFrame) -> str:
             text += f"; N = {n} would decide them"
         reached = sum(at_planned_n(r) for r in unsure.itertuples()) if "n_needed" in unsure else 0
         if reached:
-            text += (f"; {reached} of them already have the N planned for the declared smallest effect, so an effect "
-                     "that size would most likely have been decided")
+            text += (f"; {reached} of them already {'has' if reached == 1 else 'have'} the N planned for the declared "
+                     "smallest effect, so an effect that size would most likely have been decided")
         parts.append(text)
     return "; ".join(parts) + "."
 
