@@ -13,10 +13,9 @@ from typing import List, Optional, Sequence
 
 import pandas as pd
 
-from .fidelity import (FAMILY_SOLVER, OWN_LATTICE, family_scores, own_family_table, own_family_targets,
+from .fidelity import (FAMILY_SOLVER, OWN_LATTICE, family_scores, matched_masks, own_family_table, own_family_targets,
                        powered_scores, powered_size)
-from .inputs import load_images, load_model
-from .maps import METHODS, mask_family
+from .maps import METHODS
 from .stats import paired_difference
 from .scores import N_SHOW, SF_NOTE, compare, example_heatmaps, frame, lower_sf, mask_spacing, sf_claim, summary
 from .claims import Claim
@@ -59,25 +58,20 @@ def own_family_powered(settings: Settings, methods: Optional[Sequence[str]] = No
         ``p_signed_rank``, ``n``, ...).
     """
     n = powered_size(settings, "architectures")["n"]
-    x = load_images(settings, 1).images
-    pixels = x.shape[-2] * x.shape[-1]
-    masks_main = int(mask_family(load_model(settings.main_model), x, settings.layer(settings.main_model),
-                                 settings).shape[0])
     rows = []
     for model_name in settings.architectures:
         if model_name == settings.main_model:
             continue
         layer = settings.layer(model_name)
-        masks_own = int(mask_family(load_model(model_name), x, layer, settings).shape[0])
-        masks = min(masks_own, masks_main)
+        sizes = matched_masks(settings, model_name, layer)
         for method in (settings.sweep(METHODS) if methods is None else methods):
-            r = family_scores(settings, method, OWN_LATTICE, n, model_name=model_name, masks=masks,
+            r = family_scores(settings, method, OWN_LATTICE, n, model_name=model_name, masks=sizes["masks"],
                               solver=OWN_FAMILY_SOLVER)
-            sizes = r["n_decoys"] + 1
-            rows.append(dict(model=model_name, layer=layer, method=method, masks_own=masks_own, masks=masks,
-                             masks_main=masks_main,
-                             maps=f"{sizes.min()}" if sizes.min() == sizes.max() else f"{sizes.min()}–{sizes.max()}",
-                             cover=masks * r["mask_pixels"] / pixels,
+            maps = r["n_decoys"] + 1
+            rows.append(dict(model=model_name, layer=layer, method=method, masks_own=sizes["masks_own"],
+                             masks=sizes["masks"], masks_main=sizes["masks_main"],
+                             maps=f"{maps.min()}" if maps.min() == maps.max() else f"{maps.min()}–{maps.max()}",
+                             cover=sizes["masks"] * r["mask_pixels"] / sizes["pixels"],
                              **paired_difference(r["sf_decoys"], r["sf_none"], robust=True)))
     return pd.DataFrame(rows)
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dance.decoys import SOLVERS
 from dance.enhanced import aggregate_maps
 from dance.metrics import fidelity as fidelity_metric
 
@@ -34,7 +35,7 @@ from .settings import Settings
 from .stats import paired_difference
 
 __all__ = ["FIDELITY_KINDS", "EQUAL_SIZE_DECOYS", "REPLACEMENTS", "FAMILIES", "FAMILY_SOLVER", "OWN_LATTICE",
-           "own_family_targets", "own_family_table", "own_family_display",
+           "matched_masks", "own_family_targets", "own_family_table", "own_family_display",
            "POWERED_KINDS", "POWERED_AGGREGATES", "POWERED_MEASURES", "POWERED_SCALES", "powered_measures", "POWERED_BUDGET_S",
            "POWERED_COST_PER_IMAGE_S", "powered_size", "powered_rule",
            "powered_scores", "fidelity_scores", "family_scores", "family_table", "family_claims", "claims", "N_SHOW", "compare",
@@ -276,8 +277,8 @@ def family_scores(settings: Settings, method: str, family: str, n: Optional[int]
         raise ValueError(f"n must be a positive int, got {n!r}")
     if masks is not None and (isinstance(masks, bool) or not isinstance(masks, int) or masks < 1):
         raise ValueError(f"masks must be a positive int or None, got {masks!r}")
-    if solver not in ("adam", "linesearch"):
-        raise ValueError(f"solver must be 'adam' or 'linesearch', got {solver!r}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}")
     main = settings.layer(settings.main_model)
     model_name = settings.main_model if model_name is None else model_name
     layer = settings.layer(model_name) if layer is None else layer
@@ -356,6 +357,18 @@ def family_claims(settings: Settings) -> List[Claim]:
 OWN_LATTICE = "own lattice"
 
 
+def matched_masks(settings: Settings, model_name: str, layer: str) -> dict:
+    """The mask counts of a comparison of ``layer`` of ``model_name``'s own default family with the main layer's:
+    ``masks_own`` and ``masks_main`` (the two families' sizes), ``masks`` (the smaller, what both are cut to: equal
+    populations) and ``pixels`` (an image's, for the share of it the masks cover)."""
+    x = load_images(settings, 1).images
+    masks_main = int(mask_family(load_model(settings.main_model), x, settings.layer(settings.main_model),
+                                 settings).shape[0])
+    masks_own = int(mask_family(load_model(model_name), x, layer, settings).shape[0])
+    return dict(masks_own=masks_own, masks_main=masks_main, masks=min(masks_own, masks_main),
+                pixels=x.shape[-2] * x.shape[-1])
+
+
 def own_family_targets(settings: Settings) -> List[tuple]:
     """The (model, layer, N) the own-lattice sensitivity run covers: every architecture other than the main model
     at its layer (N = ``settings.n_small``, the architectures chapter's run) and every decoy layer of the layers
@@ -381,13 +394,9 @@ def own_family_table(settings: Settings, targets: Optional[Sequence[tuple]] = No
     ``own_cover`` / ``main_cover``, the share of the image's pixels the masks used cover: cutting a family of many
     small masks to a few leaves most of the image without a decoy."""
     rows = []
-    main_model, main = settings.main_model, settings.layer(settings.main_model)
-    x = load_images(settings, 1).images
-    masks_main = int(mask_family(load_model(main_model), x, main, settings).shape[0])
-    pixels = x.shape[-2] * x.shape[-1]
     for model_name, layer, n in (own_family_targets(settings) if targets is None else targets):
-        masks_own = int(mask_family(load_model(model_name), x, layer, settings).shape[0])
-        masks = min(masks_own, masks_main)
+        sizes = matched_masks(settings, model_name, layer)
+        masks_own, masks_main, masks, pixels = sizes["masks_own"], sizes["masks_main"], sizes["masks"], sizes["pixels"]
         for method in (settings.sweep(METHODS) if methods is None else methods):
             own, lattice = (family_scores(settings, method, family, n, layer=layer, model_name=model_name, masks=masks)
                             for family in (OWN_LATTICE, "lattice"))
