@@ -416,3 +416,19 @@ def test_own_lattice_sensitivity_matches_population_sizes(S):
         F.family_scores(S, "gradient", F.OWN_LATTICE, 2, masks=0)
     with pytest.raises(ValueError, match="family"):
         F.family_scores(S, "gradient", "own")
+
+
+def test_own_family_coverage_splits_the_readings_by_coverage():
+    """The layers chapter's coverage paragraph, on a hand-made table: counts per coverage group and the side of
+    the different rows."""
+    table = pd.DataFrame(dict(layer=["a", "a", "b", "c"], cover=[1.0, 1.0, 0.15, 0.04], masks=[4, 4, 16, 16],
+                              masks_own=[4, 4, 100, 484], equivalent=[True, None, False, False], hl=[0.0, 0.1, 0.9, 1.3]))
+    text = La.own_family_coverage(table)
+    assert text.startswith("At the 1 layers whose own family keeps the whole image covered")
+    assert "1 of 2 pairs are equivalent and 0 different" in text
+    assert "at the 2 deeper layers, whose many small masks cut to 16 cover 4% to 15% of the image" in text
+    assert "0 of 2 are equivalent and 2 different, all with higher S_F than at the main layer" in text
+    assert text.endswith("up to 484 masks per image.")
+    mixed = table.assign(hl=[0.0, 0.1, 0.9, -1.3])
+    assert "2 different, in both directions" in La.own_family_coverage(mixed)
+    assert La.own_family_coverage(table[table.cover == 1.0]) == "Every layer's own family covers the whole image."

@@ -6,7 +6,6 @@ counted run (:func:`own_family_layers`) gives each layer its own default family 
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 from typing import List, Optional, Sequence
@@ -18,8 +17,8 @@ from scipy import stats
 from .. import zoo
 from . import power as Pw
 from .claims import Claim, direction, equivalence_reading, pilot_context, planned_n, powered_label
-from .inputs import load_images, load_model
-from .maps import METHODS, mask_family
+from .inputs import load_model
+from .maps import METHODS
 from .scores import N_SHOW, decoy_population, decoy_summary, example_heatmaps, frame, mask_spacing, summary
 from .settings import Settings
 from .stats import paired_difference
@@ -30,7 +29,8 @@ __all__ = ["LAYER_SWEEP_N", "LAYER_RATIO_THRESHOLD", "LAYER_MARGIN_FRACTION", "P
            "N_SHOW", "decoy_population", "decoy_summary",
            "example_heatmaps",
            "mask_spacing", "summary", "POWERED_SCALES", "POWERED_BUDGET_S", "POWERED_COST_PER_IMAGE_S", "powered_size",
-           "powered_rule", "powered_layer_scores", "OWN_FAMILY_SOLVER", "own_family_layers", "own_family_layers_display"]
+           "powered_rule", "powered_layer_scores", "OWN_FAMILY_SOLVER", "own_family_layers", "own_family_layers_display",
+           "own_family_coverage"]
 
 #: Images of the layer sweep, per scale. At CI scale the minimum of 8 (below ``n_small``): each of
 #: the ten layers re-optimises every decoy with the paper's Adam solver, and at the deep layers it
@@ -184,6 +184,25 @@ POWERED_BUDGET_S = 1800.0
 POWERED_COST_PER_IMAGE_S = 24.0
 
 
+def _supports(equivalent) -> Optional[bool]:
+    """An ``equivalent`` cell of :func:`layer_equivalence` or :func:`own_family_layers` as a Claim's ``supports``."""
+    return None if equivalent is None or pd.isna(equivalent) else bool(equivalent)
+
+
+def _equivalence_claim(r, claim: str, measure: str, counts: bool = True, effect_at: str = "", tail: str = "") -> Claim:
+    """One equivalence row of the claim from a row ``r`` of :func:`layer_equivalence` or :func:`own_family_layers`
+    (the Hodges-Lehmann estimate and interval against ``r.margin``); ``effect_at`` qualifies the main layer's decoy
+    effect in the note and ``tail`` ends it."""
+    supports = _supports(r.equivalent)
+    word = {True: "equivalent", False: "different", None: "undecided at this N"}[supports]
+    return Claim(paper_claim="layer", claim=claim, chapter="layers.md", measure=measure,
+                 value=float(r.hl), ci_low=float(r.hl_low), ci_high=float(r.hl_high), n=int(r.n),
+                 supports=supports, test="equivalence", margin=float(r.margin) if r.margin > 0 else 1e-12,
+                 interval="hodges-lehmann", sd_diff=float(r.sd_diff), counts=counts,
+                 note=(f"margin +-{r.margin:.3g} = {LAYER_MARGIN_FRACTION:g} x the decoys' effect on S_F at the main layer"
+                       f"{effect_at} ({r.decoy_effect:+.3g}): {word}{tail}"))
+
+
 def _rows(settings: Settings, ldf: pd.DataFrame, counts: bool = True, run: str = "") -> List[Claim]:
     """The claim's rows from a sweep's table: one equivalence row per method and non-main layer
     (:func:`layer_equivalence`, counted when ``counts``), and the bootstrap ratio of :func:`layer_spread` per method
@@ -192,16 +211,9 @@ def _rows(settings: Settings, ldf: pd.DataFrame, counts: bool = True, run: str =
     main = settings.layer(settings.main_model)
     for method, name in METHODS.items():
         for r in layer_equivalence(ldf, method, main).itertuples():
-            supports = None if r.equivalent is None or pd.isna(r.equivalent) else bool(r.equivalent)
-            word = {True: "equivalent", False: "different", None: "undecided at this N"}[supports]
-            out.append(Claim(
-                paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5){run}", chapter="layers.md",
-                measure=f"S_F with decoys at {r.layer} minus at the main layer {main}, {name}, N={r.n}",
-                value=float(r.hl), ci_low=float(r.hl_low), ci_high=float(r.hl_high), n=int(r.n),
-                supports=supports, test="equivalence", margin=float(r.margin) if r.margin > 0 else 1e-12,
-                interval="hodges-lehmann", sd_diff=float(r.sd_diff), counts=counts,
-                note=(f"margin +-{r.margin:.3g} = {LAYER_MARGIN_FRACTION:g} x the decoys' effect on S_F at the main layer "
-                      f"({r.decoy_effect:+.3g}): {word}")))
+            out.append(_equivalence_claim(
+                r, f"{name}: not sensitive to the decoy layer (Fig. 5){run}",
+                f"S_F with decoys at {r.layer} minus at the main layer {main}, {name}, N={r.n}", counts))
         s = layer_spread(ldf, method)
         supports = layer_insensitive(s)
         verdict = {True: "insensitive", False: "sensitive", None: "undecided at this N"}[supports]
@@ -266,20 +278,16 @@ def own_family_layers(settings: Settings, n: Optional[int] = None, layers: Optio
         of S_F(decoys at the main layer) - S_F(raw map) with the same masks), ``margin`` (:data:`LAYER_MARGIN_FRACTION`
         times its size) and ``equivalent`` (:func:`equivalence_reading` of the Hodges-Lehmann interval).
     """
-    from .fidelity import OWN_LATTICE, family_scores  # fidelity imports this module
+    from .fidelity import OWN_LATTICE, family_scores, matched_masks  # fidelity imports this module
 
     n = powered_size(settings)["n"] if n is None else n
-    model_name, main = settings.main_model, settings.layer(settings.main_model)
-    model = load_model(model_name)
-    x = load_images(settings, 1).images
-    pixels = x.shape[-2] * x.shape[-1]
-    masks_main = int(mask_family(model, x, main, settings).shape[0])
+    main = settings.layer(settings.main_model)
     rows = []
     for layer in (sweep_layers(settings) if layers is None else layers):
         if layer == main:
             continue
-        masks_own = int(mask_family(model, x, layer, settings).shape[0])
-        masks = min(masks_own, masks_main)
+        sizes = matched_masks(settings, settings.main_model, layer)
+        masks_own, masks_main, masks, pixels = sizes["masks_own"], sizes["masks_main"], sizes["masks"], sizes["pixels"]
         for method in (settings.sweep(METHODS) if methods is None else methods):
             at, ref = (family_scores(settings, method, OWN_LATTICE, n, layer=where, masks=masks,
                                      solver=OWN_FAMILY_SOLVER) for where in (layer, main))
@@ -312,25 +320,39 @@ def own_family_layers_display(table: pd.DataFrame) -> pd.DataFrame:
 
 def _own_rows(settings: Settings, table: pd.DataFrame, run: str) -> List[Claim]:
     """The claim's counted rows from :func:`own_family_layers`: one equivalence row per method and non-main layer."""
-    out = []
     main = settings.layer(settings.main_model)
-    for r in table.itertuples():
-        name = METHODS[r.method]
-        supports = None if r.equivalent is None or pd.isna(r.equivalent) else bool(r.equivalent)
-        word = {True: "equivalent", False: "different", None: "undecided at this N"}[supports]
-        out.append(Claim(
-            paper_claim="layer", claim=f"{name}: not sensitive to the decoy layer (Fig. 5){run}, each layer's own mask "
-                                       "family", chapter="layers.md",
-            measure=f"S_F with decoys at {r.layer} minus at the main layer {main}, each on its own mask lattice "
-                    f"({r.masks} masks, {r.maps} maps, {OWN_FAMILY_SOLVER}), {name}, N={r.n}",
-            value=float(r.hl), ci_low=float(r.hl_low), ci_high=float(r.hl_high), n=int(r.n),
-            supports=supports, test="equivalence", margin=float(r.margin) if r.margin > 0 else 1e-12,
-            interval="hodges-lehmann", sd_diff=float(r.sd_diff),
-            note=(f"margin +-{r.margin:.3g} = {LAYER_MARGIN_FRACTION:g} x the decoys' effect on S_F at the main layer "
-                  f"with the same number of masks ({r.decoy_effect:+.3g}): {word}. The layer's own default family "
-                  f"({r.masks_own} masks, cut to {r.masks}; they cover {r.cover:.0%} of the image); the main layer's "
-                  f"lattice forced onto the layer is context.")))
-    return out
+    return [_equivalence_claim(
+        r, f"{METHODS[r.method]}: not sensitive to the decoy layer (Fig. 5){run}, each layer's own mask family",
+        f"S_F with decoys at {r.layer} minus at the main layer {main}, each on its own mask lattice ({r.masks} masks, "
+        f"{r.maps} maps, {OWN_FAMILY_SOLVER}), {METHODS[r.method]}, N={r.n}",
+        effect_at=" with the same number of masks",
+        tail=(f". The layer's own default family ({r.masks_own} masks, cut to {r.masks}; they cover {r.cover:.0%} of "
+              f"the image); the main layer's lattice forced onto the layer is context."))
+        for r in table.itertuples()]
+
+
+def own_family_coverage(table: pd.DataFrame) -> str:
+    """How the coverage of the kept masks splits :func:`own_family_layers`' readings, in words (the chapter's
+    paragraph): the layers whose own family covers the whole image (none of its masks dropped) against the deeper
+    ones, whose many small masks cut to the main family's number cover only part of it."""
+    full, part = table[table.cover >= 0.999], table[table.cover < 0.999]
+    if part.empty:
+        return "Every layer's own family covers the whole image."
+
+    def count(rows, value):
+        return sum(_supports(v) is value for v in rows.equivalent)
+
+    different = part[[_supports(v) is False for v in part.equivalent]]
+    side = ("" if different.empty else ", all with higher S_F than at the main layer" if (different.hl > 0).all()
+            else ", all with lower S_F than at the main layer" if (different.hl < 0).all() else ", in both directions")
+    return (f"At the {full.layer.nunique()} layers whose own family keeps the whole image covered (it has no more masks "
+            f"than the main family, so none is dropped), {count(full, True)} of {len(full)} pairs are equivalent and "
+            f"{count(full, False)} different; at the {part.layer.nunique()} deeper layers, whose many small masks cut to "
+            f"{int(part.masks.max())} cover {part.cover.min():.0%} to {part.cover.max():.0%} of the image, "
+            f"{count(part, True)} of {len(part)} are equivalent and {count(part, False)} different{side}. Those rows "
+            f"compare a decoy population on part of the image with one on all of it; the paper's one-patch family would "
+            f"use every patch position at every layer, which at these layers is up to {int(part.masks_own.max())} "
+            f"masks per image.")
 
 
 def claims(settings: Settings) -> List[Claim]:
@@ -343,7 +365,5 @@ def claims(settings: Settings) -> List[Claim]:
     if powered is None:
         return pilot
     label = powered_label(powered_size(settings))
-    forced = [r if not r.counts else dataclasses.replace(r, counts=False, claim=r.claim + " (context: the main "
-                                                                                             "layer's lattice)")
-              for r in _rows(settings, powered, counts=True, run=label)]
+    forced = _rows(settings, powered, counts=False, run=f"{label} (context: the main layer's lattice)")
     return _own_rows(settings, own_family_layers(settings), label) + forced + pilot_context(pilot)
