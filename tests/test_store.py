@@ -161,3 +161,15 @@ def test_bad_mode(monkeypatch):
     monkeypatch.setenv("DANCE_RESULTS", "sometimes")
     with pytest.raises(ValueError, match="DANCE_RESULTS"):
         store.mode()
+
+
+def test_every_committed_entry_names_the_chapter_that_asked_for_it():
+    # The provenance says which chapter asked for each result, and the recheck runs it in that chapter: an entry
+    # written by a script outside a chapter run (DANCE_CHAPTER unset) has no owner and is regenerated instead.
+    root = store._ROOT
+    chapters = {p.stem for p in (root / "book").glob("*.md")}
+    for folder in sorted(p for p in (root / "results").iterdir() if p.is_dir() and not p.name.endswith(".new")):
+        entries = [e for e in store.index_of(folder) if e.get("top_level")]
+        assert entries, f"no entries in {folder}"
+        orphans = [e["key"] for e in entries if e.get("chapter") not in chapters]
+        assert not orphans, f"{len(orphans)} entries of {folder.name} name no chapter of book/: {orphans[:3]}"
