@@ -165,7 +165,7 @@ def test_bad_mode(monkeypatch):
 
 def test_every_committed_entry_names_the_chapter_that_asked_for_it():
     # The provenance says which chapter asked for each result, and the recheck runs it in that chapter: an entry
-    # written by a script outside a chapter run (DANCE_CHAPTER unset) has no owner and is regenerated instead.
+    # written by a script outside a chapter run (DANCE_CHAPTER unset) has no owner: write it by running its chapter.
     root = store._ROOT
     chapters = {p.stem for p in (root / "book").glob("*.md")}
     for folder in sorted(p for p in (root / "results").iterdir() if p.is_dir() and not p.name.endswith(".new")):
