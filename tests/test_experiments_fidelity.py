@@ -418,6 +418,12 @@ def test_own_lattice_sensitivity_matches_population_sizes(S):
         F.family_scores(S, "gradient", "own")
 
 
+def test_maps_per_image_counts_the_image_with_its_decoys():
+    assert Sc.maps_per_image(np.array([32, 32])) == "33"
+    # two populations of the same images (the own family's and the main layer's): one span over both
+    assert Sc.maps_per_image(np.array([32, 30]), np.array([26, 32])) == "27–33"
+
+
 def test_own_family_coverage_splits_the_readings_by_coverage():
     """The layers chapter's coverage paragraph, on a hand-made table: counts per coverage group and the side of
     the different rows."""

@@ -17,7 +17,8 @@ from .fidelity import (FAMILY_SOLVER, OWN_LATTICE, family_scores, matched_masks,
                        powered_scores, powered_size)
 from .maps import METHODS
 from .stats import paired_difference
-from .scores import N_SHOW, SF_NOTE, compare, example_heatmaps, frame, lower_sf, mask_spacing, sf_claim, summary
+from .scores import (N_SHOW, OWN_FAMILY_SOLVER, SF_NOTE, compare, example_heatmaps, frame, lower_sf, mask_spacing,
+                     maps_per_image, sf_claim, summary)
 from .claims import Claim
 from .settings import Settings
 
@@ -35,11 +36,6 @@ def architecture_scores(settings: Settings, n: Optional[int] = None, models: Opt
         print(f"model {name} @ {settings.layer(name)}", file=sys.stderr, flush=True)
         parts.append(frame(settings, name, settings.layer(name), methods, ("none", "decoys"), n))
     return pd.concat(parts, ignore_index=True)
-
-
-#: The solver of the own-family powered run: the paper's (Adam), that of the main-lattice powered run, so that the
-#: two runs differ only in the masks.
-OWN_FAMILY_SOLVER = "adam"
 
 
 def own_family_powered(settings: Settings, methods: Optional[Sequence[str]] = None) -> pd.DataFrame:
@@ -67,10 +63,9 @@ def own_family_powered(settings: Settings, methods: Optional[Sequence[str]] = No
         for method in (settings.sweep(METHODS) if methods is None else methods):
             r = family_scores(settings, method, OWN_LATTICE, n, model_name=model_name, masks=sizes["masks"],
                               solver=OWN_FAMILY_SOLVER)
-            maps = r["n_decoys"] + 1
             rows.append(dict(model=model_name, layer=layer, method=method, masks_own=sizes["masks_own"],
                              masks=sizes["masks"], masks_main=sizes["masks_main"],
-                             maps=f"{maps.min()}" if maps.min() == maps.max() else f"{maps.min()}–{maps.max()}",
+                             maps=maps_per_image(r["n_decoys"]),
                              cover=sizes["masks"] * r["mask_pixels"] / sizes["pixels"],
                              **paired_difference(r["sf_decoys"], r["sf_none"], robust=True)))
     return pd.DataFrame(rows)

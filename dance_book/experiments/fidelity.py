@@ -28,7 +28,7 @@ from .cache import cached
 from .inputs import load_images, load_model, shared_decoys
 from .maps import METHODS, mask_family, predicted
 from .scores import (AGGREGATES, N_SHOW, SF_NOTE, compare, decoy_summary, example_heatmaps, frame, lower_sf, mask_spacing,
-                     population, population_maps, sf_claim, summary)
+                     maps_per_image, population, population_maps, sf_claim, summary)
 from . import power as Pw
 from .claims import Claim
 from .settings import Settings
@@ -328,8 +328,7 @@ def family_table(settings: Settings, n: Optional[int] = None, methods: Optional[
             d = paired_difference(r["sf_decoys"], r["sf_none"], robust=True)
             rows.append(dict(method=method, family=family, layer=layer or settings.layer(settings.main_model),
                              solver=r["solver"], **d, supports=lower_sf(d),
-                             maps=f"{int(r['n_decoys'].min()) + 1}" if r["n_decoys"].min() == r["n_decoys"].max()
-                             else f"{int(r['n_decoys'].min()) + 1}–{int(r['n_decoys'].max()) + 1}",
+                             maps=maps_per_image(r["n_decoys"]),
                              mask_pixels=r["mask_pixels"], dropped=int(r["dropped"].sum())))
     return pd.DataFrame(rows)
 
@@ -403,13 +402,12 @@ def own_family_table(settings: Settings, targets: Optional[Sequence[tuple]] = No
             d_own = paired_difference(own["sf_decoys"], own["sf_none"], robust=True)
             d_main = paired_difference(lattice["sf_decoys"], lattice["sf_none"], robust=True)
             diff = paired_difference(own["sf_decoys"], lattice["sf_decoys"], robust=True)
-            sizes = np.concatenate([own["n_decoys"], lattice["n_decoys"]]) + 1
             rows.append(dict(model=model_name, layer=layer, method=method, n=int(n), masks_own=masks_own,
                              masks_main=masks_main, masks=masks, own=d_own["hl"], own_low=d_own["hl_low"],
                              own_high=d_own["hl_high"], own_p=d_own["p_signed_rank"], own_sd=d_own["sd_diff"],
                              main=d_main["hl"], main_low=d_main["hl_low"],
                              main_high=d_main["hl_high"], hl=diff["hl"], hl_low=diff["hl_low"], hl_high=diff["hl_high"],
-                             maps=f"{sizes.min()}" if sizes.min() == sizes.max() else f"{sizes.min()}–{sizes.max()}",
+                             maps=maps_per_image(own["n_decoys"], lattice["n_decoys"]),
                              # the share of the image the masks cover (tiled patches: a family's masks are disjoint)
                              own_cover=masks * own["mask_pixels"] / pixels, main_cover=masks * lattice["mask_pixels"] / pixels))
     return pd.DataFrame(rows)

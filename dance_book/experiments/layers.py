@@ -19,7 +19,8 @@ from . import power as Pw
 from .claims import Claim, direction, equivalence_reading, pilot_context, planned_n, powered_label
 from .inputs import load_model
 from .maps import METHODS
-from .scores import N_SHOW, decoy_population, decoy_summary, example_heatmaps, frame, mask_spacing, summary
+from .scores import (N_SHOW, OWN_FAMILY_SOLVER, decoy_population, decoy_summary, example_heatmaps, frame, mask_spacing,
+                     maps_per_image, summary)
 from .settings import Settings
 from .stats import paired_difference
 
@@ -257,11 +258,6 @@ def powered_layer_scores(settings: Settings) -> Optional[pd.DataFrame]:
     return layer_scores(settings, n=size["n"]) if size["n"] > layer_sweep_size(settings) else None
 
 
-#: The solver of the own-family powered run: the paper's (Adam), that of the powered sweep, so that the two runs
-#: differ only in the masks.
-OWN_FAMILY_SOLVER = "adam"
-
-
 def own_family_layers(settings: Settings, n: Optional[int] = None, layers: Optional[Sequence[str]] = None,
                       methods: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """The layer claim's counted run (issue 12, section 1): the decoys at each layer on that layer's **own** default
@@ -286,17 +282,16 @@ def own_family_layers(settings: Settings, n: Optional[int] = None, layers: Optio
     for layer in (sweep_layers(settings) if layers is None else layers):
         if layer == main:
             continue
-        sizes = matched_masks(settings, settings.main_model, layer)
-        masks_own, masks_main, masks, pixels = sizes["masks_own"], sizes["masks_main"], sizes["masks"], sizes["pixels"]
+        counts = matched_masks(settings, settings.main_model, layer)
+        masks_own, masks_main, masks, pixels = counts["masks_own"], counts["masks_main"], counts["masks"], counts["pixels"]
         for method in (settings.sweep(METHODS) if methods is None else methods):
             at, ref = (family_scores(settings, method, OWN_LATTICE, n, layer=where, masks=masks,
                                      solver=OWN_FAMILY_SOLVER) for where in (layer, main))
             diff = paired_difference(at["sf_decoys"], ref["sf_decoys"], robust=True)
             effect = paired_difference(ref["sf_decoys"], ref["sf_none"], robust=True)["hl"]
             margin = LAYER_MARGIN_FRACTION * abs(effect)
-            sizes = np.concatenate([at["n_decoys"], ref["n_decoys"]]) + 1
             rows.append(dict(layer=layer, method=method, masks_own=masks_own, masks_main=masks_main, masks=masks,
-                             maps=f"{sizes.min()}" if sizes.min() == sizes.max() else f"{sizes.min()}–{sizes.max()}",
+                             maps=maps_per_image(at["n_decoys"], ref["n_decoys"]),
                              cover=masks * at["mask_pixels"] / pixels, **diff, decoy_effect=effect, margin=margin,
                              equivalent=equivalence_reading(diff["hl_low"], diff["hl_high"], margin)))
     return pd.DataFrame(rows)

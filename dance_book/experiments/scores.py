@@ -79,6 +79,18 @@ AGGREGATES = ("range", "mean")
 N_SHOW = 4
 
 
+#: The solver of the own-family powered runs (the layers and architectures claims): the paper's (Adam), that of the
+#: main-lattice powered runs they are set against, so that the two differ only in the masks.
+OWN_FAMILY_SOLVER = "adam"
+
+
+def maps_per_image(*n_decoys: np.ndarray) -> str:
+    """The maps per image of one or more populations (each image's decoys and the image itself) as a table shows
+    them: ``"33"`` when every image has as many, else the span, ``"27–33"``."""
+    sizes = np.concatenate([np.asarray(n, dtype=int) for n in n_decoys]) + 1
+    return f"{sizes.min()}" if sizes.min() == sizes.max() else f"{sizes.min()}–{sizes.max()}"
+
+
 #: Images per forward/backward pass of the base methods: small batches run fastest on CPU
 #: (measured: ~0.55 ms per image at 64 against ~0.85 ms at 256, VGG-style model, one thread).
 _PASS_BATCH = 64
